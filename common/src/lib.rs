@@ -1,0 +1,48 @@
+//! Types shared by the learner's crate (`tiny-llm`) and the reference
+//! (`tiny-llm-ref`), so that a day taken from the reference fits the learner's
+//! own code: the error type and small shape checks.
+
+use mlx_rs::Array;
+
+/// Everything that can go wrong in the kit's model code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An MLX operation failed (MLX's own message).
+    #[error("MLX: {0}")]
+    Mlx(#[from] mlx_rs::error::Exception),
+
+    /// A tensor had the wrong shape.
+    #[error("{what}: expected shape {expected}, got {got:?}")]
+    Shape {
+        /// Which tensor (for example `"q_proj.weight"` or `"query"`).
+        what: String,
+        /// The expected shape in words (for example `"[N.., L, D]"`).
+        expected: String,
+        /// The shape that was passed.
+        got: Vec<i32>,
+    },
+
+    /// An argument was out of its valid range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `Result` with the kit's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Fails with [`Error::Shape`] unless `array` has `ndim` dimensions or more.
+pub fn expect_min_ndim(what: &str, array: &Array, ndim: usize, expected: &str) -> Result<()> {
+    if array.ndim() < ndim {
+        return Err(shape_error(what, array, expected));
+    }
+    Ok(())
+}
+
+/// Builds an [`Error::Shape`] for `array`.
+pub fn shape_error(what: &str, array: &Array, expected: &str) -> Error {
+    Error::Shape {
+        what: what.to_string(),
+        expected: expected.to_string(),
+        got: array.shape().to_vec(),
+    }
+}

@@ -1,0 +1,159 @@
+//! Numeric comparison with a report that names the worst element.
+
+use mlx_rs::{Array, Dtype};
+
+/// Tolerance: an element passes when `|got - expected| <= atol + rtol * |expected|`
+/// (the `numpy.allclose` rule).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tol {
+    pub rtol: f64,
+    pub atol: f64,
+}
+
+impl Tol {
+    /// The course's default tolerance for a dtype (docs: curriculum.md):
+    /// f32 rtol 1e-5 atol 1e-6; f16 rtol 5e-2 atol 1e-3; bf16 rtol 5e-2 atol 1e-2.
+    pub fn for_dtype(dtype: Dtype) -> Tol {
+        match dtype {
+            Dtype::Float16 => Tol { rtol: 5e-2, atol: 1e-3 },
+            Dtype::Bfloat16 => Tol { rtol: 5e-2, atol: 1e-2 },
+            _ => Tol { rtol: 1e-5, atol: 1e-6 },
+        }
+    }
+}
+
+fn dtype_name(d: Dtype) -> String {
+    format!("{d:?}").to_lowercase()
+}
+
+fn to_f64(a: &Array) -> Vec<f64> {
+    let f = a
+        .as_dtype(Dtype::Float32)
+        .and_then(|f| f.eval().map(|_| f))
+        .unwrap_or_else(|e| panic!("[error] cannot read the tensor: {e}"));
+    f.as_slice::<f32>().iter().map(|&v| v as f64).collect()
+}
+
+fn unravel(mut flat: usize, shape: &[i32]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for (i, &d) in shape.iter().enumerate().rev() {
+        let d = d.max(1) as usize;
+        idx[i] = flat % d;
+        flat /= d;
+    }
+    idx
+}
+
+/// The outcome of comparing two tensors element by element.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Worst {
+    pub index: Vec<usize>,
+    pub got: f64,
+    pub expected: f64,
+    pub abs_err: f64,
+    pub rel_err: f64,
+    pub failing: usize,
+    pub total: usize,
+}
+
+/// Compares `got` with `expected` (same length), returning the element that
+/// exceeds the tolerance the most, or `None` when all pass. NaN in `got`
+/// where `expected` is finite always fails.
+pub fn worst_element(got: &[f64], expected: &[f64], shape: &[i32], tol: Tol) -> Option<Worst> {
+    let mut worst: Option<(f64, usize)> = None;
+    let mut failing = 0;
+    for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        let allowed = tol.atol + tol.rtol * e.abs();
+        let err = (g - e).abs();
+        let same_inf = g == e; // covers equal infinities
+        let excess = if same_inf {
+            continue;
+        } else if err.is_nan() {
+            f64::INFINITY
+        } else {
+            err - allowed
+        };
+        if excess > 0.0 {
+            failing += 1;
+            if worst.is_none_or(|(w, _)| excess > w) {
+                worst = Some((excess, i));
+            }
+        }
+    }
+    worst.map(|(_, i)| {
+        let (g, e) = (got[i], expected[i]);
+        Worst {
+            index: unravel(i, shape),
+            got: g,
+            expected: e,
+            abs_err: (g - e).abs(),
+            rel_err: (g - e).abs() / e.abs().max(f64::MIN_POSITIVE),
+            failing,
+            total: got.len(),
+        }
+    })
+}
+
+/// Asserts that `got` matches `expected` in shape, dtype and values.
+///
+/// Panics with `[wrong shape]` (shape or dtype differ) or `[wrong numbers]`
+/// and a report: the test, the case, the tensor, its shape and dtype, the
+/// worst element (index, got, expected, abs and rel error) and the tolerance.
+#[track_caller]
+pub fn assert_close(test: &str, case: &str, tensor: &str, got: &Array, expected: &Array, tol: Tol) {
+    if got.shape() != expected.shape() || got.dtype() != expected.dtype() {
+        panic!(
+            "[wrong shape] {test}, case {case}, tensor `{tensor}`: got shape {:?} dtype {}, expected shape {:?} dtype {}",
+            got.shape(),
+            dtype_name(got.dtype()),
+            expected.shape(),
+            dtype_name(expected.dtype())
+        );
+    }
+    let (g, e) = (to_f64(got), to_f64(expected));
+    if let Some(w) = worst_element(&g, &e, expected.shape(), tol) {
+        panic!(
+            "[wrong numbers] {test}, case {case}, tensor `{tensor}` (shape {:?}, {})\n  \
+             worst element at {:?}: got {:.7e}, expected {:.7e} (abs err {:.3e}, rel err {:.3e})\n  \
+             {} of {} elements outside |got - expected| <= atol + rtol*|expected| with rtol {:e}, atol {:e}",
+            expected.shape(),
+            dtype_name(expected.dtype()),
+            w.index,
+            w.got,
+            w.expected,
+            w.abs_err,
+            w.rel_err,
+            w.failing,
+            w.total,
+            tol.rtol,
+            tol.atol
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Tol = Tol { rtol: 0.1, atol: 0.0 };
+
+    #[test]
+    fn all_within_tolerance_is_none() {
+        assert_eq!(worst_element(&[1.0, 2.05], &[1.0, 2.0], &[2], T), None);
+    }
+
+    #[test]
+    fn worst_is_the_largest_excess_with_its_index() {
+        // excess: |1.5-1|-0.1 = 0.4 at 1; |3-2|-0.2 = 0.8 at 3
+        let w = worst_element(&[0.0, 1.5, 0.0, 3.0], &[0.0, 1.0, 0.0, 2.0], &[2, 2], T).unwrap();
+        assert_eq!(w.index, vec![1, 1]);
+        assert_eq!((w.got, w.expected, w.failing, w.total), (3.0, 2.0, 2, 4));
+        assert!((w.rel_err - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn nan_fails_and_equal_infinities_pass() {
+        let w = worst_element(&[f64::NAN, f64::NEG_INFINITY], &[1.0, f64::NEG_INFINITY], &[2], T);
+        assert_eq!(w.unwrap().index, vec![0]);
+    }
+}

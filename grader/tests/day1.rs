@@ -1,0 +1,152 @@
+//! Day 1: softmax, linear, scaled dot-product attention, multi-head attention.
+//! Golden tensors from fixtures/gen/day1.py (oracles: mx.softmax,
+//! mx.fast.scaled_dot_product_attention, nn.MultiHeadAttention).
+
+use mlx_rs::Array;
+use tiny_llm_grader::imp::attention::{
+    scaled_dot_product_attention_simple, SimpleMultiHeadAttention,
+};
+use tiny_llm_grader::imp::basics::{linear, softmax};
+use tiny_llm_grader::{assert_close, check_cases, ok, Case, Tol};
+
+const DAY: &str = "day1";
+
+fn run_softmax(c: &Case) -> Array {
+    ok("softmax", softmax(c.get("x"), c.meta("axis").unwrap_or(-1)))
+}
+
+#[test]
+fn softmax_f32() {
+    check_cases("softmax_f32", DAY, "softmax_", "f32", "y", run_softmax);
+}
+
+#[test]
+fn softmax_f16() {
+    check_cases("softmax_f16", DAY, "softmax_", "f16", "y", run_softmax);
+}
+
+/// Hand-worked: softmax([1, 2, 3]) = e^i / (e + e^2 + e^3).
+#[test]
+fn softmax_hand_worked() {
+    let x = Array::from_slice(&[1.0f32, 2.0, 3.0], &[1, 3]);
+    let z: f32 = (1..=3).map(|i| (i as f32).exp()).sum();
+    let want: Vec<f32> = (1..=3).map(|i| (i as f32).exp() / z).collect();
+    let want = Array::from_slice(&want, &[1, 3]);
+    let got = ok("softmax", softmax(&x, -1));
+    assert_close("softmax_hand_worked", "hand", "y", &got, &want, Tol::for_dtype(want.dtype()));
+}
+
+fn run_linear(c: &Case) -> Array {
+    ok("linear", linear(c.get("x"), c.get("w"), c.opt("b")))
+}
+
+#[test]
+fn linear_no_bias_f32() {
+    check_cases("linear_no_bias_f32", DAY, "linear_nobias_", "f32", "y", run_linear);
+}
+
+#[test]
+fn linear_no_bias_f16() {
+    check_cases("linear_no_bias_f16", DAY, "linear_nobias_", "f16", "y", run_linear);
+}
+
+#[test]
+fn linear_bias_f32() {
+    check_cases("linear_bias_f32", DAY, "linear_bias_", "f32", "y", run_linear);
+}
+
+#[test]
+fn linear_bias_f16() {
+    check_cases("linear_bias_f16", DAY, "linear_bias_", "f16", "y", run_linear);
+}
+
+/// A weight whose input size does not match `x` is an error, not a panic.
+#[test]
+fn linear_rejects_mismatched_weight() {
+    let x = Array::from_slice(&[1.0f32; 6], &[2, 3]);
+    let w = Array::from_slice(&[1.0f32; 8], &[2, 4]);
+    let r = linear(&x, &w, None);
+    assert!(r.is_err(), "[wrong numbers] linear of [2, 3] by a [2, 4] weight must return Err");
+}
+
+fn run_sdpa(c: &Case) -> Array {
+    ok(
+        "scaled_dot_product_attention_simple",
+        scaled_dot_product_attention_simple(
+            c.get("q"),
+            c.get("k"),
+            c.get("v"),
+            c.meta("scale"),
+            c.opt("mask"),
+        ),
+    )
+}
+
+#[test]
+fn sdpa_simple_f32() {
+    check_cases("sdpa_simple_f32", DAY, "sdpa_simple_nomask_noscale_", "f32", "out", run_sdpa);
+}
+
+#[test]
+fn sdpa_simple_f16() {
+    check_cases("sdpa_simple_f16", DAY, "sdpa_simple_nomask_noscale_", "f16", "out", run_sdpa);
+}
+
+#[test]
+fn sdpa_simple_scale_f32() {
+    check_cases("sdpa_simple_scale_f32", DAY, "sdpa_simple_nomask_scale_", "f32", "out", run_sdpa);
+}
+
+#[test]
+fn sdpa_simple_scale_f16() {
+    check_cases("sdpa_simple_scale_f16", DAY, "sdpa_simple_nomask_scale_", "f16", "out", run_sdpa);
+}
+
+#[test]
+fn sdpa_simple_mask_f32() {
+    check_cases("sdpa_simple_mask_f32", DAY, "sdpa_simple_mask_", "f32", "out", run_sdpa);
+}
+
+#[test]
+fn sdpa_simple_mask_f16() {
+    check_cases("sdpa_simple_mask_f16", DAY, "sdpa_simple_mask_", "f16", "out", run_sdpa);
+}
+
+fn run_mha(c: &Case) -> Array {
+    let e = c.get("query").dim(-1);
+    let mha = ok(
+        "SimpleMultiHeadAttention::new",
+        SimpleMultiHeadAttention::new(
+            e,
+            c.meta("num_heads").expect("num_heads"),
+            c.get("wq").clone(),
+            c.get("wk").clone(),
+            c.get("wv").clone(),
+            c.get("wo").clone(),
+        ),
+    );
+    ok(
+        "SimpleMultiHeadAttention::forward",
+        mha.forward(c.get("query"), c.get("key"), c.get("value"), c.opt("mask")),
+    )
+}
+
+#[test]
+fn mha_f32() {
+    check_cases("mha_f32", DAY, "mha_nomask_", "f32", "out", run_mha);
+}
+
+#[test]
+fn mha_f16() {
+    check_cases("mha_f16", DAY, "mha_nomask_", "f16", "out", run_mha);
+}
+
+#[test]
+fn mha_mask_f32() {
+    check_cases("mha_mask_f32", DAY, "mha_mask_", "f32", "out", run_mha);
+}
+
+#[test]
+fn mha_mask_f16() {
+    check_cases("mha_mask_f16", DAY, "mha_mask_", "f16", "out", run_mha);
+}

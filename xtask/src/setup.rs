@@ -1,0 +1,502 @@
+//! `cargo xtask setup`: makes mlx-rs build and run on Linux x86_64.
+//!
+//! mlx-sys (links = "mlx") cannot build there as published, so this step
+//! provisions, under `target/mlx/`, everything its build script would have
+//! made, and tells Cargo through a build-script override
+//! (`target/mlx/override.toml`, included by `.cargo/config.toml`):
+//!
+//! 1. Debian packages: cmake, libclang 14 (for bindgen), OpenBLAS.
+//! 2. The `mlx-cpu==0.32.2` wheel from PyPI (sha256 pinned), unpacked with its
+//!    layout, so `libmlx.so` finds its BLAS through its own rpath. By default
+//!    its reference BLAS is replaced by Debian's OpenBLAS (`--blas reference`
+//!    keeps it).
+//! 3. mlx-c, copied out of the mlx-sys crate's source, built as `libmlxc.a`
+//!    against the wheel, with a force-included compat header (`assets/`).
+//! 4. `bindings.rs` from the `mlx-bindgen` helper.
+//! 5. A static shim for `mach_approximate_time` (used by mlx-rs's random).
+//! 6. The override file, with absolute paths and a hash of the native files
+//!    so Cargo relinks mlx-sys when they change.
+//!
+//! Every step is stamped with a hash of its inputs; a second run only checks.
+//! On macOS nothing is done: mlx-sys builds there as published.
+
+use crate::util::{self, read_stamp, run_logged, sha256_bytes, sha256_file, write_stamp, Step};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// MLX release that mlx-c 0.7.0 (inside mlx-sys 0.7.0) pins.
+pub const MLX_VERSION: &str = "0.32.2";
+const MLX_SYS_VERSION: &str = "0.7.0";
+const WHEEL_FILE: &str = "mlx_cpu-0.32.2-py3-none-manylinux_2_35_x86_64.whl";
+const WHEEL_SHA256: &str = "fc5d31b90fc4f457b2f9614ed45651a567d22a6a11a03d114a90a4e10bdd8878";
+const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+const LIBCLANG_DIR: &str = "/usr/lib/llvm-14/lib";
+const OPENBLAS: &str = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0";
+const COMPAT_HEADER: &str = include_str!("../assets/mlxc_linux_compat.h");
+const SHIM_SOURCE: &str = include_str!("../assets/mach_time_shim.c");
+
+/// Which BLAS the wheel's `libmlx.so` uses for f32 matmuls on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Blas {
+    /// Debian's OpenBLAS (pthreads), swapped into the private wheel copy.
+    Openblas,
+    /// The netlib reference BLAS the wheel ships (slow; for comparisons).
+    Reference,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SetupArgs {
+    /// BLAS behind MLX's CPU matmuls.
+    #[arg(long, value_enum, default_value_t = Blas::Openblas)]
+    pub blas: Blas,
+}
+
+impl Default for SetupArgs {
+    fn default() -> Self {
+        SetupArgs { blas: Blas::Openblas }
+    }
+}
+
+/// Paths of the provisioned files.
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new() -> Layout {
+        Layout { root: util::target_dir().join("mlx") }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+    pub fn wheel(&self) -> PathBuf {
+        self.p("wheels").join(WHEEL_FILE)
+    }
+    /// The unpacked wheel: `mlx/lib/libmlx.so`, `mlx_cpu.libs/`.
+    pub fn dist(&self) -> PathBuf {
+        self.p("dist")
+    }
+    pub fn libmlx_dir(&self) -> PathBuf {
+        self.dist().join("mlx").join("lib")
+    }
+    fn mlxc_src(&self) -> PathBuf {
+        self.p("mlx-c-src")
+    }
+    fn mlxc_build(&self) -> PathBuf {
+        self.p("mlx-c-build")
+    }
+    fn mlxc_prefix(&self) -> PathBuf {
+        self.p("mlx-c")
+    }
+    fn mlxc_lib(&self) -> PathBuf {
+        self.mlxc_prefix().join("lib")
+    }
+    fn compat_header(&self) -> PathBuf {
+        self.p("compat/mlxc_linux_compat.h")
+    }
+    fn sys_out(&self) -> PathBuf {
+        self.p("sys-out")
+    }
+    pub fn override_file(&self) -> PathBuf {
+        self.p("override.toml")
+    }
+    fn stamp(&self, name: &str) -> PathBuf {
+        self.p("stamps").join(name)
+    }
+    fn log(&self, name: &str) -> PathBuf {
+        self.p("logs").join(format!("{name}.log"))
+    }
+}
+
+/// Runs setup; quick when everything is in place.
+pub fn run(args: &SetupArgs) -> Result<()> {
+    if cfg!(target_os = "macos") {
+        return Ok(());
+    }
+    if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
+        bail!(
+            "tiny-llm-rs supports macOS (Apple Silicon) and Linux x86_64; this is {} {}",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        );
+    }
+    let l = Layout::new();
+    for d in ["stamps", "logs", "wheels", "compat"] {
+        std::fs::create_dir_all(l.p(d))?;
+    }
+    let started = std::time::Instant::now();
+    let mut did_work = false;
+    did_work |= ensure_debian_packages()?;
+    did_work |= ensure_wheel(&l)?;
+    did_work |= ensure_unpacked(&l, args.blas)?;
+    write_if_changed(&l.compat_header(), COMPAT_HEADER)?;
+    did_work |= ensure_mlxc(&l)?;
+    did_work |= ensure_shim(&l)?;
+    did_work |= ensure_bindings(&l)?;
+    did_work |= write_override(&l)?;
+    if did_work {
+        eprintln!(
+            "MLX for Linux ready under {} ({:.0} s). Plain `cargo build` and `cargo test` now use it.",
+            l.root.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn write_if_changed(path: &Path, content: &str) -> Result<bool> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(content) {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Installs the Debian packages the build needs when any is missing.
+fn ensure_debian_packages() -> Result<bool> {
+    let wanted = [
+        "cmake",
+        "g++",
+        "libclang1-14",
+        "libclang-common-14-dev",
+        "libopenblas0-pthread",
+        "python3-venv",
+    ];
+    let missing: Vec<&str> = wanted.into_iter().filter(|p| !dpkg_installed(p)).collect();
+    // python3-venv is only needed where python3 lacks a working venv module.
+    let missing: Vec<&str> = missing
+        .into_iter()
+        .filter(|p| *p != "python3-venv" || !python_has_venv())
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    let step = Step::start(format!("apt-get install {}", missing.join(" ")));
+    let log = Layout::new().log("apt");
+    run_logged(privileged(&["apt-get", "update", "-qq"]).as_mut(), &log).context(
+        "apt-get update failed; install these Debian packages by hand: cmake g++ libclang1-14 libclang-common-14-dev libopenblas0-pthread",
+    )?;
+    let mut install = privileged(&["apt-get", "install", "-y", "-qq", "--no-install-recommends"]);
+    install.env("DEBIAN_FRONTEND", "noninteractive").args(&missing);
+    run_logged(&mut install, &Layout::new().log("apt-install"))?;
+    step.done();
+    Ok(true)
+}
+
+/// `args` as root: directly when we are root, else through sudo.
+fn privileged(args: &[&str]) -> Box<Command> {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let mut cmd = if is_root {
+        Command::new(args[0])
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(args[0]);
+        c
+    };
+    cmd.args(&args[1..]);
+    Box::new(cmd)
+}
+
+fn python_has_venv() -> bool {
+    Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Downloads the pinned mlx-cpu wheel (never installs or runs it) and checks
+/// its sha256.
+fn ensure_wheel(l: &Layout) -> Result<bool> {
+    let wheel = l.wheel();
+    if wheel.exists() && sha256_file(&wheel)? == WHEEL_SHA256 {
+        return Ok(false);
+    }
+    let step = Step::start(format!("download mlx-cpu=={MLX_VERSION} wheel (PyPI)"));
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+        .args(["--platform", "manylinux_2_35_x86_64", "--python-version", "3.11"])
+        .arg(format!("mlx-cpu=={MLX_VERSION}"))
+        .arg("-d")
+        .arg(l.p("wheels"));
+    run_logged(&mut pip, &l.log("pip-download"))?;
+    let got = sha256_file(&wheel)?;
+    if got != WHEEL_SHA256 {
+        std::fs::remove_file(&wheel).ok();
+        bail!("{WHEEL_FILE}: sha256 {got}, expected {WHEEL_SHA256}; the file was removed");
+    }
+    step.done();
+    Ok(true)
+}
+
+/// Unpacks the wheel keeping its layout, and puts the chosen BLAS in place.
+fn ensure_unpacked(l: &Layout, blas: Blas) -> Result<bool> {
+    let stamp_path = l.stamp("unpack");
+    let want = format!("{WHEEL_SHA256} {blas:?}");
+    let libmlx = l.libmlx_dir().join("libmlx.so");
+    if libmlx.exists() && read_stamp(&stamp_path).as_deref() == Some(want.as_str()) {
+        return Ok(false);
+    }
+    let step = Step::start(format!("unpack the wheel ({blas:?} BLAS)"));
+    let dist = l.dist();
+    if dist.exists() {
+        std::fs::remove_dir_all(&dist)?;
+    }
+    let mut unzip = Command::new("python3");
+    unzip.args(["-m", "zipfile", "-e"]).arg(l.wheel()).arg(&dist);
+    run_logged(&mut unzip, &l.log("unpack"))?;
+    if !libmlx.exists() {
+        bail!("the wheel has no mlx/lib/libmlx.so");
+    }
+    if blas == Blas::Openblas {
+        if !Path::new(OPENBLAS).exists() {
+            bail!("{OPENBLAS} is missing (Debian package libopenblas0-pthread)");
+        }
+        // libmlx.so finds BLAS through its own rpath ($ORIGIN/../../mlx_cpu.libs),
+        // which wins over LD_LIBRARY_PATH: swap the file in the private copy.
+        let libs = dist.join("mlx_cpu.libs");
+        let mut swapped = 0;
+        for entry in std::fs::read_dir(&libs)? {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+            if name.starts_with("libblas-") {
+                std::fs::remove_file(&path)?;
+                std::os::unix::fs::symlink(OPENBLAS, &path)?;
+                swapped += 1;
+            }
+        }
+        if swapped != 1 {
+            bail!("expected one libblas-*.so in {}, found {swapped}", libs.display());
+        }
+    }
+    write_stamp(&stamp_path, &want)?;
+    step.done();
+    Ok(true)
+}
+
+/// Finds mlx-sys's source folder through `cargo metadata`.
+fn mlx_sys_source() -> Result<PathBuf> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(util::project_root())
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let pkgs = meta["packages"].as_array().context("cargo metadata: no packages")?;
+    let sys = pkgs
+        .iter()
+        .find(|p| p["name"] == "mlx-sys")
+        .context("mlx-sys is not in the dependency graph")?;
+    if sys["version"] != MLX_SYS_VERSION {
+        bail!("mlx-sys {} found, this setup is for {MLX_SYS_VERSION}", sys["version"]);
+    }
+    let manifest = PathBuf::from(sys["manifest_path"].as_str().context("manifest_path")?);
+    Ok(manifest.parent().context("manifest dir")?.to_path_buf())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &dest)?;
+        } else {
+            std::fs::copy(entry.path(), &dest)?;
+            let mut perm = std::fs::metadata(&dest)?.permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            std::fs::set_permissions(&dest, perm)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies mlx-c out of the registry (never edited in place) and builds
+/// `libmlxc.a` against the wheel's MLX.
+fn ensure_mlxc(l: &Layout) -> Result<bool> {
+    let want = sha256_bytes(
+        format!("{MLX_SYS_VERSION} {WHEEL_SHA256} {}", sha256_bytes(COMPAT_HEADER.as_bytes()))
+            .as_bytes(),
+    );
+    let lib = l.mlxc_lib().join("libmlxc.a");
+    if lib.exists() && read_stamp(&l.stamp("mlx-c")).as_deref() == Some(want.as_str()) {
+        return Ok(false);
+    }
+    let step = Step::start("build mlx-c against the wheel (cmake; a few minutes)");
+    let src = l.mlxc_src();
+    for d in [src.clone(), l.mlxc_build(), l.mlxc_prefix()] {
+        if d.exists() {
+            std::fs::remove_dir_all(&d)?;
+        }
+    }
+    copy_dir(&mlx_sys_source()?.join("src").join("mlx-c"), &src)?;
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let mut configure = Command::new("cmake");
+    configure
+        .arg("-S")
+        .arg(&src)
+        .arg("-B")
+        .arg(l.mlxc_build())
+        .args(["-DCMAKE_BUILD_TYPE=Release", "-DMLX_C_USE_SYSTEM_MLX=ON"])
+        .arg(format!(
+            "-DMLX_DIR={}",
+            l.dist().join("mlx/share/cmake/MLX").display()
+        ))
+        .args(["-DMLX_C_BUILD_EXAMPLES=OFF", "-DBUILD_SHARED_LIBS=OFF"])
+        .arg(format!("-DCMAKE_INSTALL_PREFIX={}", l.mlxc_prefix().display()))
+        .arg(format!("-DCMAKE_CXX_FLAGS=-include {}", l.compat_header().display()));
+    run_logged(&mut configure, &l.log("mlx-c-configure"))?;
+    let mut build = Command::new("cmake");
+    build
+        .arg("--build")
+        .arg(l.mlxc_build())
+        .arg(format!("-j{jobs}"));
+    run_logged(&mut build, &l.log("mlx-c-build"))?;
+    let mut install = Command::new("cmake");
+    install.arg("--install").arg(l.mlxc_build());
+    run_logged(&mut install, &l.log("mlx-c-install"))?;
+    if !lib.exists() {
+        bail!("cmake finished but {} is missing", lib.display());
+    }
+    write_stamp(&l.stamp("mlx-c"), &want)?;
+    step.done();
+    Ok(true)
+}
+
+/// Builds the static `mach_approximate_time` shim.
+fn ensure_shim(l: &Layout) -> Result<bool> {
+    let want = sha256_bytes(SHIM_SOURCE.as_bytes());
+    let lib = l.mlxc_lib().join("libmlxrs_linux_shim.a");
+    if lib.exists() && read_stamp(&l.stamp("shim")).as_deref() == Some(want.as_str()) {
+        return Ok(false);
+    }
+    let step = Step::start("build the mach_approximate_time shim");
+    let dir = l.p("shim");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(l.mlxc_lib())?;
+    let c = dir.join("mach_time_shim.c");
+    let o = dir.join("mach_time_shim.o");
+    std::fs::write(&c, SHIM_SOURCE)?;
+    run_logged(
+        Command::new("cc").args(["-O2", "-fPIC", "-c"]).arg(&c).arg("-o").arg(&o),
+        &l.log("shim"),
+    )?;
+    run_logged(Command::new("ar").arg("rcs").arg(&lib).arg(&o), &l.log("shim-ar"))?;
+    write_stamp(&l.stamp("shim"), &want)?;
+    step.done();
+    Ok(true)
+}
+
+/// Generates `bindings.rs` with the `mlx-bindgen` helper crate.
+fn ensure_bindings(l: &Layout) -> Result<bool> {
+    let helper_src = include_str!("../mlx-bindgen/src/main.rs");
+    let want = sha256_bytes(
+        format!(
+            "{MLX_SYS_VERSION} {} {}",
+            sha256_bytes(COMPAT_HEADER.as_bytes()),
+            sha256_bytes(helper_src.as_bytes())
+        )
+        .as_bytes(),
+    );
+    let out = l.sys_out().join("bindings.rs");
+    if out.exists() && read_stamp(&l.stamp("bindings")).as_deref() == Some(want.as_str()) {
+        return Ok(false);
+    }
+    let step = Step::start("generate mlx-sys bindings (bindgen)");
+    std::fs::create_dir_all(l.sys_out())?;
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(util::project_root())
+        .args(["run", "--quiet", "--release", "--package", "mlx-bindgen", "--"])
+        .arg(l.mlxc_src())
+        .arg(&out)
+        .env("LIBCLANG_PATH", LIBCLANG_DIR)
+        .env(
+            "BINDGEN_EXTRA_CLANG_ARGS",
+            format!("-include {}", l.compat_header().display()),
+        );
+    run_logged(&mut cargo, &l.log("bindgen"))?;
+    let text = std::fs::read_to_string(&out)?;
+    for needle in [
+        "pub type bfloat16_t = u16;",
+        "pub type float16_t = __BindgenFloat16;",
+    ] {
+        if !text.contains(needle) {
+            bail!("{} lacks `{needle}`: the compat header was not applied", out.display());
+        }
+    }
+    write_stamp(&l.stamp("bindings"), &want)?;
+    step.done();
+    Ok(true)
+}
+
+/// Writes the Cargo build-script override for `links = "mlx"`.
+fn write_override(l: &Layout) -> Result<bool> {
+    let mut native = Vec::new();
+    for f in [
+        l.mlxc_lib().join("libmlxc.a"),
+        l.mlxc_lib().join("libmlxrs_linux_shim.a"),
+        l.sys_out().join("bindings.rs"),
+    ] {
+        native.extend_from_slice(sha256_file(&f)?.as_bytes());
+    }
+    let native_hash = &sha256_bytes(&native)[..16];
+    let text = format!(
+        r#"# Written by `cargo xtask setup`; do not edit (it is rewritten when inputs change).
+# mlx-sys {MLX_SYS_VERSION} declares `links = "mlx"`: this table stands in for its build
+# script on Linux, wiring in mlx-c built here and libmlx.so from the mlx-cpu wheel.
+[target.{TRIPLE}.mlx]
+rustc-link-lib = ["static=mlxc", "static=mlxrs_linux_shim", "dylib=mlx", "dylib=stdc++"]
+rustc-link-search = ["native={mlxc}", "native={libmlx}"]
+# mlx-sys includes $OUT_DIR/bindings.rs; the hash makes Cargo relink when the
+# native files change.
+rustc-env = {{ OUT_DIR = "{out}", TINY_LLM_MLX_NATIVE_HASH = "{native_hash}" }}
+
+[target.{TRIPLE}]
+# Run-time search path for libmlx.so (no LD_LIBRARY_PATH needed).
+rustflags = ["-C", "link-arg=-Wl,-rpath,{libmlx}"]
+"#,
+        mlxc = l.mlxc_lib().display(),
+        libmlx = l.libmlx_dir().display(),
+        out = l.sys_out().display(),
+    );
+    write_if_changed(&l.override_file(), &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compat_header_defines_both_half_types() {
+        assert!(COMPAT_HEADER.contains("typedef __fp16 float16_t;"));
+        assert!(COMPAT_HEADER.contains("typedef uint16_t bfloat16_t;"));
+    }
+
+    #[test]
+    fn wheel_pin_is_a_sha256() {
+        assert_eq!(WHEEL_SHA256.len(), 64);
+        assert!(WHEEL_SHA256.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(WHEEL_FILE.contains(MLX_VERSION));
+    }
+}
