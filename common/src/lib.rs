@@ -1,6 +1,11 @@
-//! Types shared by the learner's crate (`tiny-llm`) and the reference
-//! (`tiny-llm-ref`), so that a day taken from the reference fits the learner's
-//! own code: the error type and small shape checks.
+//! What the kit gives the learner's crate (`tiny-llm`) and the reference
+//! (`tiny-llm-ref`) alike, so that a day taken from the reference fits the
+//! learner's own code: the error type, shape checks, and the model's
+//! configuration. None of it is an exercise.
+
+pub mod config;
+
+pub use config::Qwen2Config;
 
 use mlx_rs::Array;
 
@@ -25,6 +30,15 @@ pub enum Error {
     /// An argument was out of its valid range.
     #[error("{0}")]
     Invalid(String),
+
+    /// A `config.json` was missing a key, had a bad value, or described an
+    /// unsupported model.
+    #[error("config: {0}")]
+    Config(String),
+
+    /// A file could not be read or written (the message names the path).
+    #[error("{0}")]
+    Io(String),
 }
 
 /// `Result` with the kit's [`Error`].
