@@ -53,6 +53,6 @@ pub fn check_cases(
         let case = Case::load(day, &name);
         let want = case.get(expected);
         let got = f(&case);
-        assert_close(test, &case.id, expected, &got, want, Tol::for_dtype(want.dtype()));
+        assert_close(test, &case.id, expected, &got, want, Tol::for_day(day, want.dtype()));
     }
 }

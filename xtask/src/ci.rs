@@ -1,0 +1,68 @@
+//! `cargo xtask ci`: everything CI checks, in order, with a closing
+//! `N passed, N failed` line. This is the README's test command.
+
+use crate::check::{self, CheckArgs};
+use crate::{fixtures, setup, util};
+use anyhow::Result;
+use std::process::Command;
+use std::time::Instant;
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(util::project_root());
+    c
+}
+
+fn check_args(target: &str, solution: bool, expect_stubs: bool) -> CheckArgs {
+    CheckArgs {
+        target: target.into(),
+        solution,
+        reference: None,
+        json: false,
+        expect_stubs,
+    }
+}
+
+/// Runs every stage even after a failure, then reports them all.
+pub fn run() -> Result<bool> {
+    let mut results: Vec<(&str, bool, f64)> = Vec::new();
+    let mut stage = |name: &'static str, f: &mut dyn FnMut() -> Result<bool>| {
+        eprintln!("\n==> {name}");
+        let t = Instant::now();
+        let ok = f().unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            false
+        });
+        results.push((name, ok, t.elapsed().as_secs_f64()));
+    };
+    stage("setup (MLX for Linux)", &mut || setup::run(&Default::default()).map(|_| true));
+    stage("fixtures check", &mut || fixtures::check(true).map(|_| true));
+    stage("every day against the reference", &mut || check::run(&check_args("all", true, false)));
+    stage("every day against the stubs (must be not implemented)", &mut || {
+        check::run(&check_args("all", false, true))
+    });
+    stage("real models against mlx-lm", &mut || check::run(&check_args("models", true, false)));
+    stage("unit tests (xtask, common, grader internals)", &mut || {
+        let s = cargo()
+            .args(["test", "-p", "xtask", "-p", "tiny-llm-common", "-p", "tiny-llm-grader", "--lib"])
+            .status()?;
+        Ok(s.success())
+    });
+    stage("clippy -D warnings", &mut || {
+        let a = cargo()
+            .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+            .status()?;
+        let b = cargo()
+            .args(["clippy", "--workspace", "--all-targets", "--features", "tiny-llm-grader/solutions", "--", "-D", "warnings"])
+            .status()?;
+        Ok(a.success() && b.success())
+    });
+    stage("rustfmt --check", &mut || Ok(cargo().args(["fmt", "--all", "--check"]).status()?.success()));
+    eprintln!("\nCI summary:");
+    for (name, ok, secs) in &results {
+        eprintln!("  {} {name} ({secs:.0} s)", if *ok { "ok  " } else { "FAIL" });
+    }
+    let passed = results.iter().filter(|r| r.1).count();
+    println!("ci: {passed} passed, {} failed", results.len() - passed);
+    Ok(passed == results.len())
+}
