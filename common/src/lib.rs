@@ -3,9 +3,19 @@
 //! learner's own code: the error type, shape checks, and the model's
 //! configuration. None of it is an exercise.
 
+pub mod checkpoint;
 pub mod config;
+pub mod hub;
+pub mod lm;
+pub mod tokenizer;
+
+#[cfg(test)]
+mod test_util;
 
 pub use config::Qwen2Config;
+pub use hub::resolve_model;
+pub use lm::CausalLm;
+pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 
 use mlx_rs::Array;
 
@@ -39,6 +49,21 @@ pub enum Error {
     /// A file could not be read or written (the message names the path).
     #[error("{0}")]
     Io(String),
+
+    /// A checkpoint could not be loaded: a corrupt or truncated safetensors
+    /// file, a shard missing from its index, inconsistent quantized weights
+    /// (the message names the file or tensor).
+    #[error("load: {0}")]
+    Load(String),
+
+    /// A tokenizer or chat template could not be read or applied.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// A model could not be found locally or on the Hugging Face Hub (the
+    /// message says how to fix it).
+    #[error("hub: {0}")]
+    Hub(String),
 }
 
 /// `Result` with the kit's [`Error`].

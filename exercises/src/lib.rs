@@ -14,3 +14,51 @@ pub mod attention;
 pub mod basics;
 #[cfg(feature = "ref-day1")]
 pub use tiny_llm_ref::{attention, basics};
+
+// Day 2: RoPE
+#[cfg(not(feature = "ref-day2"))]
+pub mod positional_encoding;
+#[cfg(feature = "ref-day2")]
+pub use tiny_llm_ref::positional_encoding;
+
+// Day 3: grouped-query attention
+#[cfg(not(feature = "ref-day3"))]
+pub mod attention_grouped;
+#[cfg(not(feature = "ref-day3"))]
+pub mod qwen2_attention;
+#[cfg(feature = "ref-day3")]
+pub use tiny_llm_ref::{attention_grouped, qwen2_attention};
+
+// Day 4: RMSNorm and MLP
+#[cfg(not(feature = "ref-day4"))]
+pub mod layer_norm;
+#[cfg(not(feature = "ref-day4"))]
+pub mod mlp;
+#[cfg(feature = "ref-day4")]
+pub use tiny_llm_ref::{layer_norm, mlp};
+
+// Day 5: the week-1 model
+#[cfg(not(feature = "ref-day5"))]
+pub mod embedding;
+#[cfg(not(feature = "ref-day5"))]
+pub mod qwen2_week1;
+#[cfg(not(feature = "ref-day5"))]
+pub mod transformer_block;
+#[cfg(feature = "ref-day5")]
+pub use tiny_llm_ref::{embedding, qwen2_week1, transformer_block};
+
+// Day 6: load the model
+#[cfg(not(feature = "ref-day6"))]
+pub mod loader;
+#[cfg(not(feature = "ref-day6"))]
+pub mod quantize;
+#[cfg(feature = "ref-day6")]
+pub use tiny_llm_ref::{loader, quantize};
+
+// Day 7: generate
+#[cfg(not(feature = "ref-day7"))]
+pub mod generate;
+#[cfg(not(feature = "ref-day7"))]
+pub mod sampler;
+#[cfg(feature = "ref-day7")]
+pub use tiny_llm_ref::{generate, sampler};

@@ -2,7 +2,8 @@
 //! Golden tensors from fixtures/gen/day1.py (oracles: mx.softmax,
 //! mx.fast.scaled_dot_product_attention, nn.MultiHeadAttention).
 
-use mlx_rs::Array;
+use mlx_rs::{Array, Dtype};
+use proptest::prelude::*;
 use tiny_llm_grader::imp::attention::{
     scaled_dot_product_attention_simple, SimpleMultiHeadAttention,
 };
@@ -149,4 +150,51 @@ fn mha_mask_f32() {
 #[test]
 fn mha_mask_f16() {
     check_cases("mha_mask_f16", DAY, "mha_mask_", "f16", "out", run_mha);
+}
+
+// Properties (proptest): they hold for every input, not only the fixtures'.
+
+fn values(a: &Array) -> Vec<f32> {
+    let f = a.as_dtype(Dtype::Float32).expect("as_dtype");
+    f.eval().expect("eval");
+    f.as_slice::<f32>().to_vec()
+}
+
+fn rows() -> impl Strategy<Value = (i32, i32, Vec<f32>)> {
+    (1i32..=4, 1i32..=9).prop_flat_map(|(r, c)| {
+        (
+            Just(r),
+            Just(c),
+            prop::collection::vec(-30.0f32..30.0, (r * c) as usize),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Every row of a softmax over the last axis sums to 1.
+    #[test]
+    fn prop_softmax_rows_sum_to_one((r, c, data) in rows()) {
+        let y = values(&ok("softmax", softmax(&Array::from_slice(&data, &[r, c]), -1)));
+        for (i, row) in y.chunks(c as usize).enumerate() {
+            let sum: f32 = row.iter().sum();
+            prop_assert!((sum - 1.0).abs() <= 1e-5, "[wrong numbers] row {} sums to {}", i, sum);
+            prop_assert!(row.iter().all(|p| (0.0..=1.0).contains(p)), "[wrong numbers] row {}: {:?}", i, row);
+        }
+    }
+
+    /// softmax(x + s) = softmax(x) for any constant s.
+    #[test]
+    fn prop_softmax_shift_invariant((r, c, data) in rows(), shift in -50.0f32..50.0) {
+        let shifted: Vec<f32> = data.iter().map(|v| v + shift).collect();
+        let a = values(&ok("softmax", softmax(&Array::from_slice(&data, &[r, c]), -1)));
+        let b = values(&ok("softmax", softmax(&Array::from_slice(&shifted, &[r, c]), -1)));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            prop_assert!(
+                (x - y).abs() <= 1e-5 + 1e-4 * x.abs(),
+                "[wrong numbers] element {}: softmax(x) = {}, softmax(x + {}) = {}", i, x, shift, y
+            );
+        }
+    }
 }

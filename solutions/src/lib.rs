@@ -9,3 +9,27 @@ pub use tiny_llm_common::{Error, Result};
 // Day 1
 pub mod attention;
 pub mod basics;
+
+// Day 2
+pub mod positional_encoding;
+
+// Day 3
+pub mod attention_grouped;
+pub mod qwen2_attention;
+
+// Day 4
+pub mod layer_norm;
+pub mod mlp;
+
+// Day 5
+pub mod embedding;
+pub mod qwen2_week1;
+pub mod transformer_block;
+
+// Day 6
+pub mod loader;
+pub mod quantize;
+
+// Day 7
+pub mod generate;
+pub mod sampler;

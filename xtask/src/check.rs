@@ -152,6 +152,9 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
     } else {
         course.select(&args.target)?.into_iter().cloned().collect()
     };
+    for problem in crate::course::validate(&course, &root)? {
+        eprintln!("warning: {problem}");
+    }
     setup::run(&Default::default())?;
     fixtures::check(false)?;
     if days.iter().any(|d| d.needs_model) {

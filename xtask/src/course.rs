@@ -248,6 +248,11 @@ pub fn validate(course: &Course, root: &Path) -> Result<Vec<String>> {
                 }
             }
         }
+        for dtype in d.tolerance.keys() {
+            if !matches!(dtype.as_str(), "f32" | "f16" | "bf16") {
+                problems.push(format!("day {}: tolerance for unknown dtype `{dtype}` (f32, f16, bf16)", d.number));
+            }
+        }
         for fx in &d.fixtures {
             if !root.join("fixtures").join(fx).is_dir() {
                 problems.push(format!("day {}: fixtures/{fx} is missing", d.number));

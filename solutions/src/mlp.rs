@@ -1,0 +1,89 @@
+//! Day 4: SiLU and Qwen2's gated MLP (SwiGLU).
+
+use crate::basics::linear;
+use mlx_rs::ops::select;
+use mlx_rs::{Array, Dtype};
+use tiny_llm_common::{shape_error, Result};
+
+/// SiLU (swish): `silu(x) = x * sigmoid(x) = x / (1 + exp(-x))`.
+///
+/// Computed stably: with `e = exp(-|x|)` (never more than 1),
+/// `sigmoid(x) = 1 / (1 + e)` for `x >= 0` and `e / (1 + e)` for `x < 0`,
+/// so no `exp` overflows and large `|x|` gives `x` or `-0`, never `inf` or
+/// NaN. Computed in float32 and cast back.
+///
+/// - `x`: any shape, any float dtype.
+/// - returns: same shape and dtype.
+///
+/// Reference: Elfwing et al. 2017, "Sigmoid-Weighted Linear Units for Neural
+/// Network Function Approximation in Reinforcement Learning"; `mlx.nn.silu`.
+pub fn silu(x: &Array) -> Result<Array> {
+    let xf = x.as_dtype(Dtype::Float32)?;
+    let e = xf.abs()?.negative()?.exp()?;
+    let one = Array::from_f32(1.0);
+    let denom = one.add(&e)?;
+    let sigmoid = select(
+        xf.ge(Array::from_f32(0.0))?,
+        one.divide(&denom)?,
+        e.divide(&denom)?,
+    )?;
+    Ok(xf.multiply(sigmoid)?.as_dtype(x.dtype())?)
+}
+
+/// Qwen2's MLP: `down_proj(silu(gate_proj(x)) * up_proj(x))`, no biases.
+///
+/// Reference: Shazeer 2020, "GLU Variants Improve Transformer" (SwiGLU);
+/// `mlx_lm.models.qwen2.MLP`.
+#[derive(Debug, Clone)]
+pub struct Qwen2Mlp {
+    /// `gate_proj.weight`, `I x E`.
+    pub gate_proj: Array,
+    /// `up_proj.weight`, `I x E`.
+    pub up_proj: Array,
+    /// `down_proj.weight`, `E x I`.
+    pub down_proj: Array,
+}
+
+impl Qwen2Mlp {
+    /// Builds the MLP, checking the weights' shapes (`E`, `I` read from
+    /// `gate_proj`).
+    ///
+    /// Errors: [`tiny_llm_common::Error::Shape`] naming the weight whose
+    /// shape is wrong.
+    pub fn new(gate_proj: Array, up_proj: Array, down_proj: Array) -> Result<Self> {
+        if gate_proj.ndim() != 2 {
+            return Err(shape_error("gate_proj.weight", &gate_proj, "[I, E]"));
+        }
+        let (i, e) = (gate_proj.dim(0), gate_proj.dim(1));
+        if up_proj.shape() != [i, e] {
+            return Err(shape_error(
+                "up_proj.weight",
+                &up_proj,
+                &format!("[{i}, {e}]"),
+            ));
+        }
+        if down_proj.shape() != [e, i] {
+            return Err(shape_error(
+                "down_proj.weight",
+                &down_proj,
+                &format!("[{e}, {i}]"),
+            ));
+        }
+        Ok(Self {
+            gate_proj,
+            up_proj,
+            down_proj,
+        })
+    }
+
+    /// - `x`: `N.. x E`.
+    /// - returns: `N.. x E`, in `x`'s dtype.
+    ///
+    /// Errors: [`tiny_llm_common::Error::Shape`] when `x`'s last dimension is
+    /// not `E`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let gate = silu(&linear(x, &self.gate_proj, None)?)?;
+        let up = linear(x, &self.up_proj, None)?;
+        linear(&gate.multiply(up)?, &self.down_proj, None)
+    }
+}

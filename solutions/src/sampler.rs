@@ -1,0 +1,176 @@
+//! Day 7: picking the next token from the model's logits.
+//!
+//! Greedy (temperature 0), temperature, top-k and top-p (nucleus) sampling,
+//! seeded so that a run can be reproduced. The rules and their order are
+//! mlx-lm's `make_sampler` (mlx_lm/sample_utils.py), and the random keys
+//! follow MLX's own generator, so a seeded run here draws exactly the tokens
+//! mlx-lm draws after `mx.random.seed(seed)`.
+//!
+//! Week-1 rule: array ops only; MLX random ops are allowed for the draw.
+
+use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
+use mlx_rs::ops::{argpartition_axis, select, sort_axis};
+use mlx_rs::random::{categorical, RandomState};
+use mlx_rs::{Array, Dtype};
+use tiny_llm_common::{shape_error, Error, Result};
+
+/// How to pick the next token. The default is greedy (temperature 0).
+///
+/// Argument rules (checked by [`Sampler::new`]):
+/// - `temperature`: finite and `>= 0`; `0` means greedy (argmax), and then
+///   `top_k`/`top_p` are ignored, as in mlx-lm.
+/// - `top_k`: `None` keeps every token; `Some(k)` keeps the `k` most likely,
+///   `k >= 1` (a `k` at or above the vocabulary size keeps all).
+/// - `top_p`: `None` keeps every token; `Some(p)` keeps the smallest set of
+///   most likely tokens whose probability reaches `p`, with `0 < p <= 1`
+///   (`1` keeps all).
+/// - `seed`: the seed of the random key sequence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplerConfig {
+    /// Softmax temperature; `0` is greedy.
+    pub temperature: f32,
+    /// Keep only the `k` most likely tokens.
+    pub top_k: Option<usize>,
+    /// Keep only the most likely tokens covering probability `p`.
+    pub top_p: Option<f32>,
+    /// Seed of the random keys (`mlx_rs::random::key(seed)`).
+    pub seed: u64,
+}
+
+impl Default for SamplerConfig {
+    /// Greedy: temperature 0, no top-k, no top-p, seed 0.
+    fn default() -> Self {
+        SamplerConfig { temperature: 0.0, top_k: None, top_p: None, seed: 0 }
+    }
+}
+
+/// A seeded token sampler (see [`SamplerConfig`] for the rules).
+///
+/// Keys: the state starts as `mlx_rs::random::key(seed)`; every random draw
+/// splits it in two, keeps the first half as the new state and draws with the
+/// second (`RandomState::next_key`, which is MLX's own `KeySequence::next`).
+/// Greedy steps draw nothing. Two samplers built from the same config return
+/// the same tokens for the same logits.
+#[derive(Debug)]
+pub struct Sampler {
+    config: SamplerConfig,
+    rng: RandomState,
+}
+
+impl Sampler {
+    /// Checks `config` and seeds the key sequence.
+    ///
+    /// Errors: [`Error::Invalid`] naming the argument when `temperature` is
+    /// negative or not finite, `top_k` is `Some(0)`, or `top_p` is not in
+    /// `(0, 1]`.
+    pub fn new(config: SamplerConfig) -> Result<Sampler> {
+        let t = config.temperature;
+        if !t.is_finite() || t < 0.0 {
+            return Err(Error::Invalid(format!(
+                "temperature must be a finite number >= 0 (0 = greedy), got {t}"
+            )));
+        }
+        if config.top_k == Some(0) {
+            return Err(Error::Invalid(
+                "top_k must be at least 1 (leave it unset to keep every token)".into(),
+            ));
+        }
+        if let Some(p) = config.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(Error::Invalid(format!(
+                    "top_p must be in (0, 1] (leave it unset to keep every token), got {p}"
+                )));
+            }
+        }
+        Ok(Sampler { config, rng: RandomState::with_seed(config.seed)? })
+    }
+
+    /// The configuration this sampler was built with.
+    pub fn config(&self) -> &SamplerConfig {
+        &self.config
+    }
+
+    /// Picks the next token.
+    ///
+    /// - `logits`: `V` or `1 x V`, any float dtype (computed in f32).
+    /// - returns: a token id in `0..V`.
+    ///
+    /// Greedy (`temperature == 0`): the index of the largest logit (the first
+    /// one on ties); no key is used. Otherwise, as mlx-lm's `make_sampler`,
+    /// on the `1 x V` row:
+    /// 1. `logprobs = logits - logsumexp(logits)`;
+    /// 2. top-p (when `p < 1`): sort ascending, `mass_above[i]` = the summed
+    ///    probability of the tokens sorted above `i`; a token is dropped when
+    ///    `mass_above >= p * total` (the tokens above it already reach `p`);
+    ///    the kept ones are those `>=` the first kept value in sorted order;
+    /// 3. top-k (when `k < V`): all but the `k` largest become `-inf`
+    ///    (`argpartition`, `put_along_axis`);
+    /// 4. `categorical(logprobs * (1 / temperature))` with the next key, on
+    ///    the `1 x V` row (MLX draws one row by inverse CDF; a bare `V`
+    ///    vector would take another path and other tokens).
+    ///
+    /// The filters see the temperature-1 distribution; tokens set to `-inf`
+    /// are never drawn.
+    ///
+    /// Errors: [`Error::Shape`] when `logits` is not `V` or `1 x V` with
+    /// `V >= 1`.
+    ///
+    /// Reference: mlx-lm `sample_utils.py`; Holtzman et al. 2019, *The
+    /// Curious Case of Neural Text Degeneration* (top-p); Fan et al. 2018
+    /// (top-k).
+    pub fn sample(&mut self, logits: &Array) -> Result<u32> {
+        let vocab = match logits.shape() {
+            [v] | [1, v] if *v > 0 => *v,
+            _ => return Err(shape_error("logits", logits, "[V] or [1, V] with V >= 1")),
+        };
+        // One 1 x V row, as mlx-lm samples: MLX's `categorical` draws a single
+        // row by inverse CDF, a bare V vector with the Gumbel trick.
+        let row = logits.reshape(&[1, vocab])?.as_dtype(Dtype::Float32)?;
+        let cfg = self.config;
+        if cfg.temperature == 0.0 {
+            return token_id(&argmax_axis(&row, -1, false)?);
+        }
+        let mut logprobs = row.subtract(row.logsumexp_axis(-1, true)?)?;
+        if let Some(p) = cfg.top_p.filter(|&p| p < 1.0) {
+            logprobs = apply_top_p(&logprobs, p)?;
+        }
+        if let Some(k) = cfg.top_k.filter(|&k| k < vocab as usize) {
+            logprobs = apply_top_k(&logprobs, k as i32)?;
+        }
+        let scaled = logprobs.multiply(Array::from_f32(1.0 / cfg.temperature))?;
+        let key = self.rng.next_key()?;
+        token_id(&categorical(&scaled, -1, None, &key)?)
+    }
+}
+
+/// Keeps the most likely tokens whose probability reaches `p`
+/// (`logprobs`: `1 x V`; mlx-lm's `apply_top_p`).
+fn apply_top_p(logprobs: &Array, p: f32) -> Result<Array> {
+    let sorted = sort_axis(logprobs, -1)?;
+    let probs = sorted.exp()?;
+    // Probability of the tokens sorted above each token (not counting itself).
+    let mass_above = probs.cumsum(-1, true, false)?;
+    let total = mass_above.try_index((.., ..1))?.add(probs.try_index((.., ..1))?)?;
+    let dropped = mass_above
+        .ge(total.multiply(Array::from_f32(p))?)?
+        .sum_axis(-1, true)?
+        .as_dtype(Dtype::Int32)?;
+    let threshold = sorted.take_along_axis(&dropped, -1)?;
+    let neg_inf = Array::from_f32(f32::NEG_INFINITY);
+    Ok(select(&logprobs.lt(&threshold)?, &neg_inf, logprobs)?)
+}
+
+/// Sets all but the `k` largest of `logprobs` (`1 x V`, `k < V`) to `-inf`
+/// (mlx-lm's `apply_top_k`).
+fn apply_top_k(logprobs: &Array, k: i32) -> Result<Array> {
+    let order = argpartition_axis(logprobs.negative()?, k - 1, -1)?;
+    let rest = order.try_index((.., k..))?;
+    let neg_inf = Array::from_f32(f32::NEG_INFINITY);
+    Ok(logprobs.put_along_axis(&rest, &neg_inf, -1)?)
+}
+
+/// Reads the `uint32` scalar that `argmax`/`categorical` return.
+fn token_id(id: &Array) -> Result<u32> {
+    id.try_item_exact::<u32>()
+        .map_err(|e| Error::Invalid(format!("reading the sampled token id: {e}")))
+}
