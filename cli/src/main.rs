@@ -137,8 +137,13 @@ fn cache_root() -> PathBuf {
     }
 }
 
+/// Whether MLX computes on a GPU by default (it does on Metal and CUDA
+/// builds with a device; a CPU-only libmlx defaults to the CPU).
 fn on_gpu() -> bool {
-    mlx_rs::Device::default().get_type().ok() == Some(mlx_rs::DeviceType::Gpu)
+    matches!(
+        mlx_rs::Device::default().get_type(),
+        Ok(mlx_rs::DeviceType::Gpu)
+    )
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -180,11 +185,18 @@ fn run(args: &Args) -> Result<()> {
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let stats = simple_generate(&model, &tokenizer, &prompt_ids, args.max_tokens, &mut sampler, |piece| {
-        // a closed pipe (`| head`) is not an error worth a panic
-        let _ = out.write_all(piece.as_bytes());
-        let _ = out.flush();
-    })?;
+    let stats = simple_generate(
+        &model,
+        &tokenizer,
+        &prompt_ids,
+        args.max_tokens,
+        &mut sampler,
+        |piece| {
+            // a closed pipe (`| head`) is not an error worth a panic
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        },
+    )?;
     let _ = writeln!(out);
     drop(out);
     eprintln!(

@@ -24,7 +24,11 @@ pub fn parse(msg: &str) -> Option<Todo> {
     let rest = rest.strip_prefix(": ").unwrap_or(rest).trim();
     let day = rest
         .strip_prefix("day ")
-        .map(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>())
+        .map(|r| {
+            r.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
         .and_then(|d| d.parse().ok());
     let item = match day {
         Some(d) => rest
@@ -91,7 +95,11 @@ pub fn message(todo: &Todo) -> String {
             "a `todo!()` was reached ({}): part of your tiny-llm is not implemented yet.\n\
              Run `cargo xtask status` to see which days pass, or chat through the reference \
              with `cargo xtask run --solution`.",
-            if todo.item.is_empty() { "no message" } else { &todo.item }
+            if todo.item.is_empty() {
+                "no message"
+            } else {
+                &todo.item
+            }
         );
     };
     let mut text = format!("day {day} is not implemented yet");
@@ -100,7 +108,10 @@ pub fn message(todo: &Todo) -> String {
     }
     text.push_str(".\n");
     if let Some((title, hint)) = hint(day) {
-        text.push_str(&format!("\nHint for day {day} ({title}):\n{}\n", hint.trim_end()));
+        text.push_str(&format!(
+            "\nHint for day {day} ({title}):\n{}\n",
+            hint.trim_end()
+        ));
     }
     text.push_str(&format!(
         "\nGrade it with `cargo xtask check day{day}`, or chat through the reference with \
@@ -116,18 +127,42 @@ mod tests {
     #[test]
     fn todo_messages_name_their_day() {
         let t = parse("not yet implemented: day 5: Qwen2ModelWeek1::forward").unwrap();
-        assert_eq!(t, Todo { day: Some(5), item: "Qwen2ModelWeek1::forward".into() });
+        assert_eq!(
+            t,
+            Todo {
+                day: Some(5),
+                item: "Qwen2ModelWeek1::forward".into()
+            }
+        );
         let t = parse("not yet implemented: day 12").unwrap();
-        assert_eq!(t, Todo { day: Some(12), item: String::new() });
+        assert_eq!(
+            t,
+            Todo {
+                day: Some(12),
+                item: String::new()
+            }
+        );
         let t = parse("not yet implemented").unwrap();
-        assert_eq!(t, Todo { day: None, item: String::new() });
+        assert_eq!(
+            t,
+            Todo {
+                day: None,
+                item: String::new()
+            }
+        );
         assert_eq!(parse("index out of bounds"), None);
     }
 
     #[test]
     fn message_has_the_hint_from_course_toml() {
-        let m = message(&Todo { day: Some(1), item: "softmax".into() });
-        assert!(m.starts_with("day 1 is not implemented yet (`softmax` is still `todo!()`)."), "{m}");
+        let m = message(&Todo {
+            day: Some(1),
+            item: "softmax".into(),
+        });
+        assert!(
+            m.starts_with("day 1 is not implemented yet (`softmax` is still `todo!()`)."),
+            "{m}"
+        );
         assert!(m.contains("Hint for day 1"), "{m}");
         assert!(m.contains("cargo xtask check day1"), "{m}");
     }

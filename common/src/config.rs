@@ -79,11 +79,13 @@ impl Qwen2Config {
             .ok_or_else(|| Error::Config(format!("{source}: expected a JSON object")))?;
         for key in REQUIRED {
             if !obj.contains_key(*key) {
-                return Err(Error::Config(format!("{source}: missing required key `{key}`")));
+                return Err(Error::Config(format!(
+                    "{source}: missing required key `{key}`"
+                )));
             }
         }
-        let config: Qwen2Config = serde_json::from_value(value)
-            .map_err(|e| Error::Config(format!("{source}: {e}")))?;
+        let config: Qwen2Config =
+            serde_json::from_value(value).map_err(|e| Error::Config(format!("{source}: {e}")))?;
         config.validate(source)?;
         Ok(config)
     }
@@ -160,14 +162,19 @@ mod tests {
     #[test]
     fn parses_hf_keys() {
         let c = Qwen2Config::from_json(TINY, "tiny").unwrap();
-        assert_eq!((c.head_dim(), c.num_kv_heads(), c.qkv_bias()), (16, 2, true));
+        assert_eq!(
+            (c.head_dim(), c.num_kv_heads(), c.qkv_bias()),
+            (16, 2, true)
+        );
         assert_eq!(c.rope_theta, 1e6);
     }
 
     #[test]
     fn missing_key_is_named() {
         let text = TINY.replace("\"rms_norm_eps\": 1e-6,", "");
-        let err = Qwen2Config::from_json(&text, "cfg.json").unwrap_err().to_string();
+        let err = Qwen2Config::from_json(&text, "cfg.json")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing required key `rms_norm_eps`"), "{err}");
     }
 

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod gpu;
 pub mod hub;
 pub mod lm;
 pub mod tokenizer;

@@ -74,10 +74,21 @@ impl SimpleMultiHeadAttention {
         }
         for (name, w) in [("wq", &wq), ("wk", &wk), ("wv", &wv), ("wo", &wo)] {
             if w.shape() != [hidden_size, hidden_size] {
-                return Err(shape_error(name, w, &format!("[{hidden_size}, {hidden_size}]")));
+                return Err(shape_error(
+                    name,
+                    w,
+                    &format!("[{hidden_size}, {hidden_size}]"),
+                ));
             }
         }
-        Ok(Self { hidden_size, num_heads, wq, wk, wv, wo })
+        Ok(Self {
+            hidden_size,
+            num_heads,
+            wq,
+            wk,
+            wv,
+            wo,
+        })
     }
 
     /// Attention of `query` over `key`/`value`.

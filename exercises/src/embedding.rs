@@ -47,7 +47,8 @@ impl Embedding {
     ///
     /// Hints: `self.weight.take_axis(ids, 0)` gathers rows. For the range
     /// check, `ids.min(None)?` / `ids.max(None)?` are scalars; read them with
-    /// `.as_dtype(Dtype::Int64)?.try_item::<i64>()?`. Integer dtypes are
+    /// `.try_item_cast::<i64>()` (its error is not ours: `map_err` it to an
+    /// [`Error::Invalid`]). Integer dtypes are
     /// `Int8..Int64` and `Uint8..Uint64` (`mlx_rs::Dtype`).
     pub fn forward(&self, ids: &Array) -> Result<Array> {
         let _ = ids;

@@ -49,7 +49,12 @@ pub struct StreamingDetokenizer<'t> {
 impl<'t> StreamingDetokenizer<'t> {
     /// An empty detokenizer for `tokenizer` (given).
     pub fn new(tokenizer: &'t Tokenizer) -> Self {
-        StreamingDetokenizer { tokenizer, ids: Vec::new(), prefix: 0, read: 0 }
+        StreamingDetokenizer {
+            tokenizer,
+            ids: Vec::new(),
+            prefix: 0,
+            read: 0,
+        }
     }
 
     /// Adds one token; returns the text that became complete (often the

@@ -83,11 +83,10 @@ impl Qwen2MultiHeadAttention {
     ///
     /// Errors: [`Error::Invalid`] when `num_heads`/`num_kv_heads` are not
     /// positive or `H_kv` does not divide `H_q`, and RoPE's errors;
-    /// [`Error::Shape`] naming the
-    /// tensor (e.g. `"k_proj.weight"`, built with [`shape_error`]) whose
-    /// shape is wrong: the weights must be `[H_q*D, E]`, `[H_kv*D, E]`,
-    /// `[H_kv*D, E]`, `[E, H_q*D]`, the biases (when present) `[H_q*D]`,
-    /// `[H_kv*D]`, `[H_kv*D]`, `[E]`.
+    /// [`Error::Shape`] naming the tensor (e.g. `"k_proj.weight"`, built
+    /// with [`shape_error`]) whose shape is wrong: the weights must be
+    /// `[H_q*D, E]`, `[H_kv*D, E]`, `[H_kv*D, E]`, `[E, H_q*D]`, the biases
+    /// (when present) `[H_q*D]`, `[H_kv*D]`, `[H_kv*D]`, `[E]`.
     ///
     /// Hint: build the RoPE here with `RoPE::new(d, max_seq_len, rope_theta,
     /// false)` (your day-2 code).

@@ -54,7 +54,11 @@ impl Qwen2ModelWeek1 {
     /// a new map; MLX is lazy, unused weights cost nothing), then build
     /// layers `0..config.num_hidden_layers` with your
     /// [`Qwen2TransformerBlock::new`]. Keep `config.clone()`.
-    pub fn new(config: &Qwen2Config, weights: &HashMap<String, Array>, dtype: Dtype) -> Result<Self> {
+    pub fn new(
+        config: &Qwen2Config,
+        weights: &HashMap<String, Array>,
+        dtype: Dtype,
+    ) -> Result<Self> {
         let _ = (config, weights, dtype);
         todo!("day 5: Qwen2ModelWeek1::new")
     }

@@ -44,7 +44,12 @@ pub struct SamplerConfig {
 impl Default for SamplerConfig {
     /// Greedy: temperature 0, no top-k, no top-p, seed 0.
     fn default() -> Self {
-        SamplerConfig { temperature: 0.0, top_k: None, top_p: None, seed: 0 }
+        SamplerConfig {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+        }
     }
 }
 

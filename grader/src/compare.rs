@@ -15,9 +15,18 @@ impl Tol {
     /// f32 rtol 1e-5 atol 1e-6; f16 rtol 5e-2 atol 1e-3; bf16 rtol 5e-2 atol 1e-2.
     pub fn for_dtype(dtype: Dtype) -> Tol {
         match dtype {
-            Dtype::Float16 => Tol { rtol: 5e-2, atol: 1e-3 },
-            Dtype::Bfloat16 => Tol { rtol: 5e-2, atol: 1e-2 },
-            _ => Tol { rtol: 1e-5, atol: 1e-6 },
+            Dtype::Float16 => Tol {
+                rtol: 5e-2,
+                atol: 1e-3,
+            },
+            Dtype::Bfloat16 => Tol {
+                rtol: 5e-2,
+                atol: 1e-2,
+            },
+            _ => Tol {
+                rtol: 1e-5,
+                atol: 1e-6,
+            },
         }
     }
 
@@ -26,8 +35,14 @@ impl Tol {
     /// curriculum.md); f32 rtol 1e-4 atol 1e-4.
     pub fn logits(dtype: Dtype) -> Tol {
         match dtype {
-            Dtype::Float16 | Dtype::Bfloat16 => Tol { rtol: 0.1, atol: 2.5 },
-            _ => Tol { rtol: 1e-4, atol: 1e-4 },
+            Dtype::Float16 | Dtype::Bfloat16 => Tol {
+                rtol: 0.1,
+                atol: 2.5,
+            },
+            _ => Tol {
+                rtol: 1e-4,
+                atol: 1e-4,
+            },
         }
     }
 
@@ -54,7 +69,10 @@ fn course_override(day: &str, dtype: Dtype) -> Option<Tol> {
     static COURSE: std::sync::OnceLock<Option<toml::Table>> = std::sync::OnceLock::new();
     let course = COURSE.get_or_init(|| {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../course.toml");
-        std::fs::read_to_string(path).ok()?.parse::<toml::Table>().ok()
+        std::fs::read_to_string(path)
+            .ok()?
+            .parse::<toml::Table>()
+            .ok()
     });
     let number: i64 = day.strip_prefix("day")?.parse().ok()?;
     let days = course.as_ref()?.get("day")?.as_array()?;
@@ -66,7 +84,10 @@ fn course_override(day: &str, dtype: Dtype) -> Option<Tol> {
         t.get(k)
             .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
     };
-    Some(Tol { rtol: num("rtol")?, atol: num("atol")? })
+    Some(Tol {
+        rtol: num("rtol")?,
+        atol: num("atol")?,
+    })
 }
 
 fn dtype_name(d: Dtype) -> String {
@@ -182,7 +203,10 @@ pub fn assert_close(test: &str, case: &str, tensor: &str, got: &Array, expected:
 mod tests {
     use super::*;
 
-    const T: Tol = Tol { rtol: 0.1, atol: 0.0 };
+    const T: Tol = Tol {
+        rtol: 0.1,
+        atol: 0.0,
+    };
 
     #[test]
     fn all_within_tolerance_is_none() {
@@ -200,7 +224,12 @@ mod tests {
 
     #[test]
     fn nan_fails_and_equal_infinities_pass() {
-        let w = worst_element(&[f64::NAN, f64::NEG_INFINITY], &[1.0, f64::NEG_INFINITY], &[2], T);
+        let w = worst_element(
+            &[f64::NAN, f64::NEG_INFINITY],
+            &[1.0, f64::NEG_INFINITY],
+            &[2],
+            T,
+        );
         assert_eq!(w.unwrap().index, vec![0]);
     }
 }

@@ -30,7 +30,11 @@ impl Case {
                 path.display()
             )
         });
-        Case { id: format!("{day}/{name}"), tensors, meta }
+        Case {
+            id: format!("{day}/{name}"),
+            tensors,
+            meta,
+        }
     }
 
     /// The tensor `key`; panics naming the case when absent.
@@ -69,6 +73,10 @@ pub fn cases(day: &str, prefix: &str) -> Vec<String> {
         .filter(|n| n.starts_with(prefix))
         .collect();
     names.sort();
-    assert!(!names.is_empty(), "[fixture] no cases {day}/{prefix}* in {}", dir.display());
+    assert!(
+        !names.is_empty(),
+        "[fixture] no cases {day}/{prefix}* in {}",
+        dir.display()
+    );
     names
 }

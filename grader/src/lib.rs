@@ -48,11 +48,21 @@ pub fn check_cases(
         .into_iter()
         .filter(|n| n.ends_with(&suffix))
         .collect();
-    assert!(!names.is_empty(), "[fixture] no cases {day}/{prefix}*{suffix}");
+    assert!(
+        !names.is_empty(),
+        "[fixture] no cases {day}/{prefix}*{suffix}"
+    );
     for name in names {
         let case = Case::load(day, &name);
         let want = case.get(expected);
         let got = f(&case);
-        assert_close(test, &case.id, expected, &got, want, Tol::for_day(day, want.dtype()));
+        assert_close(
+            test,
+            &case.id,
+            expected,
+            &got,
+            want,
+            Tol::for_day(day, want.dtype()),
+        );
     }
 }

@@ -34,7 +34,14 @@ fn softmax_hand_worked() {
     let want: Vec<f32> = (1..=3).map(|i| (i as f32).exp() / z).collect();
     let want = Array::from_slice(&want, &[1, 3]);
     let got = ok("softmax", softmax(&x, -1));
-    assert_close("softmax_hand_worked", "hand", "y", &got, &want, Tol::for_dtype(want.dtype()));
+    assert_close(
+        "softmax_hand_worked",
+        "hand",
+        "y",
+        &got,
+        &want,
+        Tol::for_dtype(want.dtype()),
+    );
 }
 
 fn run_linear(c: &Case) -> Array {
@@ -43,22 +50,50 @@ fn run_linear(c: &Case) -> Array {
 
 #[test]
 fn linear_no_bias_f32() {
-    check_cases("linear_no_bias_f32", DAY, "linear_nobias_", "f32", "y", run_linear);
+    check_cases(
+        "linear_no_bias_f32",
+        DAY,
+        "linear_nobias_",
+        "f32",
+        "y",
+        run_linear,
+    );
 }
 
 #[test]
 fn linear_no_bias_f16() {
-    check_cases("linear_no_bias_f16", DAY, "linear_nobias_", "f16", "y", run_linear);
+    check_cases(
+        "linear_no_bias_f16",
+        DAY,
+        "linear_nobias_",
+        "f16",
+        "y",
+        run_linear,
+    );
 }
 
 #[test]
 fn linear_bias_f32() {
-    check_cases("linear_bias_f32", DAY, "linear_bias_", "f32", "y", run_linear);
+    check_cases(
+        "linear_bias_f32",
+        DAY,
+        "linear_bias_",
+        "f32",
+        "y",
+        run_linear,
+    );
 }
 
 #[test]
 fn linear_bias_f16() {
-    check_cases("linear_bias_f16", DAY, "linear_bias_", "f16", "y", run_linear);
+    check_cases(
+        "linear_bias_f16",
+        DAY,
+        "linear_bias_",
+        "f16",
+        "y",
+        run_linear,
+    );
 }
 
 /// A weight whose input size does not match `x` is an error, not a panic.
@@ -67,7 +102,10 @@ fn linear_rejects_mismatched_weight() {
     let x = Array::from_slice(&[1.0f32; 6], &[2, 3]);
     let w = Array::from_slice(&[1.0f32; 8], &[2, 4]);
     let r = linear(&x, &w, None);
-    assert!(r.is_err(), "[wrong numbers] linear of [2, 3] by a [2, 4] weight must return Err");
+    assert!(
+        r.is_err(),
+        "[wrong numbers] linear of [2, 3] by a [2, 4] weight must return Err"
+    );
 }
 
 fn run_sdpa(c: &Case) -> Array {
@@ -85,32 +123,74 @@ fn run_sdpa(c: &Case) -> Array {
 
 #[test]
 fn sdpa_simple_f32() {
-    check_cases("sdpa_simple_f32", DAY, "sdpa_simple_nomask_noscale_", "f32", "out", run_sdpa);
+    check_cases(
+        "sdpa_simple_f32",
+        DAY,
+        "sdpa_simple_nomask_noscale_",
+        "f32",
+        "out",
+        run_sdpa,
+    );
 }
 
 #[test]
 fn sdpa_simple_f16() {
-    check_cases("sdpa_simple_f16", DAY, "sdpa_simple_nomask_noscale_", "f16", "out", run_sdpa);
+    check_cases(
+        "sdpa_simple_f16",
+        DAY,
+        "sdpa_simple_nomask_noscale_",
+        "f16",
+        "out",
+        run_sdpa,
+    );
 }
 
 #[test]
 fn sdpa_simple_scale_f32() {
-    check_cases("sdpa_simple_scale_f32", DAY, "sdpa_simple_nomask_scale_", "f32", "out", run_sdpa);
+    check_cases(
+        "sdpa_simple_scale_f32",
+        DAY,
+        "sdpa_simple_nomask_scale_",
+        "f32",
+        "out",
+        run_sdpa,
+    );
 }
 
 #[test]
 fn sdpa_simple_scale_f16() {
-    check_cases("sdpa_simple_scale_f16", DAY, "sdpa_simple_nomask_scale_", "f16", "out", run_sdpa);
+    check_cases(
+        "sdpa_simple_scale_f16",
+        DAY,
+        "sdpa_simple_nomask_scale_",
+        "f16",
+        "out",
+        run_sdpa,
+    );
 }
 
 #[test]
 fn sdpa_simple_mask_f32() {
-    check_cases("sdpa_simple_mask_f32", DAY, "sdpa_simple_mask_", "f32", "out", run_sdpa);
+    check_cases(
+        "sdpa_simple_mask_f32",
+        DAY,
+        "sdpa_simple_mask_",
+        "f32",
+        "out",
+        run_sdpa,
+    );
 }
 
 #[test]
 fn sdpa_simple_mask_f16() {
-    check_cases("sdpa_simple_mask_f16", DAY, "sdpa_simple_mask_", "f16", "out", run_sdpa);
+    check_cases(
+        "sdpa_simple_mask_f16",
+        DAY,
+        "sdpa_simple_mask_",
+        "f16",
+        "out",
+        run_sdpa,
+    );
 }
 
 fn run_mha(c: &Case) -> Array {

@@ -24,7 +24,15 @@ use tiny_llm_grader::{cases, ok, Case};
 const DAY: &str = "day7";
 
 fn sampler(temperature: f32, top_k: Option<usize>, top_p: Option<f32>, seed: u64) -> Sampler {
-    ok("Sampler::new", Sampler::new(SamplerConfig { temperature, top_k, top_p, seed }))
+    ok(
+        "Sampler::new",
+        Sampler::new(SamplerConfig {
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        }),
+    )
 }
 
 fn greedy() -> Sampler {
@@ -40,7 +48,10 @@ fn histogram(s: &mut Sampler, logits: &Array, vocab: usize, n: usize) -> Vec<usi
     let mut counts = vec![0; vocab];
     for _ in 0..n {
         let id = ok("Sampler::sample", s.sample(logits)) as usize;
-        assert!(id < vocab, "[wrong numbers] sampled id {id} is outside the vocabulary 0..{vocab}");
+        assert!(
+            id < vocab,
+            "[wrong numbers] sampled id {id} is outside the vocabulary 0..{vocab}"
+        );
         counts[id] += 1;
     }
     counts
@@ -55,11 +66,23 @@ fn sampler_greedy_hand_worked() {
     let got = ok("Sampler::sample", s.sample(&row(&logits)));
     assert_eq!(got, 1, "[wrong numbers] greedy over {logits:?}");
     let as_1xv = Array::from_slice(&logits, &[1, 4]);
-    assert_eq!(ok("Sampler::sample", s.sample(&as_1xv)), 1, "[wrong numbers] greedy over a 1 x V row");
+    assert_eq!(
+        ok("Sampler::sample", s.sample(&as_1xv)),
+        1,
+        "[wrong numbers] greedy over a 1 x V row"
+    );
     let f16 = row(&logits).as_dtype(Dtype::Float16).unwrap();
-    assert_eq!(ok("Sampler::sample", s.sample(&f16)), 1, "[wrong numbers] greedy over f16 logits");
+    assert_eq!(
+        ok("Sampler::sample", s.sample(&f16)),
+        1,
+        "[wrong numbers] greedy over f16 logits"
+    );
     let tie = [-3.0f32, 5.0, 1.0, 5.0];
-    assert_eq!(ok("Sampler::sample", s.sample(&row(&tie))), 1, "[wrong numbers] greedy over {tie:?}: the first maximum");
+    assert_eq!(
+        ok("Sampler::sample", s.sample(&row(&tie))),
+        1,
+        "[wrong numbers] greedy over {tie:?}: the first maximum"
+    );
 }
 
 /// Out-of-range arguments and logits of the wrong shape are errors that name
@@ -67,13 +90,59 @@ fn sampler_greedy_hand_worked() {
 #[test]
 fn sampler_rejects_bad_arguments() {
     let bad = [
-        ("temperature", SamplerConfig { temperature: -0.5, ..Default::default() }),
-        ("temperature", SamplerConfig { temperature: f32::NAN, ..Default::default() }),
-        ("temperature", SamplerConfig { temperature: f32::INFINITY, ..Default::default() }),
-        ("top_k", SamplerConfig { temperature: 1.0, top_k: Some(0), ..Default::default() }),
-        ("top_p", SamplerConfig { temperature: 1.0, top_p: Some(0.0), ..Default::default() }),
-        ("top_p", SamplerConfig { temperature: 1.0, top_p: Some(1.5), ..Default::default() }),
-        ("top_p", SamplerConfig { temperature: 1.0, top_p: Some(f32::NAN), ..Default::default() }),
+        (
+            "temperature",
+            SamplerConfig {
+                temperature: -0.5,
+                ..Default::default()
+            },
+        ),
+        (
+            "temperature",
+            SamplerConfig {
+                temperature: f32::NAN,
+                ..Default::default()
+            },
+        ),
+        (
+            "temperature",
+            SamplerConfig {
+                temperature: f32::INFINITY,
+                ..Default::default()
+            },
+        ),
+        (
+            "top_k",
+            SamplerConfig {
+                temperature: 1.0,
+                top_k: Some(0),
+                ..Default::default()
+            },
+        ),
+        (
+            "top_p",
+            SamplerConfig {
+                temperature: 1.0,
+                top_p: Some(0.0),
+                ..Default::default()
+            },
+        ),
+        (
+            "top_p",
+            SamplerConfig {
+                temperature: 1.0,
+                top_p: Some(1.5),
+                ..Default::default()
+            },
+        ),
+        (
+            "top_p",
+            SamplerConfig {
+                temperature: 1.0,
+                top_p: Some(f32::NAN),
+                ..Default::default()
+            },
+        ),
     ];
     for (name, config) in bad {
         match Sampler::new(config) {
@@ -84,7 +153,12 @@ fn sampler_rejects_bad_arguments() {
             ),
         }
     }
-    let edge = SamplerConfig { temperature: 1.0, top_k: Some(1), top_p: Some(1.0), seed: 0 };
+    let edge = SamplerConfig {
+        temperature: 1.0,
+        top_k: Some(1),
+        top_p: Some(1.0),
+        seed: 0,
+    };
     ok("Sampler::new (top_k 1, top_p 1)", Sampler::new(edge));
 
     let mut s = sampler(1.0, None, None, 0);
@@ -120,7 +194,11 @@ fn sampler_matches_mlx_lm() {
         let mut got = Vec::new();
         for (step, _) in want.iter().enumerate() {
             let r = logits.index(step as i32);
-            let r = if step % 2 == 0 { r } else { r.reshape(&[1, vocab]).unwrap() };
+            let r = if step % 2 == 0 {
+                r
+            } else {
+                r.reshape(&[1, vocab]).unwrap()
+            };
             got.push(ok("Sampler::sample", s.sample(&r)));
         }
         if got != want {
@@ -164,7 +242,10 @@ fn sampler_top_p_top_k_hand_worked() {
 fn sampler_temperature_hand_worked() {
     let probs = [0.6f32, 0.3, 0.1];
     let logits = row(&probs.map(f32::ln));
-    for (t, want) in [(1.0f32, [0.6, 0.3, 0.1]), (0.5, [0.36 / 0.46, 0.09 / 0.46, 0.01 / 0.46])] {
+    for (t, want) in [
+        (1.0f32, [0.6, 0.3, 0.1]),
+        (0.5, [0.36 / 0.46, 0.09 / 0.46, 0.01 / 0.46]),
+    ] {
         let mut s = sampler(t, None, None, 3);
         let n = 1500;
         let counts = histogram(&mut s, &logits, 3, n);
@@ -184,11 +265,19 @@ fn sampler_seed_reproduces() {
     let logits = row(&(0..50).map(|i| (i % 7) as f32 * 0.3).collect::<Vec<_>>());
     let draw = |seed| {
         let mut s = sampler(1.0, None, None, seed);
-        (0..30).map(|_| ok("Sampler::sample", s.sample(&logits))).collect::<Vec<_>>()
+        (0..30)
+            .map(|_| ok("Sampler::sample", s.sample(&logits)))
+            .collect::<Vec<_>>()
     };
     let (a, b, c) = (draw(11), draw(11), draw(12));
-    assert_eq!(a, b, "[wrong numbers] two samplers with seed 11 drew different tokens");
-    assert_ne!(a, c, "[wrong numbers] seeds 11 and 12 drew the same 30 tokens: is the seed used?");
+    assert_eq!(
+        a, b,
+        "[wrong numbers] two samplers with seed 11 drew different tokens"
+    );
+    assert_ne!(
+        a, c,
+        "[wrong numbers] seeds 11 and 12 drew the same 30 tokens: is the seed used?"
+    );
     let distinct: std::collections::BTreeSet<_> = a.iter().collect();
     assert!(distinct.len() > 3, "[wrong numbers] 30 draws at temperature 1 gave only {distinct:?}: is a new key used for every draw?");
 }
@@ -285,7 +374,10 @@ fn encode(tok: &Tokenizer, text: &str) -> Vec<u32> {
 /// Pushes every id; returns the pieces and what `flush` returned.
 fn detokenize(tok: &Tokenizer, ids: &[u32]) -> (Vec<String>, String) {
     let mut d = StreamingDetokenizer::new(tok);
-    let pieces = ids.iter().map(|&id| ok("StreamingDetokenizer::push", d.push(id))).collect();
+    let pieces = ids
+        .iter()
+        .map(|&id| ok("StreamingDetokenizer::push", d.push(id)))
+        .collect();
     (pieces, ok("StreamingDetokenizer::flush", d.flush()))
 }
 
@@ -296,8 +388,14 @@ fn detokenizer_multibyte_split_across_tokens() {
     let tok = tiny_tokenizer();
     let text = "Grüße aus Köln, 東京は晴れ 🦀🦀! naïve café ok";
     let ids = encode(&tok, text);
-    let broken = ids.iter().filter(|&&id| tok.decode(&[id]).unwrap().contains('\u{FFFD}')).count();
-    assert!(broken >= 8, "[fixture] the tiny tokenizer should split multi-byte characters ({broken} partial tokens)");
+    let broken = ids
+        .iter()
+        .filter(|&&id| tok.decode(&[id]).unwrap().contains('\u{FFFD}'))
+        .count();
+    assert!(
+        broken >= 8,
+        "[fixture] the tiny tokenizer should split multi-byte characters ({broken} partial tokens)"
+    );
     let (pieces, rest) = detokenize(&tok, &ids);
     for (i, p) in pieces.iter().enumerate() {
         assert!(
@@ -307,10 +405,19 @@ fn detokenizer_multibyte_split_across_tokens() {
         );
     }
     let joined: String = pieces.concat();
-    assert_eq!(rest, "", "[wrong numbers] flush after complete text must return nothing");
-    assert_eq!(joined, text, "[wrong numbers] the pieces joined differ from the text");
+    assert_eq!(
+        rest, "",
+        "[wrong numbers] flush after complete text must return nothing"
+    );
+    assert_eq!(
+        joined, text,
+        "[wrong numbers] the pieces joined differ from the text"
+    );
     let held = pieces.iter().filter(|p| p.is_empty()).count();
-    assert!(held >= 6, "[wrong numbers] only {held} pushes held text back; partial characters must wait");
+    assert!(
+        held >= 6,
+        "[wrong numbers] only {held} pushes held text back; partial characters must wait"
+    );
 }
 
 /// Whole-character tokens come out at once, each as its own text.
@@ -322,9 +429,15 @@ fn detokenizer_emits_whole_tokens_at_once() {
     let (pieces, rest) = detokenize(&tok, &ids);
     for (i, (p, &id)) in pieces.iter().zip(&ids).enumerate() {
         let want = tok.decode(&[id]).unwrap();
-        assert_eq!(p, &want, "[wrong numbers] push of token {i} (id {id}) should return its text at once");
+        assert_eq!(
+            p, &want,
+            "[wrong numbers] push of token {i} (id {id}) should return its text at once"
+        );
     }
-    assert_eq!(rest, "", "[wrong numbers] flush after complete text must return nothing");
+    assert_eq!(
+        rest, "",
+        "[wrong numbers] flush after complete text must return nothing"
+    );
 }
 
 /// A character cut off at the end comes out of `flush` (as U+FFFD), and the
@@ -333,15 +446,32 @@ fn detokenizer_emits_whole_tokens_at_once() {
 fn detokenizer_flush_returns_held_back_bytes() {
     let tok = tiny_tokenizer();
     let crab = encode(&tok, "🦀");
-    assert!(crab.len() >= 2, "[fixture] 🦀 should take several tiny tokens, got {crab:?}");
+    assert!(
+        crab.len() >= 2,
+        "[fixture] 🦀 should take several tiny tokens, got {crab:?}"
+    );
     let mut d = StreamingDetokenizer::new(&tok);
     let first = ok("StreamingDetokenizer::push", d.push(crab[0]));
-    assert_eq!(first, "", "[wrong numbers] the first byte of 🦀 must be held back");
+    assert_eq!(
+        first, "",
+        "[wrong numbers] the first byte of 🦀 must be held back"
+    );
     let rest = ok("StreamingDetokenizer::flush", d.flush());
-    assert!(rest.contains('\u{FFFD}'), "[wrong numbers] flush of an incomplete character should give U+FFFD, got {rest:?}");
+    assert!(
+        rest.contains('\u{FFFD}'),
+        "[wrong numbers] flush of an incomplete character should give U+FFFD, got {rest:?}"
+    );
     let a = encode(&tok, "a");
-    assert_eq!(ok("StreamingDetokenizer::push", d.push(a[0])), "a", "[wrong numbers] after flush the detokenizer starts afresh");
-    assert_eq!(ok("StreamingDetokenizer::flush", d.flush()), "", "[wrong numbers] nothing is held back after \"a\"");
+    assert_eq!(
+        ok("StreamingDetokenizer::push", d.push(a[0])),
+        "a",
+        "[wrong numbers] after flush the detokenizer starts afresh"
+    );
+    assert_eq!(
+        ok("StreamingDetokenizer::flush", d.flush()),
+        "",
+        "[wrong numbers] nothing is held back after \"a\""
+    );
 }
 
 /// A model that returns the logits of a fixed script of tokens (one-hot, 10
@@ -355,7 +485,12 @@ struct Scripted {
 
 impl Scripted {
     fn new(script: Vec<u32>, prompt_len: usize) -> Scripted {
-        Scripted { script, vocab: 1088, prompt_len, seen: RefCell::new(Vec::new()) }
+        Scripted {
+            script,
+            vocab: 1088,
+            prompt_len,
+            seen: RefCell::new(Vec::new()),
+        }
     }
 }
 
@@ -366,12 +501,23 @@ impl CausalLm for Scripted {
             "[wrong shape] forward_last got ids of shape {:?}, expected [1, L]",
             inputs.shape()
         );
-        assert_eq!(inputs.dtype(), Dtype::Int32, "[wrong shape] forward_last got ids of dtype {:?}, expected int32", inputs.dtype());
+        assert_eq!(
+            inputs.dtype(),
+            Dtype::Int32,
+            "[wrong shape] forward_last got ids of dtype {:?}, expected int32",
+            inputs.dtype()
+        );
         inputs.eval()?;
         let ids = inputs.as_slice::<i32>().to_vec();
-        let step = ids.len().checked_sub(self.prompt_len).expect("[wrong shape] the model got fewer ids than the prompt");
+        let step = ids
+            .len()
+            .checked_sub(self.prompt_len)
+            .expect("[wrong shape] the model got fewer ids than the prompt");
         self.seen.borrow_mut().push(ids);
-        let next = *self.script.get(step).expect("[wrong numbers] the model was called past the end of its script");
+        let next = *self
+            .script
+            .get(step)
+            .expect("[wrong numbers] the model was called past the end of its script");
         let mut logits = vec![0.0f32; self.vocab as usize];
         logits[next as usize] = 10.0;
         Ok(Array::from_slice(&logits, &[1, self.vocab]))
@@ -383,7 +529,10 @@ impl CausalLm for Scripted {
 #[test]
 fn generate_stops_at_eos() {
     let tok = tiny_tokenizer();
-    let prompt = encode(&tok, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    let prompt = encode(
+        &tok,
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+    );
     let answer = "Hallo, 東京 🦀!";
     let eos = tok.eos_token_ids()[0];
     let mut script = encode(&tok, answer);
@@ -394,23 +543,67 @@ fn generate_stops_at_eos() {
     let mut pieces = Vec::new();
     let stats = ok(
         "simple_generate",
-        simple_generate(&model, &tok, &prompt, 100, &mut greedy(), |p| pieces.push(p.to_string())),
+        simple_generate(&model, &tok, &prompt, 100, &mut greedy(), |p| {
+            pieces.push(p.to_string())
+        }),
     );
     let n = script.len() - after.len();
-    assert_eq!(stats.tokens, script[..n], "[wrong numbers] generated ids (greedy over the script, eos included)");
-    assert_eq!(stats.finish_reason, FinishReason::Stop, "[wrong numbers] finish reason");
-    assert_eq!(stats.prompt_tokens, prompt.len(), "[wrong numbers] prompt_tokens");
-    assert_eq!(stats.generated_tokens(), n, "[wrong numbers] generated_tokens");
-    assert_eq!(pieces.concat(), answer, "[wrong numbers] streamed text (the eos is not printed)");
-    assert!(pieces.iter().all(|p| !p.is_empty() && !p.contains('\u{FFFD}')), "[wrong numbers] pieces must be non-empty whole UTF-8: {pieces:?}");
+    assert_eq!(
+        stats.tokens,
+        script[..n],
+        "[wrong numbers] generated ids (greedy over the script, eos included)"
+    );
+    assert_eq!(
+        stats.finish_reason,
+        FinishReason::Stop,
+        "[wrong numbers] finish reason"
+    );
+    assert_eq!(
+        stats.prompt_tokens,
+        prompt.len(),
+        "[wrong numbers] prompt_tokens"
+    );
+    assert_eq!(
+        stats.generated_tokens(),
+        n,
+        "[wrong numbers] generated_tokens"
+    );
+    assert_eq!(
+        pieces.concat(),
+        answer,
+        "[wrong numbers] streamed text (the eos is not printed)"
+    );
+    assert!(
+        pieces
+            .iter()
+            .all(|p| !p.is_empty() && !p.contains('\u{FFFD}')),
+        "[wrong numbers] pieces must be non-empty whole UTF-8: {pieces:?}"
+    );
     let seen = model.seen.borrow();
-    assert_eq!(seen.len(), n, "[wrong numbers] the model should run once per generated token");
+    assert_eq!(
+        seen.len(),
+        n,
+        "[wrong numbers] the model should run once per generated token"
+    );
     for (i, ids) in seen.iter().enumerate() {
-        let want: Vec<i32> = prompt.iter().chain(&script[..i]).map(|&t| t as i32).collect();
-        assert_eq!(ids, &want, "[wrong numbers] step {i}: the model must get the prompt and every token so far");
+        let want: Vec<i32> = prompt
+            .iter()
+            .chain(&script[..i])
+            .map(|&t| t as i32)
+            .collect();
+        assert_eq!(
+            ids, &want,
+            "[wrong numbers] step {i}: the model must get the prompt and every token so far"
+        );
     }
-    assert!(stats.prefill_seconds > 0.0 && stats.decode_seconds >= 0.0, "[wrong numbers] timings {stats:?}");
-    assert!(stats.prefill_tokens_per_second().is_finite() && stats.decode_tokens_per_second() > 0.0, "[wrong numbers] speeds of {stats:?}");
+    assert!(
+        stats.prefill_seconds > 0.0 && stats.decode_seconds >= 0.0,
+        "[wrong numbers] timings {stats:?}"
+    );
+    assert!(
+        stats.prefill_tokens_per_second().is_finite() && stats.decode_tokens_per_second() > 0.0,
+        "[wrong numbers] speeds of {stats:?}"
+    );
 }
 
 /// Stops after `max_tokens`; what is held back at that point is flushed.
@@ -419,18 +612,38 @@ fn generate_stops_at_max_tokens() {
     let tok = tiny_tokenizer();
     let prompt = encode(&tok, "Once upon a time");
     let script = encode(&tok, " there was a crab 🦀 who");
-    let cut = script.iter().position(|&id| tok.decode(&[id]).unwrap().contains('\u{FFFD}')).unwrap() + 1;
+    let cut = script
+        .iter()
+        .position(|&id| tok.decode(&[id]).unwrap().contains('\u{FFFD}'))
+        .unwrap()
+        + 1;
     let model = Scripted::new(script.clone(), prompt.len());
     let mut text = String::new();
     let stats = ok(
         "simple_generate",
-        simple_generate(&model, &tok, &prompt, cut, &mut greedy(), |p| text.push_str(p)),
+        simple_generate(&model, &tok, &prompt, cut, &mut greedy(), |p| {
+            text.push_str(p)
+        }),
     );
     assert_eq!(stats.tokens, script[..cut], "[wrong numbers] generated ids");
-    assert_eq!(stats.finish_reason, FinishReason::Length, "[wrong numbers] finish reason");
-    assert_eq!(text, tok.decode(&script[..cut]).unwrap(), "[wrong numbers] text, with the cut-off character flushed at the end");
-    let none = ok("simple_generate (max_tokens 0)", simple_generate(&model, &tok, &prompt, 0, &mut greedy(), |_| {}));
-    assert!(none.tokens.is_empty(), "[wrong numbers] max_tokens 0 generates nothing");
+    assert_eq!(
+        stats.finish_reason,
+        FinishReason::Length,
+        "[wrong numbers] finish reason"
+    );
+    assert_eq!(
+        text,
+        tok.decode(&script[..cut]).unwrap(),
+        "[wrong numbers] text, with the cut-off character flushed at the end"
+    );
+    let none = ok(
+        "simple_generate (max_tokens 0)",
+        simple_generate(&model, &tok, &prompt, 0, &mut greedy(), |_| {}),
+    );
+    assert!(
+        none.tokens.is_empty(),
+        "[wrong numbers] max_tokens 0 generates nothing"
+    );
 }
 
 /// Sampling goes through the sampler it is given (seeded: reproducible).
@@ -441,7 +654,9 @@ fn generate_uses_the_sampler() {
         fn forward_last(&self, inputs: &Array) -> tiny_llm_common::Result<Array> {
             let _ = inputs;
             // uniform over the 256 byte tokens, nothing else
-            let logits: Vec<f32> = (0..1088).map(|i| if i < 256 { 0.0 } else { f32::NEG_INFINITY }).collect();
+            let logits: Vec<f32> = (0..1088)
+                .map(|i| if i < 256 { 0.0 } else { f32::NEG_INFINITY })
+                .collect();
             Ok(Array::from_slice(&logits, &[1, 1088]))
         }
     }
@@ -449,12 +664,25 @@ fn generate_uses_the_sampler() {
     let prompt = encode(&tok, "x");
     let run = |seed| {
         let mut s = sampler(1.0, None, None, seed);
-        ok("simple_generate", simple_generate(&Flat, &tok, &prompt, 12, &mut s, |_| {})).tokens
+        ok(
+            "simple_generate",
+            simple_generate(&Flat, &tok, &prompt, 12, &mut s, |_| {}),
+        )
+        .tokens
     };
     let (a, b, c) = (run(5), run(5), run(6));
-    assert_eq!(a, b, "[wrong numbers] the same seed must generate the same tokens");
-    assert_ne!(a, c, "[wrong numbers] seeds 5 and 6 generated the same tokens: is the sampler used?");
-    assert!(a.iter().all(|&t| t < 256), "[wrong numbers] drew a token of probability 0: {a:?}");
+    assert_eq!(
+        a, b,
+        "[wrong numbers] the same seed must generate the same tokens"
+    );
+    assert_ne!(
+        a, c,
+        "[wrong numbers] seeds 5 and 6 generated the same tokens: is the sampler used?"
+    );
+    assert!(
+        a.iter().all(|&t| t < 256),
+        "[wrong numbers] drew a token of probability 0: {a:?}"
+    );
 }
 
 /// An empty prompt is an error, not a panic.
@@ -463,5 +691,8 @@ fn generate_rejects_empty_prompt() {
     let tok = tiny_tokenizer();
     let model = Scripted::new(vec![1, 2, 3], 0);
     let r = simple_generate(&model, &tok, &[], 3, &mut greedy(), |_| {});
-    assert!(r.is_err(), "[wrong numbers] simple_generate with an empty prompt must return Err");
+    assert!(
+        r.is_err(),
+        "[wrong numbers] simple_generate with an empty prompt must return Err"
+    );
 }

@@ -31,10 +31,18 @@ pub fn scaled_dot_product_attention_simple(
     expect_min_ndim("key", key, 2, "[N.., S, D]")?;
     expect_min_ndim("value", value, 2, "[N.., S, D]")?;
     if key.dim(-1) != query.dim(-1) {
-        return Err(shape_error("key", key, &format!("[N.., S, {}] (D of query)", query.dim(-1))));
+        return Err(shape_error(
+            "key",
+            key,
+            &format!("[N.., S, {}] (D of query)", query.dim(-1)),
+        ));
     }
     if value.dim(-2) != key.dim(-2) {
-        return Err(shape_error("value", value, &format!("[N.., {}, D] (S of key)", key.dim(-2))));
+        return Err(shape_error(
+            "value",
+            value,
+            &format!("[N.., {}, D] (S of key)", key.dim(-2)),
+        ));
     }
     let scale = scale.unwrap_or(1.0 / (query.dim(-1) as f32).sqrt());
     let scale = Array::from_f32(scale).as_dtype(query.dtype())?;
@@ -85,17 +93,29 @@ impl SimpleMultiHeadAttention {
         }
         for (name, w) in [("wq", &wq), ("wk", &wk), ("wv", &wv), ("wo", &wo)] {
             if w.shape() != [hidden_size, hidden_size] {
-                return Err(shape_error(name, w, &format!("[{hidden_size}, {hidden_size}]")));
+                return Err(shape_error(
+                    name,
+                    w,
+                    &format!("[{hidden_size}, {hidden_size}]"),
+                ));
             }
         }
-        Ok(Self { hidden_size, num_heads, wq, wk, wv, wo })
+        Ok(Self {
+            hidden_size,
+            num_heads,
+            wq,
+            wk,
+            wv,
+            wo,
+        })
     }
 
     /// `N x L x E` -> `N x H x L x D`.
     fn split_heads(&self, x: &Array) -> Result<Array> {
         let (n, l) = (x.dim(0), x.dim(1));
         let d = self.hidden_size / self.num_heads;
-        Ok(x.reshape(&[n, l, self.num_heads, d])?.transpose_axes(&[0, 2, 1, 3])?)
+        Ok(x.reshape(&[n, l, self.num_heads, d])?
+            .transpose_axes(&[0, 2, 1, 3])?)
     }
 
     /// Attention of `query` over `key`/`value`.

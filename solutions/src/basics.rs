@@ -39,7 +39,11 @@ pub fn softmax(x: &Array, axis: i32) -> Result<Array> {
 /// Reference: `mlx.nn.Linear`.
 pub fn linear(x: &Array, w: &Array, b: Option<&Array>) -> Result<Array> {
     if w.ndim() != 2 {
-        return Err(shape_error("linear weight", w, "[out_features, in_features]"));
+        return Err(shape_error(
+            "linear weight",
+            w,
+            "[out_features, in_features]",
+        ));
     }
     if x.ndim() == 0 || x.dim(-1) != w.dim(1) {
         return Err(shape_error(

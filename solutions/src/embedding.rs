@@ -18,7 +18,16 @@ pub struct Embedding {
 
 fn is_integer(d: Dtype) -> bool {
     use Dtype::*;
-    matches!(d, Int8 | Int16 | Int32 | Int64 | Uint8 | Uint16 | Uint32 | Uint64)
+    matches!(
+        d,
+        Int8 | Int16 | Int32 | Int64 | Uint8 | Uint16 | Uint32 | Uint64
+    )
+}
+
+/// The value of an integer scalar array (evaluates it).
+fn scalar_i64(a: &Array) -> Result<i64> {
+    a.try_item_cast::<i64>()
+        .map_err(|e| Error::Invalid(format!("reading token ids: {e}")))
 }
 
 impl Embedding {
@@ -52,8 +61,8 @@ impl Embedding {
             )));
         }
         if ids.size() > 0 {
-            let lo = ids.min(None)?.as_dtype(Dtype::Int64)?.try_item::<i64>()?;
-            let hi = ids.max(None)?.as_dtype(Dtype::Int64)?.try_item::<i64>()?;
+            let lo = scalar_i64(&ids.min(None)?)?;
+            let hi = scalar_i64(&ids.max(None)?)?;
             if lo < 0 || hi >= self.vocab_size() as i64 {
                 return Err(Error::Invalid(format!(
                     "token ids must be in 0..{}, got ids from {lo} to {hi}",

@@ -39,7 +39,12 @@ pub struct StreamingDetokenizer<'t> {
 impl<'t> StreamingDetokenizer<'t> {
     /// An empty detokenizer for `tokenizer`.
     pub fn new(tokenizer: &'t Tokenizer) -> Self {
-        StreamingDetokenizer { tokenizer, ids: Vec::new(), prefix: 0, read: 0 }
+        StreamingDetokenizer {
+            tokenizer,
+            ids: Vec::new(),
+            prefix: 0,
+            read: 0,
+        }
     }
 
     /// Adds one token; returns the text that became complete (often the
@@ -165,7 +170,9 @@ pub fn simple_generate(
     mut on_text: impl FnMut(&str),
 ) -> Result<GenerationStats> {
     if prompt_ids.is_empty() {
-        return Err(Error::Invalid("simple_generate: the prompt has no tokens".into()));
+        return Err(Error::Invalid(
+            "simple_generate: the prompt has no tokens".into(),
+        ));
     }
     let eos = tokenizer.eos_token_ids();
     let mut ids: Vec<i32> = prompt_ids.iter().map(|&t| t as i32).collect();

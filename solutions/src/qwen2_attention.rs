@@ -73,8 +73,8 @@ impl Qwen2MultiHeadAttention {
     ///
     /// Errors: [`Error::Invalid`] when `num_heads`/`num_kv_heads` are not
     /// positive or `H_kv` does not divide `H_q`, and RoPE's errors;
-    /// [`Error::Shape`] naming the
-    /// tensor (e.g. `"k_proj.weight"`) whose shape is wrong.
+    /// [`Error::Shape`] naming the tensor (e.g. `"k_proj.weight"`) whose
+    /// shape is wrong.
     pub fn new(
         num_heads: i32,
         num_kv_heads: i32,

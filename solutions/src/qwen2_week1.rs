@@ -43,28 +43,48 @@ impl Qwen2ModelWeek1 {
     /// Errors: a missing, non-float or wrongly shaped weight, naming its key;
     /// [`Error::Invalid`] when `dtype` is not a float dtype or the head
     /// configuration is inconsistent.
-    pub fn new(config: &Qwen2Config, weights: &HashMap<String, Array>, dtype: Dtype) -> Result<Self> {
+    pub fn new(
+        config: &Qwen2Config,
+        weights: &HashMap<String, Array>,
+        dtype: Dtype,
+    ) -> Result<Self> {
         if !dtype.is_float() {
-            return Err(Error::Invalid(format!("model dtype must be a float dtype, got {dtype:?}")));
+            return Err(Error::Invalid(format!(
+                "model dtype must be a float dtype, got {dtype:?}"
+            )));
         }
         // Cast every float weight (lazily: only the ones used are computed).
         let mut cast = HashMap::with_capacity(weights.len());
         for (k, w) in weights {
-            let w = if w.dtype().is_float() { w.as_dtype(dtype)? } else { w.clone() };
+            let w = if w.dtype().is_float() {
+                w.as_dtype(dtype)?
+            } else {
+                w.clone()
+            };
             cast.insert(k.clone(), w);
         }
         let (v, e) = (config.vocab_size, config.hidden_size);
-        let embed_tokens = Embedding::new(take_weight(&cast, "model.embed_tokens.weight", &[v, e])?)?;
+        let embed_tokens =
+            Embedding::new(take_weight(&cast, "model.embed_tokens.weight", &[v, e])?)?;
         let layers = (0..config.num_hidden_layers)
             .map(|i| Qwen2TransformerBlock::new(config, &cast, i))
             .collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::new(take_weight(&cast, "model.norm.weight", &[e])?, config.rms_norm_eps)?;
+        let norm = RmsNorm::new(
+            take_weight(&cast, "model.norm.weight", &[e])?,
+            config.rms_norm_eps,
+        )?;
         let lm_head = if config.tie_word_embeddings || !cast.contains_key("lm_head.weight") {
             None
         } else {
             Some(take_weight(&cast, "lm_head.weight", &[v, e])?)
         };
-        Ok(Self { config: config.clone(), embed_tokens, layers, norm, lm_head })
+        Ok(Self {
+            config: config.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
     }
 
     /// The configuration the model was built with.

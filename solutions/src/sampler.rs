@@ -40,7 +40,12 @@ pub struct SamplerConfig {
 impl Default for SamplerConfig {
     /// Greedy: temperature 0, no top-k, no top-p, seed 0.
     fn default() -> Self {
-        SamplerConfig { temperature: 0.0, top_k: None, top_p: None, seed: 0 }
+        SamplerConfig {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+        }
     }
 }
 
@@ -82,7 +87,10 @@ impl Sampler {
                 )));
             }
         }
-        Ok(Sampler { config, rng: RandomState::with_seed(config.seed)? })
+        Ok(Sampler {
+            config,
+            rng: RandomState::with_seed(config.seed)?,
+        })
     }
 
     /// The configuration this sampler was built with.
@@ -150,7 +158,9 @@ fn apply_top_p(logprobs: &Array, p: f32) -> Result<Array> {
     let probs = sorted.exp()?;
     // Probability of the tokens sorted above each token (not counting itself).
     let mass_above = probs.cumsum(-1, true, false)?;
-    let total = mass_above.try_index((.., ..1))?.add(probs.try_index((.., ..1))?)?;
+    let total = mass_above
+        .try_index((.., ..1))?
+        .add(probs.try_index((.., ..1))?)?;
     let dropped = mass_above
         .ge(total.multiply(Array::from_f32(p))?)?
         .sum_axis(-1, true)?

@@ -120,9 +120,13 @@ impl Qwen2TransformerBlock {
     /// Errors: those of the layers (a wrong `x` shape, positions past RoPE's
     /// table).
     pub fn forward(&self, x: &Array, offset: i32, mask: AttentionMask) -> Result<Array> {
-        let r = self.self_attn.forward(&self.input_layernorm.forward(x)?, offset, mask)?;
+        let r = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, offset, mask)?;
         let h = x.add(r)?;
-        let r = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        let r = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
         Ok(h.add(r)?)
     }
 }

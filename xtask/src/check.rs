@@ -62,7 +62,9 @@ pub fn grade_days(
             return Ok(days
                 .iter()
                 .map(|d| {
-                    let o = Outcome::DoesNotCompile { first_error: first_error.clone() };
+                    let o = Outcome::DoesNotCompile {
+                        first_error: first_error.clone(),
+                    };
                     (d.clone(), all_tests(d, o))
                 })
                 .collect())
@@ -72,14 +74,22 @@ pub fn grade_days(
     let mut results = Vec::new();
     for day in days {
         if let Some(reason) = skip.get(&day.number) {
-            results.push((day.clone(), all_tests(day, Outcome::Skipped { reason: reason.clone() })));
+            results.push((
+                day.clone(),
+                all_tests(
+                    day,
+                    Outcome::Skipped {
+                        reason: reason.clone(),
+                    },
+                ),
+            ));
             continue;
         }
         let mut where_is: BTreeMap<String, PathBuf> = BTreeMap::new();
         for file in day.test_files() {
-            let exe = exes
-                .get(&file)
-                .with_context(|| format!("no test target `{file}` was built for day {}", day.number))?;
+            let exe = exes.get(&file).with_context(|| {
+                format!("no test target `{file}` was built for day {}", day.number)
+            })?;
             for name in list_tests(exe)? {
                 where_is.insert(name, exe.clone());
             }
@@ -90,9 +100,19 @@ pub fn grade_days(
                 None => Outcome::Missing,
                 Some(exe) => grade::run_one(exe, name, day.timeout(), &scratch.join(day.id()))?,
             };
-            tests.push(TestResult { name: name.clone(), outcome });
+            tests.push(TestResult {
+                name: name.clone(),
+                outcome,
+            });
         }
-        results.push((day.clone(), DayResult { day: day.number, title: day.title.clone(), tests }));
+        results.push((
+            day.clone(),
+            DayResult {
+                day: day.number,
+                title: day.title.clone(),
+                tests,
+            },
+        ));
     }
     Ok(results)
 }
@@ -104,7 +124,10 @@ fn all_tests(day: &Day, o: Outcome) -> DayResult {
         tests: day
             .tests
             .iter()
-            .map(|t| TestResult { name: t.clone(), outcome: o.clone() })
+            .map(|t| TestResult {
+                name: t.clone(),
+                outcome: o.clone(),
+            })
             .collect(),
     }
 }
@@ -160,7 +183,9 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
     if days.iter().any(|d| d.needs_model) {
         // the real models, provisioned by `models fetch` (quick when cached)
         let me = std::env::current_exe()?;
-        util::run_inherit(std::process::Command::new(me).args(["models", "fetch", "--model", "all"]))?;
+        util::run_inherit(
+            std::process::Command::new(me).args(["models", "fetch", "--model", "all"]),
+        )?;
     }
     let ref_days = match &args.reference {
         Some(spec) if !args.solution => parse_days(spec, &course)?,
@@ -169,14 +194,26 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
     let features: Vec<String> = if args.solution {
         vec!["solutions".into()]
     } else {
-        ref_days.iter().map(|d| format!("tiny-llm/ref-day{d}")).collect()
+        ref_days
+            .iter()
+            .map(|d| format!("tiny-llm/ref-day{d}"))
+            .collect()
     };
     let skip: BTreeMap<u32, String> = ref_days
         .iter()
-        .map(|&d| (d, format!("day {d} is taken from the reference (--ref); your code is not graded")))
+        .map(|&d| {
+            (
+                d,
+                format!("day {d} is taken from the reference (--ref); your code is not graded"),
+            )
+        })
         .collect();
     if !args.json {
-        let whose = if args.solution { "the reference solutions" } else { "your code (exercises/)" };
+        let whose = if args.solution {
+            "the reference solutions"
+        } else {
+            "your code (exercises/)"
+        };
         eprintln!("grading {whose}: building the tests ...");
     }
     let build = Build {
@@ -185,12 +222,16 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
         features,
         target_dir: None,
     };
-    let scratch = util::target_dir().join("xtask-check").join(if args.solution { "ref" } else { "learner" });
+    let scratch = util::target_dir()
+        .join("xtask-check")
+        .join(if args.solution { "ref" } else { "learner" });
     let results = grade_days(&days, &build, &skip, &scratch)?;
     if args.json {
         println!("{}", report::render_json(&results));
     } else {
-        let style = Style { color: std::io::stdout().is_terminal() };
+        let style = Style {
+            color: std::io::stdout().is_terminal(),
+        };
         print!("{}", report::render(&results, style));
     }
     if !args.solution && args.target != "models" && !args.expect_stubs {
@@ -207,11 +248,18 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
             })
             .collect();
         if !bad.is_empty() {
-            eprintln!("stubs must fail as \"not implemented\"; these did not:\n  {}", bad.join("\n  "));
+            eprintln!(
+                "stubs must fail as \"not implemented\"; these did not:\n  {}",
+                bad.join("\n  ")
+            );
         }
         bad.is_empty()
     } else {
-        results.iter().all(|(_, r)| r.tests.iter().all(|t| t.outcome.is_pass() || matches!(t.outcome, Outcome::Skipped { .. })))
+        results.iter().all(|(_, r)| {
+            r.tests
+                .iter()
+                .all(|t| t.outcome.is_pass() || matches!(t.outcome, Outcome::Skipped { .. }))
+        })
     })
 }
 
@@ -243,7 +291,11 @@ mod fixture_course_tests {
         let results = grade(&[]);
         let labels: Vec<(String, &str)> = results
             .iter()
-            .flat_map(|(d, r)| r.tests.iter().map(move |t| (format!("{}/{}", d.number, t.name), t.outcome.label())))
+            .flat_map(|(d, r)| {
+                r.tests
+                    .iter()
+                    .map(move |t| (format!("{}/{}", d.number, t.name), t.outcome.label()))
+            })
             .collect();
         let want = [
             ("1/passes", "pass"),
@@ -257,7 +309,10 @@ mod fixture_course_tests {
         ];
         let want: Vec<(String, &str)> = want.iter().map(|(a, b)| (a.to_string(), *b)).collect();
         assert_eq!(labels, want);
-        insta::assert_snapshot!("fixture_course_report", render(&results, Style { color: false }));
+        insta::assert_snapshot!(
+            "fixture_course_report",
+            render(&results, Style { color: false })
+        );
     }
 
     #[test]
@@ -269,6 +324,9 @@ mod fixture_course_tests {
             }
         }
         let day1 = vec![results[0].clone()];
-        insta::assert_snapshot!("fixture_course_compile_error", render(&day1, Style { color: false }));
+        insta::assert_snapshot!(
+            "fixture_course_compile_error",
+            render(&day1, Style { color: false })
+        );
     }
 }

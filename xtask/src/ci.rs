@@ -35,32 +35,74 @@ pub fn run() -> Result<bool> {
         });
         results.push((name, ok, t.elapsed().as_secs_f64()));
     };
-    stage("setup (MLX for Linux)", &mut || setup::run(&Default::default()).map(|_| true));
-    stage("fixtures check", &mut || fixtures::check(true).map(|_| true));
-    stage("every day against the reference", &mut || check::run(&check_args("all", true, false)));
-    stage("every day against the stubs (must be not implemented)", &mut || {
-        check::run(&check_args("all", false, true))
+    stage("setup (MLX for Linux)", &mut || {
+        setup::run(&Default::default()).map(|_| true)
     });
-    stage("real models against mlx-lm", &mut || check::run(&check_args("models", true, false)));
+    stage("fixtures check", &mut || {
+        fixtures::check(true).map(|_| true)
+    });
+    stage("every day against the reference", &mut || {
+        check::run(&check_args("all", true, false))
+    });
+    stage(
+        "every day against the stubs (must be not implemented)",
+        &mut || check::run(&check_args("all", false, true)),
+    );
+    stage("real models against mlx-lm", &mut || {
+        check::run(&check_args("models", true, false))
+    });
     stage("unit tests (xtask, common, grader internals)", &mut || {
         let s = cargo()
-            .args(["test", "-p", "xtask", "-p", "tiny-llm-common", "-p", "tiny-llm-grader", "--lib"])
+            .args([
+                "test",
+                "-p",
+                "xtask",
+                "-p",
+                "tiny-llm-common",
+                "-p",
+                "tiny-llm-grader",
+                "--lib",
+            ])
             .status()?;
         Ok(s.success())
     });
     stage("clippy -D warnings", &mut || {
         let a = cargo()
-            .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
             .status()?;
         let b = cargo()
-            .args(["clippy", "--workspace", "--all-targets", "--features", "tiny-llm-grader/solutions", "--", "-D", "warnings"])
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--features",
+                "tiny-llm-grader/solutions",
+                "--",
+                "-D",
+                "warnings",
+            ])
             .status()?;
         Ok(a.success() && b.success())
     });
-    stage("rustfmt --check", &mut || Ok(cargo().args(["fmt", "--all", "--check"]).status()?.success()));
+    stage("rustfmt --check", &mut || {
+        Ok(cargo()
+            .args(["fmt", "--all", "--check"])
+            .status()?
+            .success())
+    });
     eprintln!("\nCI summary:");
     for (name, ok, secs) in &results {
-        eprintln!("  {} {name} ({secs:.0} s)", if *ok { "ok  " } else { "FAIL" });
+        eprintln!(
+            "  {} {name} ({secs:.0} s)",
+            if *ok { "ok  " } else { "FAIL" }
+        );
     }
     let passed = results.iter().filter(|r| r.1).count();
     println!("ci: {passed} passed, {} failed", results.len() - passed);

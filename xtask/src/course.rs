@@ -88,7 +88,13 @@ impl Day {
 
     /// `week W, day D` (day within the week).
     pub fn label(&self) -> String {
-        format!("day {} (w{}d{}): {}", self.number, self.week, self.day_of_week(), self.title)
+        format!(
+            "day {} (w{}d{}): {}",
+            self.number,
+            self.week,
+            self.day_of_week(),
+            self.title
+        )
     }
 
     pub fn day_of_week(&self) -> u32 {
@@ -98,7 +104,8 @@ impl Day {
 
 impl Course {
     pub fn load(path: &Path) -> Result<Course> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -112,7 +119,11 @@ impl Course {
         }
         for (i, d) in course.days.iter().enumerate() {
             if d.number as usize != i + 1 {
-                bail!("days must be numbered 1, 2, 3, ... in order; entry {} is day {}", i + 1, d.number);
+                bail!(
+                    "days must be numbered 1, 2, 3, ... in order; entry {} is day {}",
+                    i + 1,
+                    d.number
+                );
             }
         }
         Ok(course)
@@ -125,17 +136,14 @@ impl Course {
     /// Resolves `day3`, `3`, `w1d3`, `week1` or `all` to days.
     pub fn select(&self, spec: &str) -> Result<Vec<&Day>> {
         let s = spec.trim().to_ascii_lowercase();
-        let known = || {
-            format!(
-                "use dayN (1..{n}), wWdD, weekW or all",
-                n = self.days.len()
-            )
-        };
+        let known = || format!("use dayN (1..{n}), wWdD, weekW or all", n = self.days.len());
         if s == "all" {
             return Ok(self.days.iter().collect());
         }
         if let Some(w) = s.strip_prefix("week") {
-            let w: u32 = w.parse().with_context(|| format!("`{spec}`: {}", known()))?;
+            let w: u32 = w
+                .parse()
+                .with_context(|| format!("`{spec}`: {}", known()))?;
             let days: Vec<&Day> = self.days.iter().filter(|d| d.week == w).collect();
             if days.is_empty() {
                 bail!("`{spec}`: the course has no week {w} yet; {}", known());
@@ -147,8 +155,10 @@ impl Course {
                 .split_once('d')
                 .with_context(|| format!("`{spec}`: {}", known()))?;
             let (w, d): (u32, u32) = (
-                w.parse().with_context(|| format!("`{spec}`: {}", known()))?,
-                d.parse().with_context(|| format!("`{spec}`: {}", known()))?,
+                w.parse()
+                    .with_context(|| format!("`{spec}`: {}", known()))?,
+                d.parse()
+                    .with_context(|| format!("`{spec}`: {}", known()))?,
             );
             if !(1..=7).contains(&d) || w == 0 {
                 bail!("`{spec}`: weeks have days 1..7; {}", known());
@@ -156,11 +166,15 @@ impl Course {
             (w - 1) * 7 + d
         } else {
             let n = s.strip_prefix("day").unwrap_or(&s);
-            n.parse().with_context(|| format!("`{spec}`: {}", known()))?
+            n.parse()
+                .with_context(|| format!("`{spec}`: {}", known()))?
         };
         match self.day(number) {
             Some(d) => Ok(vec![d]),
-            None => bail!("`{spec}`: day {number} is not in the course yet; {}", known()),
+            None => bail!(
+                "`{spec}`: day {number} is not in the course yet; {}",
+                known()
+            ),
         }
     }
 }
@@ -183,7 +197,13 @@ mod tests {
     #[test]
     fn selects_by_every_spelling() {
         let c = sample();
-        let ids = |s: &str| c.select(s).unwrap().iter().map(|d| d.number).collect::<Vec<_>>();
+        let ids = |s: &str| {
+            c.select(s)
+                .unwrap()
+                .iter()
+                .map(|d| d.number)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids("day3"), vec![3]);
         assert_eq!(ids("3"), vec![3]);
         assert_eq!(ids("w2d1"), vec![8]);
@@ -250,7 +270,10 @@ pub fn validate(course: &Course, root: &Path) -> Result<Vec<String>> {
         }
         for dtype in d.tolerance.keys() {
             if !matches!(dtype.as_str(), "f32" | "f16" | "bf16") {
-                problems.push(format!("day {}: tolerance for unknown dtype `{dtype}` (f32, f16, bf16)", d.number));
+                problems.push(format!(
+                    "day {}: tolerance for unknown dtype `{dtype}` (f32, f16, bf16)",
+                    d.number
+                ));
             }
         }
         for fx in &d.fixtures {
@@ -259,18 +282,28 @@ pub fn validate(course: &Course, root: &Path) -> Result<Vec<String>> {
             }
         }
         for file in d.test_files() {
-            listed.entry(file).or_default().extend(d.tests.iter().cloned());
+            listed
+                .entry(file)
+                .or_default()
+                .extend(d.tests.iter().cloned());
         }
     }
     if let Some(m) = &course.model_checks {
-        listed.entry(m.file.clone()).or_default().extend(m.tests.iter().cloned());
+        listed
+            .entry(m.file.clone())
+            .or_default()
+            .extend(m.tests.iter().cloned());
     }
     let tests_dir = root.join("grader").join("tests");
     let mut present: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for entry in std::fs::read_dir(&tests_dir)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "rs") {
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+            let stem = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             present.insert(stem, test_fns_in_source(&std::fs::read_to_string(&path)?));
         }
     }
@@ -278,14 +311,18 @@ pub fn validate(course: &Course, root: &Path) -> Result<Vec<String>> {
         let known = listed.get(file);
         for t in tests {
             if !known.is_some_and(|k| k.contains(t)) {
-                problems.push(format!("grader/tests/{file}.rs: test `{t}` belongs to no day in course.toml"));
+                problems.push(format!(
+                    "grader/tests/{file}.rs: test `{t}` belongs to no day in course.toml"
+                ));
             }
         }
     }
     for (file, tests) in &listed {
         for t in tests {
             if !present.get(file).is_some_and(|p| p.contains(t)) {
-                problems.push(format!("course.toml lists `{t}`, which grader/tests/{file}.rs lacks"));
+                problems.push(format!(
+                    "course.toml lists `{t}`, which grader/tests/{file}.rs lacks"
+                ));
             }
         }
     }
@@ -308,6 +345,10 @@ mod tree_tests {
         let root = crate::util::project_root();
         let course = Course::load(&root.join("course.toml")).unwrap();
         let problems = validate(&course, &root).unwrap();
-        assert!(problems.is_empty(), "course.toml disagrees with the tree:\n{}", problems.join("\n"));
+        assert!(
+            problems.is_empty(),
+            "course.toml disagrees with the tree:\n{}",
+            problems.join("\n")
+        );
     }
 }

@@ -91,11 +91,15 @@ pub fn verify(root: &Path) -> Result<Vec<String>> {
         let path = root.join(rel);
         total += std::fs::metadata(&path)?.len();
         match listed.get(rel) {
-            None => problems.push(format!("{rel}: not in MANIFEST.sha256 (run `cargo xtask fixtures regen`)")),
+            None => problems.push(format!(
+                "{rel}: not in MANIFEST.sha256 (run `cargo xtask fixtures regen`)"
+            )),
             Some(want) => {
                 let got = sha256_file(&path)?;
                 if &got != want {
-                    problems.push(format!("{rel}: sha256 {got} differs from the manifest's {want}"));
+                    problems.push(format!(
+                        "{rel}: sha256 {got} differs from the manifest's {want}"
+                    ));
                 }
             }
         }
@@ -118,7 +122,9 @@ pub fn verify(root: &Path) -> Result<Vec<String>> {
 /// Writes the manifest for `root`'s current files.
 pub fn write_manifest(root: &Path) -> Result<usize> {
     let files = data_files(root)?;
-    let mut text = String::from("# sha256 of every golden fixture; `cargo xtask fixtures check` verifies it\n");
+    let mut text = String::from(
+        "# sha256 of every golden fixture; `cargo xtask fixtures check` verifies it\n",
+    );
     for rel in &files {
         text.push_str(&format!("{}  {rel}\n", sha256_file(&root.join(rel))?));
     }
@@ -137,7 +143,10 @@ pub fn check(verbose: bool) -> Result<()> {
         );
     }
     if verbose {
-        println!("fixtures: {} files match MANIFEST.sha256", data_files(&root)?.len());
+        println!(
+            "fixtures: {} files match MANIFEST.sha256",
+            data_files(&root)?.len()
+        );
     }
     Ok(())
 }
@@ -201,7 +210,10 @@ mod tests {
         std::fs::remove_file(d.join("day1/a.safetensors")).unwrap();
         let p = verify(&d).unwrap().join("\n");
         assert!(p.contains("day1/c.npy: not in MANIFEST"), "{p}");
-        assert!(p.contains("day1/a.safetensors: listed in MANIFEST.sha256 but missing"), "{p}");
+        assert!(
+            p.contains("day1/a.safetensors: listed in MANIFEST.sha256 but missing"),
+            "{p}"
+        );
     }
 
     #[test]

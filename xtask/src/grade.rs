@@ -18,25 +18,44 @@ use std::time::{Duration, Instant};
 pub enum Outcome {
     Pass,
     /// The code under test reached a `todo!()`.
-    NotImplemented { item: Option<String> },
+    NotImplemented {
+        item: Option<String>,
+    },
     /// Values outside tolerance (the grader's report).
-    WrongNumbers { report: String },
+    WrongNumbers {
+        report: String,
+    },
     /// Shape or dtype differ from the expected tensor.
-    WrongShape { report: String },
+    WrongShape {
+        report: String,
+    },
     /// The code under test returned an `Err`.
-    ReturnedError { message: String },
+    ReturnedError {
+        message: String,
+    },
     /// A panic other than the above.
-    Panic { message: String, location: Option<String> },
+    Panic {
+        message: String,
+        location: Option<String>,
+    },
     /// Still running after the time limit; it was stopped.
-    Timeout { seconds: u64 },
+    Timeout {
+        seconds: u64,
+    },
     /// The process died without a Rust panic (signal, abort, exit code).
-    Crashed { how: String },
+    Crashed {
+        how: String,
+    },
     /// The crate under test does not compile.
-    DoesNotCompile { first_error: String },
+    DoesNotCompile {
+        first_error: String,
+    },
     /// The test is listed in course.toml but the grader has no such test.
     Missing,
     /// Not run (for example the day is taken from the reference).
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -180,7 +199,9 @@ pub fn run_one(exe: &Path, test: &str, timeout: Duration, scratch: &Path) -> Res
     };
     let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     Ok(match status {
-        None => Outcome::Timeout { seconds: timeout.as_secs() },
+        None => Outcome::Timeout {
+            seconds: timeout.as_secs(),
+        },
         Some(status) => classify(&output, status.code(), signal_of(&status)),
     })
 }
@@ -215,7 +236,10 @@ pub fn classify(output: &str, code: Option<i32>, signal: Option<i32>) -> Outcome
             return Outcome::NotImplemented { item: None };
         }
         for (tag, make) in [
-            ("[wrong numbers] ", Outcome::wrong_numbers as fn(String) -> Outcome),
+            (
+                "[wrong numbers] ",
+                Outcome::wrong_numbers as fn(String) -> Outcome,
+            ),
             ("[wrong shape] ", Outcome::wrong_shape),
             ("[error] ", Outcome::returned_error),
         ] {
@@ -223,7 +247,10 @@ pub fn classify(output: &str, code: Option<i32>, signal: Option<i32>) -> Outcome
                 return make(report.to_string());
             }
         }
-        return Outcome::Panic { message, location: Some(location) };
+        return Outcome::Panic {
+            message,
+            location: Some(location),
+        };
     }
     let how = match (signal, code) {
         (Some(6), _) => "aborted (SIGABRT), often an MLX error raised outside Rust".to_string(),
@@ -283,15 +310,30 @@ mod tests {
     fn todo_names_its_item() {
         assert_eq!(
             classify(&out("not yet implemented: day 1: softmax"), Some(101), None),
-            Outcome::NotImplemented { item: Some("day 1: softmax".into()) }
+            Outcome::NotImplemented {
+                item: Some("day 1: softmax".into())
+            }
         );
     }
 
     #[test]
     fn tagged_reports() {
-        let o = classify(&out("[wrong numbers] t, case day1/x\n  worst element"), Some(101), None);
-        assert_eq!(o, Outcome::WrongNumbers { report: "t, case day1/x\n  worst element".into() });
-        let o = classify(&out("[error] linear returned an error: bad"), Some(101), None);
+        let o = classify(
+            &out("[wrong numbers] t, case day1/x\n  worst element"),
+            Some(101),
+            None,
+        );
+        assert_eq!(
+            o,
+            Outcome::WrongNumbers {
+                report: "t, case day1/x\n  worst element".into()
+            }
+        );
+        let o = classify(
+            &out("[error] linear returned an error: bad"),
+            Some(101),
+            None,
+        );
         assert_eq!(o.label(), "returned error");
     }
 
@@ -309,7 +351,13 @@ mod tests {
 
     #[test]
     fn signals_and_missing_tests() {
-        assert_eq!(classify("running 1 test\n", None, Some(11)).label(), "crashed");
-        assert_eq!(classify("running 0 tests\n", Some(0), None), Outcome::Missing);
+        assert_eq!(
+            classify("running 1 test\n", None, Some(11)).label(),
+            "crashed"
+        );
+        assert_eq!(
+            classify("running 0 tests\n", Some(0), None),
+            Outcome::Missing
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! `cargo xtask`: the kit's command line (setup, fixtures, grading, CI).
 //! Built without MLX so it works before MLX is provisioned.
 
+mod bench;
+mod bench_chart;
 mod check;
 mod ci;
 mod course;
@@ -20,7 +22,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "tiny-llm-rs: learn LLM serving by building it")]
+#[command(
+    name = "cargo xtask",
+    about = "tiny-llm-rs: learn LLM serving by building it"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -53,6 +58,8 @@ enum Cmd {
     Models(models::ModelsArgs),
     /// Chat with a real model through your week-1 code (--solution: the reference).
     Run(run::RunArgs),
+    /// Measure speed and memory against mlx-lm (`bench week1`; see the README's Benchmarks).
+    Bench(bench::BenchArgs),
 }
 
 fn course() -> Result<course::Course> {
@@ -80,6 +87,7 @@ fn main() -> ExitCode {
         Cmd::Ci => ci::run(),
         Cmd::Models(args) => models::run(&args).map(|_| true),
         Cmd::Run(args) => run::run(&args).map(|_| true),
+        Cmd::Bench(args) => bench::run(&args).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

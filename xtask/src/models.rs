@@ -425,7 +425,7 @@ fn convert(m: &ModelInfo, gguf: &Path, dir: &Path) -> Result<()> {
     let python = venv::ensure()?;
     let key = conversion_key(m)?;
     let step = Step::start(format!(
-        "convert {} to a Hugging Face directory (bf16 safetensors; about a minute)",
+        "convert {} to a Hugging Face directory (bf16 safetensors)",
         m.gguf_file
     ));
     let parent = dir.parent().expect("model dirs have a parent");

@@ -44,11 +44,12 @@ pub fn path() -> PathBuf {
 pub fn state_of(r: &DayResult) -> State {
     if r.tests.iter().all(|t| t.outcome.is_pass()) {
         State::Passed
-    } else if r
-        .tests
-        .iter()
-        .all(|t| matches!(t.outcome, Outcome::NotImplemented { .. } | Outcome::Skipped { .. }))
-    {
+    } else if r.tests.iter().all(|t| {
+        matches!(
+            t.outcome,
+            Outcome::NotImplemented { .. } | Outcome::Skipped { .. }
+        )
+    }) {
         State::NotStarted
     } else {
         State::InProgress
@@ -71,7 +72,10 @@ pub fn load() -> BTreeMap<u32, State> {
 pub fn record(results: &[(Day, DayResult)]) -> Result<()> {
     let mut map = load();
     for (day, r) in results {
-        if r.tests.iter().any(|t| matches!(t.outcome, Outcome::Skipped { .. })) {
+        if r.tests
+            .iter()
+            .any(|t| matches!(t.outcome, Outcome::Skipped { .. }))
+        {
             continue;
         }
         map.insert(day.number, state_of(r));
@@ -96,7 +100,10 @@ pub fn current_day(course: &Course) -> Option<&Day> {
 /// `cargo xtask status`: a table of every day.
 pub fn status(course: &Course) -> String {
     let map = load();
-    let mut s = format!("{:>4}  {:<6}  {:<34}  {}\n", "day", "week", "title", "status");
+    let mut s = format!(
+        "{:>4}  {:<6}  {:<34}  {}\n",
+        "day", "week", "title", "status"
+    );
     for d in &course.days {
         let state = map.get(&d.number).copied().unwrap_or(State::NotStarted);
         s.push_str(&format!(

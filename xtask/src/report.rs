@@ -60,8 +60,16 @@ fn indent(text: &str, by: &str) -> String {
 /// What to do next about a failed test.
 fn next_action(day: &Day, test: &str, o: &Outcome) -> String {
     let n = day.number;
-    let files: Vec<String> = day.modules.iter().map(|m| format!("exercises/src/{m}.rs")).collect();
-    let files = if files.is_empty() { "exercises/src".to_string() } else { files.join(", ") };
+    let files: Vec<String> = day
+        .modules
+        .iter()
+        .map(|m| format!("exercises/src/{m}.rs"))
+        .collect();
+    let files = if files.is_empty() {
+        "exercises/src".to_string()
+    } else {
+        files.join(", ")
+    };
     let rerun = format!(
         "cargo test -p tiny-llm-grader --test {} {test} -- --exact --nocapture",
         day.test_files().first().cloned().unwrap_or_default()
@@ -139,10 +147,19 @@ pub fn render(results: &[(Day, DayResult)], style: Style) -> String {
             .filter(|t| matches!(t.outcome, Outcome::NotImplemented { .. }))
             .collect();
         if let Some(t) = todo.first() {
-            let _ = writeln!(s, "\n  {} {} test(s) not implemented yet:", style.paint("33", "-"), todo.len());
+            let _ = writeln!(
+                s,
+                "\n  {} {} test(s) not implemented yet:",
+                style.paint("33", "-"),
+                todo.len()
+            );
             s.push_str(&indent(&next_action(day, &t.name, &t.outcome), "      "));
         }
-        let sk = r.tests.iter().filter(|t| matches!(t.outcome, Outcome::Skipped { .. })).count();
+        let sk = r
+            .tests
+            .iter()
+            .filter(|t| matches!(t.outcome, Outcome::Skipped { .. }))
+            .count();
         if let Some(Outcome::Skipped { reason }) = r.tests.first().map(|t| &t.outcome) {
             let _ = writeln!(s, "  ({reason})");
         }
@@ -152,7 +169,11 @@ pub fn render(results: &[(Day, DayResult)], style: Style) -> String {
             day.number,
             r.passed(),
             r.failed() - sk,
-            if sk > 0 { format!(", {sk} skipped") } else { String::new() }
+            if sk > 0 {
+                format!(", {sk} skipped")
+            } else {
+                String::new()
+            }
         );
         passed += r.passed();
         failed += r.failed() - sk;

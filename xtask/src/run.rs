@@ -82,11 +82,20 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     eprintln!(
         "building tiny-llm-chat with {} (release; the first build takes a few minutes) ...",
-        if args.solution { "the reference solutions" } else { "your tiny-llm (exercises/)" }
+        if args.solution {
+            "the reference solutions"
+        } else {
+            "your tiny-llm (exercises/)"
+        }
     );
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(util::project_root())
-        .args(["run", "--quiet", "--release", "-p", "tiny-llm-cli"]);
+    cmd.current_dir(util::project_root()).args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "tiny-llm-cli",
+    ]);
     if args.solution {
         cmd.args(["--features", "solutions"]);
     }
@@ -119,10 +128,16 @@ mod tests {
         let args = chat_args(&cli.run, Some("/m".into()));
         assert_eq!(
             args,
-            ["--model", "/m", "--temp", "0.7", "--top-k", "40", "--seed", "9", "--dtype", "bf16", "--", "-hi"]
+            [
+                "--model", "/m", "--temp", "0.7", "--top-k", "40", "--seed", "9", "--dtype",
+                "bf16", "--", "-hi"
+            ]
         );
         let cli = Cli::parse_from(["run", "--model", "Qwen/Qwen2-0.5B-Instruct-MLX", "hello"]);
         let args = chat_args(&cli.run, None);
-        assert_eq!(args, ["--model", "Qwen/Qwen2-0.5B-Instruct-MLX", "--", "hello"]);
+        assert_eq!(
+            args,
+            ["--model", "Qwen/Qwen2-0.5B-Instruct-MLX", "--", "hello"]
+        );
     }
 }

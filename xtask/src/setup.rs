@@ -30,6 +30,18 @@ pub const MLX_VERSION: &str = "0.32.2";
 const MLX_SYS_VERSION: &str = "0.7.0";
 const WHEEL_FILE: &str = "mlx_cpu-0.32.2-py3-none-manylinux_2_35_x86_64.whl";
 const WHEEL_SHA256: &str = "fc5d31b90fc4f457b2f9614ed45651a567d22a6a11a03d114a90a4e10bdd8878";
+const CUDA_WHEEL_FILE: &str = "mlx_cuda_13-0.32.2-py3-none-manylinux_2_35_x86_64.whl";
+const CUDA_WHEEL_SHA256: &str = "335094ccd1c0c6dc3e09c8caba207c8180602bacc0c38ba20c1d81e9456ab394";
+/// The NVIDIA CUDA 13.0 runtime wheels libmlx.so (CUDA) needs, pinned to the
+/// CUDA 13.0 line so a 580-series driver runs them.
+const NVIDIA_WHEELS: &[&str] = &[
+    "nvidia-cuda-runtime==13.0.96",
+    "nvidia-cuda-nvrtc==13.0.88",
+    "nvidia-cublas==13.0.2.14",
+    "nvidia-cufft==12.0.0.61",
+    "nvidia-cudnn-cu13==9.13.1.26",
+    "nvidia-nccl-cu13==2.28.3",
+];
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 const LIBCLANG_DIR: &str = "/usr/lib/llvm-14/lib";
 const OPENBLAS: &str = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0";
@@ -37,25 +49,37 @@ const COMPAT_HEADER: &str = include_str!("../assets/mlxc_linux_compat.h");
 const SHIM_SOURCE: &str = include_str!("../assets/mach_time_shim.c");
 
 /// Which BLAS the wheel's `libmlx.so` uses for f32 matmuls on the CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Blas {
     /// Debian's OpenBLAS (pthreads), swapped into the private wheel copy.
+    #[default]
     Openblas,
     /// The netlib reference BLAS the wheel ships (slow; for comparisons).
     Reference,
 }
 
-#[derive(clap::Args, Debug, Clone)]
+/// Which libmlx.so programs load at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// `mlx-cpu`: MLX's CPU backend only.
+    Cpu,
+    /// `mlx-cuda-13`: MLX's CUDA backend (NVIDIA GPU, CUDA 13 driver), CPU too.
+    Cuda,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct SetupArgs {
     /// BLAS behind MLX's CPU matmuls.
     #[arg(long, value_enum, default_value_t = Blas::Openblas)]
     pub blas: Blas,
-}
-
-impl Default for SetupArgs {
-    fn default() -> Self {
-        SetupArgs { blas: Blas::Openblas }
-    }
+    /// MLX backend; the choice is remembered (default: the last one, else cpu).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// With `--backend cuda`: an existing `nvidia` package folder (for example
+    /// a PyTorch venv's `site-packages/nvidia`) to use instead of downloading
+    /// the NVIDIA CUDA 13 runtime wheels.
+    #[arg(long, value_name = "DIR")]
+    pub nvidia_libs: Option<PathBuf>,
 }
 
 /// Paths of the provisioned files.
@@ -65,7 +89,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new() -> Layout {
-        Layout { root: util::target_dir().join("mlx") }
+        Layout {
+            root: util::target_dir().join("mlx"),
+        }
     }
     fn p(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
@@ -101,6 +127,25 @@ impl Layout {
     pub fn override_file(&self) -> PathBuf {
         self.p("override.toml")
     }
+    /// The unpacked CUDA wheel: `mlx/lib/libmlx.so`, `mlx_cuda_13.libs/`,
+    /// and `nvidia/` (CUDA runtime libraries) beside them, where libmlx.so's
+    /// rpath looks.
+    pub fn cuda_dist(&self) -> PathBuf {
+        self.p("cuda-dist")
+    }
+    pub fn cuda_libmlx_dir(&self) -> PathBuf {
+        self.cuda_dist().join("mlx").join("lib")
+    }
+    fn backend_file(&self) -> PathBuf {
+        self.p("backend")
+    }
+    /// The backend chosen last (`cpu` when none was).
+    pub fn backend(&self) -> Backend {
+        match read_stamp(&self.backend_file()).as_deref() {
+            Some("cuda") => Backend::Cuda,
+            _ => Backend::Cpu,
+        }
+    }
     fn stamp(&self, name: &str) -> PathBuf {
         self.p("stamps").join(name)
     }
@@ -134,7 +179,26 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     did_work |= ensure_mlxc(&l)?;
     did_work |= ensure_shim(&l)?;
     did_work |= ensure_bindings(&l)?;
-    did_work |= write_override(&l)?;
+    let backend = args.backend.unwrap_or_else(|| l.backend());
+    if backend == Backend::Cuda {
+        did_work |= ensure_cuda(&l, args.nvidia_libs.as_deref())?;
+    }
+    if backend == Backend::Cuda && l.backend() != Backend::Cuda {
+        // probe with the CPU build's binaries pointed at the CUDA libmlx.so
+        // before switching, so a machine without a GPU keeps its CPU build
+        write_override(&l, Backend::Cpu)?;
+        probe_cuda(&l)
+            .context("the CUDA backend is not usable here; MLX stays on the CPU backend")?;
+    }
+    did_work |= write_override(&l, backend)?;
+    write_stamp(
+        &l.backend_file(),
+        if backend == Backend::Cuda {
+            "cuda"
+        } else {
+            "cpu"
+        },
+    )?;
     if did_work {
         eprintln!(
             "MLX for Linux ready under {} ({:.0} s). Plain `cargo build` and `cargo test` now use it.",
@@ -189,7 +253,9 @@ fn ensure_debian_packages() -> Result<bool> {
         "apt-get update failed; install these Debian packages by hand: cmake g++ libclang1-14 libclang-common-14-dev libopenblas0-pthread",
     )?;
     let mut install = privileged(&["apt-get", "install", "-y", "-qq", "--no-install-recommends"]);
-    install.env("DEBIAN_FRONTEND", "noninteractive").args(&missing);
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(&missing);
     run_logged(&mut install, &Layout::new().log("apt-install"))?;
     step.done();
     Ok(true)
@@ -231,7 +297,12 @@ fn ensure_wheel(l: &Layout) -> Result<bool> {
     let step = Step::start(format!("download mlx-cpu=={MLX_VERSION} wheel (PyPI)"));
     let mut pip = Command::new("python3");
     pip.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .args(["--platform", "manylinux_2_35_x86_64", "--python-version", "3.11"])
+        .args([
+            "--platform",
+            "manylinux_2_35_x86_64",
+            "--python-version",
+            "3.11",
+        ])
         .arg(format!("mlx-cpu=={MLX_VERSION}"))
         .arg("-d")
         .arg(l.p("wheels"));
@@ -259,7 +330,10 @@ fn ensure_unpacked(l: &Layout, blas: Blas) -> Result<bool> {
         std::fs::remove_dir_all(&dist)?;
     }
     let mut unzip = Command::new("python3");
-    unzip.args(["-m", "zipfile", "-e"]).arg(l.wheel()).arg(&dist);
+    unzip
+        .args(["-m", "zipfile", "-e"])
+        .arg(l.wheel())
+        .arg(&dist);
     run_logged(&mut unzip, &l.log("unpack"))?;
     if !libmlx.exists() {
         bail!("the wheel has no mlx/lib/libmlx.so");
@@ -274,7 +348,11 @@ fn ensure_unpacked(l: &Layout, blas: Blas) -> Result<bool> {
         let mut swapped = 0;
         for entry in std::fs::read_dir(&libs)? {
             let path = entry?.path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             if name.starts_with("libblas-") {
                 std::fs::remove_file(&path)?;
                 std::os::unix::fs::symlink(OPENBLAS, &path)?;
@@ -282,7 +360,10 @@ fn ensure_unpacked(l: &Layout, blas: Blas) -> Result<bool> {
             }
         }
         if swapped != 1 {
-            bail!("expected one libblas-*.so in {}, found {swapped}", libs.display());
+            bail!(
+                "expected one libblas-*.so in {}, found {swapped}",
+                libs.display()
+            );
         }
     }
     write_stamp(&stamp_path, &want)?;
@@ -298,16 +379,24 @@ fn mlx_sys_source() -> Result<PathBuf> {
         .output()
         .context("running cargo metadata")?;
     if !out.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let pkgs = meta["packages"].as_array().context("cargo metadata: no packages")?;
+    let pkgs = meta["packages"]
+        .as_array()
+        .context("cargo metadata: no packages")?;
     let sys = pkgs
         .iter()
         .find(|p| p["name"] == "mlx-sys")
         .context("mlx-sys is not in the dependency graph")?;
     if sys["version"] != MLX_SYS_VERSION {
-        bail!("mlx-sys {} found, this setup is for {MLX_SYS_VERSION}", sys["version"]);
+        bail!(
+            "mlx-sys {} found, this setup is for {MLX_SYS_VERSION}",
+            sys["version"]
+        );
     }
     let manifest = PathBuf::from(sys["manifest_path"].as_str().context("manifest_path")?);
     Ok(manifest.parent().context("manifest dir")?.to_path_buf())
@@ -335,8 +424,11 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 /// `libmlxc.a` against the wheel's MLX.
 fn ensure_mlxc(l: &Layout) -> Result<bool> {
     let want = sha256_bytes(
-        format!("{MLX_SYS_VERSION} {WHEEL_SHA256} {}", sha256_bytes(COMPAT_HEADER.as_bytes()))
-            .as_bytes(),
+        format!(
+            "{MLX_SYS_VERSION} {WHEEL_SHA256} {}",
+            sha256_bytes(COMPAT_HEADER.as_bytes())
+        )
+        .as_bytes(),
     );
     let lib = l.mlxc_lib().join("libmlxc.a");
     if lib.exists() && read_stamp(&l.stamp("mlx-c")).as_deref() == Some(want.as_str()) {
@@ -350,7 +442,9 @@ fn ensure_mlxc(l: &Layout) -> Result<bool> {
         }
     }
     copy_dir(&mlx_sys_source()?.join("src").join("mlx-c"), &src)?;
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let mut configure = Command::new("cmake");
     configure
         .arg("-S")
@@ -363,8 +457,14 @@ fn ensure_mlxc(l: &Layout) -> Result<bool> {
             l.dist().join("mlx/share/cmake/MLX").display()
         ))
         .args(["-DMLX_C_BUILD_EXAMPLES=OFF", "-DBUILD_SHARED_LIBS=OFF"])
-        .arg(format!("-DCMAKE_INSTALL_PREFIX={}", l.mlxc_prefix().display()))
-        .arg(format!("-DCMAKE_CXX_FLAGS=-include {}", l.compat_header().display()));
+        .arg(format!(
+            "-DCMAKE_INSTALL_PREFIX={}",
+            l.mlxc_prefix().display()
+        ))
+        .arg(format!(
+            "-DCMAKE_CXX_FLAGS=-include {}",
+            l.compat_header().display()
+        ));
     run_logged(&mut configure, &l.log("mlx-c-configure"))?;
     let mut build = Command::new("cmake");
     build
@@ -398,10 +498,17 @@ fn ensure_shim(l: &Layout) -> Result<bool> {
     let o = dir.join("mach_time_shim.o");
     std::fs::write(&c, SHIM_SOURCE)?;
     run_logged(
-        Command::new("cc").args(["-O2", "-fPIC", "-c"]).arg(&c).arg("-o").arg(&o),
+        Command::new("cc")
+            .args(["-O2", "-fPIC", "-c"])
+            .arg(&c)
+            .arg("-o")
+            .arg(&o),
         &l.log("shim"),
     )?;
-    run_logged(Command::new("ar").arg("rcs").arg(&lib).arg(&o), &l.log("shim-ar"))?;
+    run_logged(
+        Command::new("ar").arg("rcs").arg(&lib).arg(&o),
+        &l.log("shim-ar"),
+    )?;
     write_stamp(&l.stamp("shim"), &want)?;
     step.done();
     Ok(true)
@@ -427,7 +534,14 @@ fn ensure_bindings(l: &Layout) -> Result<bool> {
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
         .current_dir(util::project_root())
-        .args(["run", "--quiet", "--release", "--package", "mlx-bindgen", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "mlx-bindgen",
+            "--",
+        ])
         .arg(l.mlxc_src())
         .arg(&out)
         .env("LIBCLANG_PATH", LIBCLANG_DIR)
@@ -442,7 +556,10 @@ fn ensure_bindings(l: &Layout) -> Result<bool> {
         "pub type float16_t = __BindgenFloat16;",
     ] {
         if !text.contains(needle) {
-            bail!("{} lacks `{needle}`: the compat header was not applied", out.display());
+            bail!(
+                "{} lacks `{needle}`: the compat header was not applied",
+                out.display()
+            );
         }
     }
     write_stamp(&l.stamp("bindings"), &want)?;
@@ -450,8 +567,147 @@ fn ensure_bindings(l: &Layout) -> Result<bool> {
     Ok(true)
 }
 
-/// Writes the Cargo build-script override for `links = "mlx"`.
-fn write_override(l: &Layout) -> Result<bool> {
+/// Downloads (sha256 pinned) and unpacks the `mlx-cuda-13` wheel, and puts
+/// the NVIDIA runtime libraries beside it.
+fn ensure_cuda(l: &Layout, nvidia_libs: Option<&Path>) -> Result<bool> {
+    let nvidia_src = match nvidia_libs {
+        Some(dir) => {
+            if !dir.join("cublas").is_dir() {
+                bail!("{} has no cublas/ folder: expected an `nvidia` package folder (site-packages/nvidia)", dir.display());
+            }
+            format!("dir:{}", dir.canonicalize()?.display())
+        }
+        None => format!("wheels:{}", NVIDIA_WHEELS.join(",")),
+    };
+    let want = format!("{CUDA_WHEEL_SHA256} {nvidia_src}");
+    let libmlx = l.cuda_libmlx_dir().join("libmlx.so");
+    if libmlx.exists() && read_stamp(&l.stamp("cuda")).as_deref() == Some(want.as_str()) {
+        return Ok(false);
+    }
+    let wheel = l.p("wheels").join(CUDA_WHEEL_FILE);
+    if !(wheel.exists() && sha256_file(&wheel)? == CUDA_WHEEL_SHA256) {
+        let step = Step::start(format!(
+            "download mlx-cuda-13=={MLX_VERSION} wheel (PyPI, 87 MB)"
+        ));
+        let mut pip = Command::new("python3");
+        pip.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+            .args([
+                "--platform",
+                "manylinux_2_35_x86_64",
+                "--python-version",
+                "3.11",
+            ])
+            .arg(format!("mlx-cuda-13=={MLX_VERSION}"))
+            .arg("-d")
+            .arg(l.p("wheels"));
+        run_logged(&mut pip, &l.log("pip-download-cuda"))?;
+        let got = sha256_file(&wheel)?;
+        if got != CUDA_WHEEL_SHA256 {
+            std::fs::remove_file(&wheel).ok();
+            bail!("{CUDA_WHEEL_FILE}: sha256 {got}, expected {CUDA_WHEEL_SHA256}; the file was removed");
+        }
+        step.done();
+    }
+    let step = Step::start("unpack the CUDA wheel and lay out the NVIDIA libraries");
+    let dist = l.cuda_dist();
+    if dist.exists() {
+        std::fs::remove_dir_all(&dist)?;
+    }
+    run_logged(
+        Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(&wheel)
+            .arg(&dist),
+        &l.log("unpack-cuda"),
+    )?;
+    match nvidia_libs {
+        Some(dir) => std::os::unix::fs::symlink(dir.canonicalize()?, dist.join("nvidia"))?,
+        None => {
+            let wheels = l.p("wheels").join("nvidia");
+            std::fs::create_dir_all(&wheels)?;
+            let mut pip = Command::new("python3");
+            pip.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+                .args([
+                    "--platform",
+                    "manylinux_2_28_x86_64",
+                    "--platform",
+                    "manylinux_2_27_x86_64",
+                ])
+                .args([
+                    "--platform",
+                    "manylinux2014_x86_64",
+                    "--python-version",
+                    "3.11",
+                ])
+                .args(NVIDIA_WHEELS)
+                .arg("-d")
+                .arg(&wheels);
+            run_logged(&mut pip, &l.log("pip-download-nvidia"))?;
+            for entry in std::fs::read_dir(&wheels)? {
+                let whl = entry?.path();
+                if whl.extension().is_some_and(|e| e == "whl") {
+                    run_logged(
+                        Command::new("python3")
+                            .args(["-m", "zipfile", "-e"])
+                            .arg(&whl)
+                            .arg(&dist),
+                        &l.log("unpack-nvidia"),
+                    )?;
+                }
+            }
+        }
+    }
+    write_stamp(&l.stamp("cuda"), &want)?;
+    step.done();
+    Ok(true)
+}
+
+/// Runs the GPU probe example: fails with a clear message unless MLX's CUDA
+/// backend reports a usable device (it exits the process rather than erroring
+/// when asked for a GPU it lacks, so the probe only asks `mlx_cuda_is_available`).
+fn probe_cuda(l: &Layout) -> Result<()> {
+    let step = Step::start("check the CUDA backend (mlx_cuda_is_available)");
+    // LD_LIBRARY_PATH wins over the binary's RUNPATH (the CPU wheel)
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(util::project_root())
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "tiny-llm-common",
+            "--example",
+            "gpu_probe",
+        ])
+        .env("LD_LIBRARY_PATH", l.cuda_libmlx_dir())
+        .output()
+        .context("running the GPU probe")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && stdout.trim() == "cuda" {
+        step.done();
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let why = if stderr.contains("libcuda.so") {
+        "the NVIDIA driver (libcuda.so.1) is not installed".to_string()
+    } else if out.status.success() {
+        format!(
+            "MLX reports no usable CUDA device (probe said `{}`)",
+            stdout.trim()
+        )
+    } else {
+        format!(
+            "the probe failed: {}",
+            stderr.lines().last().unwrap_or("no output")
+        )
+    };
+    bail!("no usable NVIDIA GPU: {why}")
+}
+
+/// Writes the Cargo build-script override for `links = "mlx"`. Programs
+/// always link against the CPU wheel's libmlx.so (same symbols, and no
+/// CUDA libraries needed to link); with the CUDA backend the run-time path
+/// finds the CUDA build first.
+fn write_override(l: &Layout, backend: Backend) -> Result<bool> {
     let mut native = Vec::new();
     for f in [
         l.mlxc_lib().join("libmlxc.a"),
@@ -473,9 +729,17 @@ rustc-link-search = ["native={mlxc}", "native={libmlx}"]
 rustc-env = {{ OUT_DIR = "{out}", TINY_LLM_MLX_NATIVE_HASH = "{native_hash}" }}
 
 [target.{TRIPLE}]
-# Run-time search path for libmlx.so (no LD_LIBRARY_PATH needed).
-rustflags = ["-C", "link-arg=-Wl,-rpath,{libmlx}"]
+# Run-time search path for libmlx.so (no LD_LIBRARY_PATH needed); backend: {backend:?}.
+rustflags = ["-C", "link-arg=-Wl,-rpath,{rpath}"]
 "#,
+        rpath = match backend {
+            Backend::Cpu => l.libmlx_dir().display().to_string(),
+            Backend::Cuda => format!(
+                "{}:{}",
+                l.cuda_libmlx_dir().display(),
+                l.libmlx_dir().display()
+            ),
+        },
         mlxc = l.mlxc_lib().display(),
         libmlx = l.libmlx_dir().display(),
         out = l.sys_out().display(),

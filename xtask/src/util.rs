@@ -128,5 +128,6 @@ pub fn read_stamp(path: &Path) -> Option<String> {
 }
 
 pub fn write_stamp(path: &Path, value: &str) -> Result<()> {
-    std::fs::write(path, format!("{value}\n")).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, format!("{value}\n"))
+        .with_context(|| format!("writing {}", path.display()))
 }

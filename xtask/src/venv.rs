@@ -18,7 +18,8 @@ pub fn venv_dir() -> PathBuf {
 pub fn ensure() -> Result<PathBuf> {
     let root = util::project_root();
     let req_path = root.join("fixtures").join("requirements.txt");
-    let req = std::fs::read(&req_path).with_context(|| format!("reading {}", req_path.display()))?;
+    let req =
+        std::fs::read(&req_path).with_context(|| format!("reading {}", req_path.display()))?;
     let want = sha256_bytes(&req);
     let dir = venv_dir();
     let python = dir.join("bin").join("python");
@@ -37,7 +38,14 @@ pub fn ensure() -> Result<PathBuf> {
     }
     run_logged(
         Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(&req_path),
         &logs.join("venv-pip.log"),
     )?;

@@ -16,7 +16,9 @@ const POLL: Duration = Duration::from_millis(400);
 const DEBOUNCE: Duration = Duration::from_millis(600);
 
 fn snapshot(dir: &Path, out: &mut BTreeMap<PathBuf, SystemTime>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {

