@@ -23,6 +23,7 @@ impl Case {
     /// Loads `fixtures/<day>/<name>.safetensors`; panics with the path when
     /// it is missing or unreadable (run `cargo xtask fixtures check`).
     pub fn load(day: &str, name: &str) -> Case {
+        crate::device::init();
         let path = fixtures_dir().join(day).join(format!("{name}.safetensors"));
         let (tensors, meta) = Array::load_safetensors_with_metadata(&path).unwrap_or_else(|e| {
             panic!(

@@ -9,6 +9,7 @@
 //! "not implemented".
 
 pub mod compare;
+pub mod device;
 pub mod fixture;
 
 pub use compare::{assert_close, Tol};
@@ -25,6 +26,7 @@ pub use tiny_llm_ref as imp;
 /// the error text and the call that returned it.
 #[track_caller]
 pub fn ok<T>(what: &str, r: imp::Result<T>) -> T {
+    device::init();
     match r {
         Ok(v) => v,
         Err(e) => panic!("[error] {what} returned an error: {e}"),
@@ -43,6 +45,7 @@ pub fn check_cases(
     expected: &str,
     f: impl Fn(&Case) -> mlx_rs::Array,
 ) {
+    device::init();
     let suffix = format!("_{dtype}");
     let names: Vec<String> = cases(day, prefix)
         .into_iter()

@@ -17,9 +17,9 @@ fn check_args(target: &str, solution: bool, expect_stubs: bool) -> CheckArgs {
     CheckArgs {
         target: target.into(),
         solution,
-        reference: None,
-        json: false,
         expect_stubs,
+        device: Some(crate::device::Device::Cpu),
+        ..Default::default()
     }
 }
 

@@ -58,6 +58,9 @@ pub struct Day {
     /// Tolerance overrides by dtype name (`f32`, `f16`, `bf16`).
     #[serde(default)]
     pub tolerance: BTreeMap<String, Tolerance>,
+    /// Tolerance overrides on the GPU (`--device gpu`; f32 runs as TF32 there).
+    #[serde(default)]
+    pub tolerance_gpu: BTreeMap<String, Tolerance>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
@@ -268,7 +271,7 @@ pub fn validate(course: &Course, root: &Path) -> Result<Vec<String>> {
                 }
             }
         }
-        for dtype in d.tolerance.keys() {
+        for dtype in d.tolerance.keys().chain(d.tolerance_gpu.keys()) {
             if !matches!(dtype.as_str(), "f32" | "f16" | "bf16") {
                 problems.push(format!(
                     "day {}: tolerance for unknown dtype `{dtype}` (f32, f16, bf16)",

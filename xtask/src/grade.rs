@@ -140,6 +140,14 @@ pub fn build(b: &Build) -> Result<Built> {
             _ => {}
         }
     }
+    if out.status.success() {
+        let list = serde_json::to_string_pretty(&exes)?;
+        let path = last_build_path(b);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, list)?;
+    }
     if !out.status.success() {
         let first_error = first_error.unwrap_or_else(|| {
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -148,6 +156,38 @@ pub fn build(b: &Build) -> Result<Built> {
         });
         return Ok(Built::Failed { first_error });
     }
+    Ok(Built::Ok(exes))
+}
+
+/// Where [`build`] records the test binaries it made for these features.
+fn last_build_path(b: &Build) -> PathBuf {
+    let target = b
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| b.workspace.join("target"));
+    let tag = if b.features.is_empty() { "default".to_string() } else { b.features.join("+").replace('/', "-") };
+    target.join("xtask-check").join(format!("built-{}-{tag}.json", b.package))
+}
+
+/// The test binaries of the last successful [`build`] with these features
+/// (`check --no-build`), with paths made relative to the workspace's
+/// `target/` so a copied tree works.
+pub fn last_build(b: &Build) -> Result<Built> {
+    let path = last_build_path(b);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("{} is missing: build once with `cargo xtask check` before using --no-build", path.display())
+    })?;
+    let exes: BTreeMap<String, PathBuf> = serde_json::from_str(&text)?;
+    let target = b.target_dir.clone().unwrap_or_else(|| b.workspace.join("target"));
+    let exes = exes
+        .into_iter()
+        .map(|(name, exe)| {
+            // keep the part from `/target/` on, rooted at this tree's target/
+            let s = exe.to_string_lossy().to_string();
+            let rel = s.rsplit_once("/target/").map(|(_, r)| r.to_string()).unwrap_or(s);
+            (name, target.join(rel))
+        })
+        .collect();
     Ok(Built::Ok(exes))
 }
 
@@ -172,7 +212,13 @@ fn describe_compile_error(msg: &serde_json::Value) -> String {
 
 /// Runs one test of `exe` alone in its own process, stopping it after
 /// `timeout`. Output goes through files so a chatty test cannot block.
-pub fn run_one(exe: &Path, test: &str, timeout: Duration, scratch: &Path) -> Result<Outcome> {
+pub fn run_one(
+    exe: &Path,
+    test: &str,
+    timeout: Duration,
+    scratch: &Path,
+    env: &[(String, String)],
+) -> Result<Outcome> {
     std::fs::create_dir_all(scratch)?;
     let log_path = scratch.join(format!("{test}.log"));
     let log = std::fs::File::create(&log_path)?;
@@ -180,6 +226,7 @@ pub fn run_one(exe: &Path, test: &str, timeout: Duration, scratch: &Path) -> Res
         .args(["--exact", test, "--test-threads=1"])
         .env("RUST_BACKTRACE", "0")
         .env("RUST_TEST_THREADS", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -6,6 +6,7 @@ mod bench_chart;
 mod check;
 mod ci;
 mod course;
+mod device;
 mod fixtures;
 mod grade;
 mod models;
