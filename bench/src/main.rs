@@ -112,6 +112,25 @@ enum Cmd {
         #[arg(long, default_value_t = 128)]
         new_tokens: usize,
     },
+    /// Where one forward pass spends its time: graph building, the linear
+    /// layers' matmuls alone (the floor), and the rest.
+    Profile {
+        /// The model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// f32, bf16 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// The ids file written by `prompt`.
+        #[arg(long)]
+        prompt: PathBuf,
+        /// Sequence length of the pass (192: the middle of a 128 + 128 decode).
+        #[arg(long, default_value_t = 192)]
+        len: usize,
+        /// Repetitions (the median is printed).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -141,13 +160,29 @@ fn main() -> ExitCode {
                 new_tokens,
             };
             let report = measure_caught(&plan);
-            println!("{report}");
-            if report["status"] == "error" {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
+            print_report(report)
         }
+        Cmd::Profile {
+            model,
+            dtype,
+            prompt,
+            len,
+            reps,
+        } => {
+            let report = caught(&model, &dtype, || {
+                profile(&model, &dtype, &prompt, len, reps)
+            });
+            print_report(report)
+        }
+    }
+}
+
+fn print_report(report: Value) -> ExitCode {
+    println!("{report}");
+    if report["status"] == "error" {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -206,6 +241,12 @@ fn parse_todo(msg: &str) -> Option<(Option<u32>, String)> {
 /// [`measure`], with `todo!()` panics turned into "not implemented" and any
 /// other panic into an error report.
 fn measure_caught(plan: &Plan) -> Value {
+    caught(&plan.model, &plan.dtype, || measure(plan))
+}
+
+/// Runs `f`, turning `todo!()` panics into "not implemented" and any other
+/// panic into an error report.
+fn caught(model: &Path, dtype: &str, f: impl FnOnce() -> Result<Value, String>) -> Value {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if payload_text(info.payload()).and_then(parse_todo).is_none() {
@@ -214,10 +255,10 @@ fn measure_caught(plan: &Plan) -> Value {
     }));
     let base = json!({
         "implementation": IMPLEMENTATION,
-        "model": plan.model.display().to_string(),
-        "dtype": plan.dtype,
+        "model": model.display().to_string(),
+        "dtype": dtype,
     });
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| measure(plan)));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     let mut report = match outcome {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => json!({ "status": "error", "message": e }),
@@ -361,6 +402,158 @@ fn measure(plan: &Plan) -> Result<Value, String> {
         "decode": decode,
         "peak_memory_bytes": peak,
         "max_rss_bytes": max_rss_bytes(),
+    }))
+}
+
+/// Loads the model of `dir` through the implementation under test.
+fn load_model(dir: &Path, dtype: Dtype) -> Result<(Qwen2Config, Qwen2ModelWeek1), String> {
+    let config = Qwen2Config::from_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
+    let weights = load_weights(dir, dtype).map_err(|e| format!("load_weights: {e}"))?;
+    let model = Qwen2ModelWeek1::new(&config, &weights, dtype)
+        .map_err(|e| format!("Qwen2ModelWeek1::new: {e}"))?;
+    Ok((config, model))
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// `profile`: one `forward_last` over `len` ids, split into graph building
+/// (the call, which returns a lazy array), evaluation, and, for comparison,
+/// the same linear layers' matmuls alone on arrays of the same shapes and
+/// dtype (the compute floor any week-1 implementation pays).
+fn profile(
+    dir: &Path,
+    dtype: &str,
+    prompt: &Path,
+    len: usize,
+    reps: usize,
+) -> Result<Value, String> {
+    let dt = parse_dtype(dtype)?;
+    let ids = read_ids(prompt)?;
+    if ids.len() < len {
+        return Err(format!(
+            "{} has {} ids, {len} are needed",
+            prompt.display(),
+            ids.len()
+        ));
+    }
+    let (config, model) = load_model(dir, dt)?;
+    next_token(&model, &ids[..WARMUP_TOKENS])?;
+    let ids = &ids[..len];
+    let mlx = |e: mlx_rs::error::Exception| e.to_string();
+
+    let (mut build, mut eval, mut step) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        let input = Array::from_slice(ids, &[1, len as i32]);
+        let logits = model.forward_last(&input).map_err(|e| e.to_string())?;
+        let next = mlx_rs::ops::indexing::argmax_axis(&logits, -1, false).map_err(mlx)?;
+        let t1 = Instant::now();
+        let _: u32 = next.try_item_cast().map_err(|e| e.to_string())?;
+        let t2 = Instant::now();
+        build.push((t1 - t0).as_secs_f64());
+        eval.push((t2 - t1).as_secs_f64());
+        step.push((t2 - t0).as_secs_f64());
+    }
+
+    // The linear layers alone: x (len x in) @ W^T (in x out), for every
+    // projection of every layer, plus the output layer on the last position.
+    let (e, i) = (config.hidden_size, config.intermediate_size);
+    let (q, kv) = (
+        config.num_attention_heads * config.head_dim(),
+        config.num_kv_heads() * config.head_dim(),
+    );
+    let l = len as i32;
+    let ones = |shape: &[i32]| -> Result<Array, String> {
+        let a = mlx_rs::ops::ones::<f32>(shape)
+            .map_err(mlx)?
+            .as_dtype(dt)
+            .map_err(mlx)?;
+        a.eval().map_err(mlx)?;
+        Ok(a)
+    };
+    let shapes = [(e, q), (e, kv), (e, kv), (q, e), (e, i), (e, i), (i, e)];
+    let mut weights = Vec::new();
+    for &(k, n) in &shapes {
+        weights.push((ones(&[l, k])?, ones(&[n, k])?));
+    }
+    let head = (ones(&[1, e])?, ones(&[config.vocab_size, e])?);
+    let mut flops = 0.0;
+    for &(k, n) in &shapes {
+        flops += 2.0 * f64::from(l) * f64::from(k) * f64::from(n);
+    }
+    flops = flops * f64::from(config.num_hidden_layers)
+        + 2.0 * f64::from(e) * f64::from(config.vocab_size);
+    let mut gemm = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let mut outs = Vec::new();
+        for _ in 0..config.num_hidden_layers {
+            for (x, w) in &weights {
+                outs.push(x.matmul(w.transpose().map_err(mlx)?).map_err(mlx)?);
+            }
+        }
+        outs.push(
+            head.0
+                .matmul(head.1.transpose().map_err(mlx)?)
+                .map_err(mlx)?,
+        );
+        mlx_rs::transforms::eval(outs.iter()).map_err(mlx)?;
+        gemm.push(t.elapsed().as_secs_f64());
+    }
+    // The main non-matmul pieces, each on arrays of the model's shapes, once
+    // per layer (as one forward pass runs them).
+    let layers = config.num_hidden_layers;
+    let time_piece = |f: &dyn Fn() -> Result<Array, String>| -> Result<f64, String> {
+        let mut ts = Vec::new();
+        for _ in 0..reps.max(1) {
+            let t = Instant::now();
+            let outs = (0..layers).map(|_| f()).collect::<Result<Vec<_>, _>>()?;
+            mlx_rs::transforms::eval(outs.iter()).map_err(mlx)?;
+            ts.push(t.elapsed().as_secs_f64());
+        }
+        Ok(median(ts))
+    };
+    let scores = ones(&[1, config.num_attention_heads, l, l])?;
+    let gate = ones(&[1, l, i])?;
+    let softmax_s = time_piece(&|| imp::basics::softmax(&scores, -1).map_err(|e| e.to_string()))?;
+    let silu_s = time_piece(&|| imp::mlp::silu(&gate).map_err(|e| e.to_string()))?;
+    let mask_s =
+        time_piece(&|| imp::attention_grouped::causal_mask(l, l, dt).map_err(|e| e.to_string()))?;
+    let (step, build, eval, gemm) = (median(step), median(build), median(eval), median(gemm));
+    eprintln!(
+        "  of which (each once per layer, alone): softmax over the scores {:.1} ms, silu {:.1} ms, \
+         causal mask {:.1} ms",
+        softmax_s * 1e3,
+        silu_s * 1e3,
+        mask_s * 1e3
+    );
+    eprintln!(
+        "forward_last over {len} tokens ({dtype}): {:.1} ms per step = graph building {:.1} ms + \
+         evaluation {:.1} ms; the linear layers' matmuls alone: {:.1} ms ({:.1} GFLOP, {:.1} GFLOP/s), \
+         i.e. {:.0}% of the step; everything else (attention, norms, RoPE, SiLU, mask, casts): {:.1} ms",
+        step * 1e3,
+        build * 1e3,
+        eval * 1e3,
+        gemm * 1e3,
+        flops / 1e9,
+        flops / gemm / 1e9,
+        100.0 * gemm / step,
+        (step - build - gemm) * 1e3
+    );
+    Ok(json!({
+        "status": "ok",
+        "len": len,
+        "step_seconds": step,
+        "graph_build_seconds": build,
+        "eval_seconds": eval,
+        "gemm_floor_seconds": gemm,
+        "gemm_gflop": flops / 1e9,
+        "softmax_seconds": softmax_s,
+        "silu_seconds": silu_s,
+        "causal_mask_seconds": mask_s,
     }))
 }
 

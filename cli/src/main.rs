@@ -147,13 +147,6 @@ fn on_gpu() -> bool {
 }
 
 fn run(args: &Args) -> Result<()> {
-    let sampler_config = SamplerConfig {
-        temperature: args.temp,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
-    let mut sampler = Sampler::new(sampler_config)?;
     let dtype = match args.dtype {
         Some(d) => d.dtype(),
         None if on_gpu() => Dtype::Bfloat16,
@@ -168,6 +161,16 @@ fn run(args: &Args) -> Result<()> {
         .with_context(|| format!("loading the weights of {}", dir.display()))?;
     let model = Qwen2ModelWeek1::new(&config, &weights, dtype)?;
     drop(weights);
+    // The sampler after the model, so that a learner's first missing day is
+    // reported in the order the chat needs them: the loader (day 6), the
+    // model (day 5), then sampling and generation (day 7).
+    let sampler_config = SamplerConfig {
+        temperature: args.temp,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    let mut sampler = Sampler::new(sampler_config)?;
     eprintln!(
         "[{} ({} layers, {dtype:?}) loaded in {:.1} s]",
         dir.display(),

@@ -9,15 +9,20 @@
 //! tokens of the tiny Qwen2 tokenizer (fixtures/tiny-qwen2, an exact prefix of
 //! Qwen2.5's), and a scripted model (it returns the logits of a fixed token
 //! sequence and records what it was given), so these tests need no working
-//! model from days 1-6.
+//! model from days 1-6. One test runs the whole path on the tiny model (your
+//! loader and `Qwen2ModelWeek1`): greedy and seeded tokens equal mlx-lm's
+//! `generate_step`.
 
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
 use proptest::prelude::*;
 use std::cell::RefCell;
 use tiny_llm_common::{CausalLm, Tokenizer};
+use tiny_llm_common::{ChatMessage, Qwen2Config};
 use tiny_llm_grader::fixture::fixtures_dir;
 use tiny_llm_grader::imp::generate::{simple_generate, FinishReason, StreamingDetokenizer};
+use tiny_llm_grader::imp::loader::load_weights;
+use tiny_llm_grader::imp::qwen2_week1::Qwen2ModelWeek1;
 use tiny_llm_grader::imp::sampler::{Sampler, SamplerConfig};
 use tiny_llm_grader::{cases, ok, Case};
 
@@ -695,4 +700,56 @@ fn generate_rejects_empty_prompt() {
         r.is_err(),
         "[wrong numbers] simple_generate with an empty prompt must return Err"
     );
+}
+
+/// The whole week-1 path on the tiny Qwen2 (float32): chat template, your
+/// loader and model, `simple_generate`; greedy, and sampled at temperature 5
+/// with top-k 100 and seed 7, both give mlx-lm's tokens
+/// (fixtures/gen/day7.py checked that no choice was a near-tie).
+#[test]
+fn generate_tiny_model_matches_mlx_lm() {
+    let dir = fixtures_dir().join("tiny-qwen2");
+    let tok = tiny_tokenizer();
+    let config =
+        Qwen2Config::from_file(&dir.join("config.json")).expect("[fixture] tiny-qwen2 config");
+    let weights = ok("load_weights", load_weights(&dir, Dtype::Float32));
+    let model = ok(
+        "Qwen2ModelWeek1::new",
+        Qwen2ModelWeek1::new(&config, &weights, Dtype::Float32),
+    );
+    for name in cases(DAY, "tiny_generate_") {
+        let case = Case::load(DAY, &name);
+        let content: String = case.meta("prompt").expect("prompt");
+        let text = tok
+            .apply_chat_template(&[ChatMessage::user(content)], true)
+            .expect("chat template");
+        let prompt = encode(&tok, &text);
+        let want_prompt: Vec<u32> = {
+            let p = case.get("prompt_ids");
+            p.eval().unwrap();
+            p.as_slice::<i32>().iter().map(|&v| v as u32).collect()
+        };
+        assert_eq!(
+            prompt, want_prompt,
+            "[fixture] the tiny tokenizer's chat prompt differs from mlx-lm's"
+        );
+        let want = case.get("tokens");
+        want.eval().unwrap();
+        let want = want.as_slice::<u32>().to_vec();
+        let config = SamplerConfig {
+            temperature: case.meta("temperature").expect("temperature"),
+            top_k: case.meta("top_k"),
+            top_p: case.meta("top_p"),
+            seed: case.meta("seed").expect("seed"),
+        };
+        let mut s = ok("Sampler::new", Sampler::new(config));
+        let stats = ok(
+            "simple_generate",
+            simple_generate(&model, &tok, &prompt, want.len(), &mut s, |_| {}),
+        );
+        assert_eq!(
+            stats.tokens, want,
+            "[wrong numbers] case {DAY}/{name} ({config:?}): generated ids differ from mlx-lm's"
+        );
+    }
 }

@@ -80,6 +80,9 @@ pub struct Week1Args {
     /// Skip the prefill runs with the wheel's reference BLAS.
     #[arg(long)]
     pub no_blas_compare: bool,
+    /// Measure nothing: redraw the charts from the JSON files in target/bench.
+    #[arg(long)]
+    pub redraw: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -578,6 +581,15 @@ impl Summary {
             .and_then(|(_, r)| failure(r))
     }
 
+    /// Tokens generated in the decode runs (from their reports).
+    fn new_tokens(&self) -> u64 {
+        self.reports
+            .values()
+            .flatten()
+            .find_map(|r| r["decode"]["new_tokens"].as_u64())
+            .unwrap_or(0)
+    }
+
     fn has_blas_compare(&self) -> bool {
         self.variants.iter().any(|v| v.blas == BlasKind::Reference)
     }
@@ -598,12 +610,7 @@ fn rows(s: &Summary) -> Vec<(&'static str, &'static str, BlasKind, usize)> {
             BlasKind::Optimised,
             1,
         ),
-        (
-            "decode_tok_s",
-            "decode tok/s (128 new)",
-            BlasKind::Optimised,
-            2,
-        ),
+        ("decode_tok_s", "decode tok/s", BlasKind::Optimised, 2),
         (
             "ttft_s",
             "time to first token, s (lower is better)",
@@ -673,8 +680,13 @@ fn table_cells(s: &Summary) -> Vec<Vec<String>> {
             (_, Some(f)) => f.clone(),
             _ => fmt_stat(l, digits),
         };
+        let label = if key == "decode_tok_s" {
+            format!("{label} ({} new)", s.new_tokens())
+        } else {
+            label.to_string()
+        };
         out.push(vec![
-            label.to_string(),
+            label,
             fmt_stat(m, digits),
             fmt_stat(r, digits),
             learner_cell,
@@ -817,7 +829,34 @@ fn utc_now() -> String {
     )
 }
 
+/// Draws `week1.svg` (every configuration measured so far) and one chart per
+/// configuration, from the JSON files.
+fn redraw() -> Result<PathBuf> {
+    let docs = measured_docs();
+    for doc in &docs {
+        let stem = format!(
+            "week1-{}-{}",
+            doc["model"].as_str().unwrap_or("model"),
+            doc["dtype"].as_str().unwrap_or("dtype")
+        );
+        let one = std::slice::from_ref(doc);
+        crate::bench_chart::draw(
+            &chart_rows(one),
+            &chart_caption(one),
+            &bench_dir().join(format!("{stem}.svg")),
+        )?;
+    }
+    let path = bench_dir().join("week1.svg");
+    crate::bench_chart::draw(&chart_rows(&docs), &chart_caption(&docs), &path)?;
+    Ok(path)
+}
+
 fn week1(args: &Week1Args) -> Result<()> {
+    if args.redraw {
+        let path = redraw()?;
+        println!("redrew the charts: {}", path.display());
+        return Ok(());
+    }
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
@@ -848,7 +887,6 @@ fn week1(args: &Week1Args) -> Result<()> {
         bins.insert(Side::Learner, p.clone());
     }
 
-    let mut summaries = Vec::new();
     for config in &configs_list {
         let prompt = prompt_ids(&reference, config)?;
         let mut variants = vec![
@@ -950,13 +988,16 @@ fn week1(args: &Week1Args) -> Result<()> {
         }
         let summary = Summary::new(config.clone(), variants, reports);
         report_config(&summary, args, blas.as_ref())?;
-        summaries.push(summary);
     }
-    if summaries.len() > 1 {
-        let path = bench_dir().join("week1.svg");
-        crate::bench_chart::draw(&chart_rows(&summaries), &path)?;
-        println!("chart of every configuration: {}", path.display());
-    }
+    // One chart with every configuration measured so far (this run's and
+    // earlier runs' JSON files).
+    let path = bench_dir().join("week1.svg");
+    let docs = measured_docs();
+    crate::bench_chart::draw(&chart_rows(&docs), &chart_caption(&docs), &path)?;
+    println!(
+        "chart of every configuration measured so far: {}",
+        path.display()
+    );
     eprintln!("bench done in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -1055,7 +1096,11 @@ fn report_config(s: &Summary, args: &Week1Args, blas: Option<&BlasLibs>) -> Resu
     let json_path = dir.join(format!("{stem}.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")?;
     let svg = dir.join(format!("{stem}.svg"));
-    crate::bench_chart::draw(&chart_rows(std::slice::from_ref(s)), &svg)?;
+    crate::bench_chart::draw(
+        &chart_rows(std::slice::from_ref(&doc)),
+        &chart_caption(std::slice::from_ref(&doc)),
+        &svg,
+    )?;
     println!(
         "wrote {}, {}, {}",
         json_path.display(),
@@ -1065,67 +1110,130 @@ fn report_config(s: &Summary, args: &Week1Args, blas: Option<&BlasLibs>) -> Resu
     Ok(())
 }
 
-/// The chart's data: one row per configuration.
-fn chart_rows(summaries: &[Summary]) -> Vec<crate::bench_chart::Row> {
+/// The chart's data from the JSON documents of `report_config`: one row
+/// per configuration, one panel per metric, one bar per variant.
+fn chart_rows(docs: &[Value]) -> Vec<crate::bench_chart::Row> {
     use crate::bench_chart::{Bar, Panel, Row};
-    let panels: [(&str, &str, BlasKind); 4] = [
-        (
-            "prefill_128_tok_s",
-            "prefill 128 tok/s",
-            BlasKind::Optimised,
-        ),
-        (
-            "prefill_512_tok_s",
-            "prefill 512 tok/s",
-            BlasKind::Optimised,
-        ),
-        (
-            "decode_tok_s",
-            "decode tok/s (128 new)",
-            BlasKind::Optimised,
-        ),
-        ("peak_memory_gb", "peak MLX memory GB", BlasKind::Optimised),
+    let panels = [
+        ("prefill_128_tok_s", "prefill 128 tok/s"),
+        ("prefill_512_tok_s", "prefill 512 tok/s"),
+        ("decode_tok_s", "decode tok/s"),
+        ("peak_memory_gb", "peak MLX memory GB"),
     ];
-    summaries
-        .iter()
-        .map(|s| {
-            let learner_failure = s.failure(Side::Learner);
-            let mut out = Vec::new();
-            for (key, title, _) in panels {
-                let mut bars = Vec::new();
-                for side in [Side::MlxLm, Side::Reference, Side::Learner] {
-                    let st = s.get(side, BlasKind::Optimised, key);
-                    let note = if side == Side::Learner {
-                        learner_failure.clone()
-                    } else {
-                        None
+    let variants = [
+        ("mlx-lm", "mlx-lm"),
+        ("reference", "reference"),
+        ("learner", "learner"),
+        ("mlx-lm (reference BLAS)", "mlx-lm (ref. BLAS)"),
+        ("reference (reference BLAS)", "reference (ref. BLAS)"),
+    ];
+    docs.iter()
+        .map(|doc| {
+            let learner_failure = doc["learner"].as_str().map(str::to_string);
+            let panels = panels
+                .iter()
+                .map(|(key, title)| {
+                    let bars = variants
+                        .iter()
+                        .filter_map(|(variant, label)| {
+                            let st = &doc["summary"][*variant][*key];
+                            let value = match (
+                                st["median"].as_f64(),
+                                st["min"].as_f64(),
+                                st["max"].as_f64(),
+                            ) {
+                                (Some(m), Some(lo), Some(hi)) => Some((m, lo, hi)),
+                                _ => None,
+                            };
+                            // Memory is compared on the full runs only.
+                            if *key == "peak_memory_gb" && variant.contains("BLAS") {
+                                return None;
+                            }
+                            let note = (*variant == "learner")
+                                .then(|| learner_failure.clone())
+                                .flatten();
+                            // A variant without this metric and nothing to say is left out.
+                            (value.is_some() || note.is_some()).then(|| Bar {
+                                label: label.to_string(),
+                                value,
+                                note,
+                            })
+                        })
+                        .collect();
+                    let title = match (*key, doc["new_tokens"].as_u64()) {
+                        ("decode_tok_s", Some(n)) => format!("{title} ({n} new)"),
+                        _ => title.to_string(),
                     };
-                    bars.push(Bar {
-                        label: side.name().to_string(),
-                        value: st.map(|x| (x.median, x.min, x.max)),
-                        note,
-                    });
-                }
-                if key.starts_with("prefill") && s.has_blas_compare() {
-                    for side in [Side::MlxLm, Side::Reference] {
-                        let st = s.get(side, BlasKind::Reference, key);
-                        bars.push(Bar {
-                            label: format!("{} (ref. BLAS)", side.name()),
-                            value: st.map(|x| (x.median, x.min, x.max)),
-                            note: None,
-                        });
-                    }
-                }
-                out.push(Panel {
-                    title: title.to_string(),
-                    bars,
-                });
-            }
+                    Panel { title, bars }
+                })
+                .collect();
             Row {
-                title: s.config.label(),
-                panels: out,
+                title: format!(
+                    "{} {}",
+                    doc["model"].as_str().unwrap_or("?"),
+                    doc["dtype"].as_str().unwrap_or("?")
+                ),
+                panels,
             }
         })
+        .collect()
+}
+
+/// The chart's caption: what was measured, on what, when.
+fn chart_caption(docs: &[Value]) -> String {
+    let Some(first) = docs.first() else {
+        return String::new();
+    };
+    let m = &first["machine"];
+    let reps: Vec<String> = docs
+        .iter()
+        .filter_map(|d| d["reps"].as_u64())
+        .map(|r| r.to_string())
+        .collect();
+    let mut reps_text = reps.clone();
+    reps_text.dedup();
+    format!(
+        "tiny-llm-rs week 1 (no KV cache) vs mlx-lm, same weights and token ids; median and min-max of {} runs; \
+         {} {}, {} cores ({}), MLX CPU backend, OpenBLAS (light bars: the wheel's reference BLAS); {}",
+        reps_text.join("/"),
+        m["os"].as_str().unwrap_or("?"),
+        m["arch"].as_str().unwrap_or("?"),
+        m["cores"].as_u64().unwrap_or(0),
+        m["cpu"].as_str().unwrap_or("?"),
+        first["date"].as_str().unwrap_or("?"),
+    )
+}
+
+/// Every `target/bench/week1-*.json`, the issue's configurations first.
+fn measured_docs() -> Vec<Value> {
+    let dir = bench_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let n = p.file_name().unwrap_or_default().to_string_lossy();
+                    n.starts_with("week1-") && n.ends_with(".json")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let rank = |p: &PathBuf| {
+        let n = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let i = DEFAULT_CONFIGS
+            .iter()
+            .position(|(m, d)| n == format!("week1-{m}-{d}.json"))
+            .unwrap_or(DEFAULT_CONFIGS.len());
+        (i, n)
+    };
+    files.sort_by_key(rank);
+    files
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|t| serde_json::from_str(&t).ok())
         .collect()
 }
 
@@ -1171,6 +1279,7 @@ mod tests {
             reps: 3,
             new_tokens: 128,
             no_blas_compare: false,
+            redraw: false,
         };
         assert_eq!(configs(&args).unwrap().len(), 3);
         let one = Week1Args {
@@ -1190,6 +1299,24 @@ mod tests {
             d.len() == 20 && d.ends_with("UTC") && d.starts_with("20"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn chart_rows_come_from_the_json_documents() {
+        let doc = json!({
+            "model": "m", "dtype": "f32", "learner": "not implemented (day 3)",
+            "summary": {
+                "mlx-lm": {"prefill_128_tok_s": {"median": 2.0, "min": 1.0, "max": 3.0}},
+                "reference": {"prefill_128_tok_s": {"median": 4.0, "min": 4.0, "max": 4.0}},
+            },
+        });
+        let rows = chart_rows(&[doc]);
+        assert_eq!(rows[0].title, "m f32");
+        let p = &rows[0].panels[0];
+        let labels: Vec<&str> = p.bars.iter().map(|b| b.label.as_str()).collect();
+        assert_eq!(labels, ["mlx-lm", "reference", "learner"]);
+        assert_eq!(p.bars[0].value, Some((2.0, 1.0, 3.0)));
+        assert_eq!(p.bars[2].note.as_deref(), Some("not implemented (day 3)"));
     }
 
     #[test]

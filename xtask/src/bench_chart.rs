@@ -28,7 +28,7 @@ pub struct Row {
 
 const PANEL_WIDTH: u32 = 320;
 const ROW_HEIGHT: u32 = 300;
-const LEGEND_HEIGHT: u32 = 36;
+const LEGEND_HEIGHT: u32 = 60;
 
 /// A fixed colour per variant label, so every panel and chart agree.
 fn colour(label: &str) -> RGBColor {
@@ -56,8 +56,9 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing the chart: {e:?}")
 }
 
-/// Draws `rows` into the SVG file `path`.
-pub fn draw(rows: &[Row], path: &Path) -> Result<()> {
+/// Draws `rows` into the SVG file `path`, with `caption` (what was measured,
+/// where) above the legend.
+pub fn draw(rows: &[Row], caption: &str, path: &Path) -> Result<()> {
     let columns = rows
         .iter()
         .map(|r| r.panels.len())
@@ -79,18 +80,21 @@ pub fn draw(rows: &[Row], path: &Path) -> Result<()> {
             labels.push(&bar.label);
         }
     }
+    legend
+        .draw(&Text::new(caption.to_string(), (12, 8), ("sans-serif", 13)))
+        .map_err(err)?;
     let mut x = 12;
     for label in labels {
         legend
             .draw(&Rectangle::new(
-                [(x, 11), (x + 14, 25)],
+                [(x, 35), (x + 14, 49)],
                 colour(label).filled(),
             ))
             .map_err(err)?;
         legend
             .draw(&Text::new(
                 label.to_string(),
-                (x + 20, 11),
+                (x + 20, 35),
                 ("sans-serif", 14),
             ))
             .map_err(err)?;
@@ -177,10 +181,11 @@ where
                     .into_font()
                     .transform(FontTransform::Rotate270)
                     .color(&RGBColor(110, 110, 110));
+                // Rotated text runs upwards from its anchor, near the axis.
                 chart
                     .draw_series(std::iter::once(Text::new(
                         note.clone(),
-                        (x + 0.42, top * 0.95),
+                        (x + 0.42, top * 0.03),
                         vertical,
                     )))
                     .map_err(err)?;
@@ -216,7 +221,7 @@ mod tests {
                 ],
             }],
         }];
-        draw(&rows, &path).unwrap();
+        draw(&rows, "a test", &path).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
         assert!(svg.contains("not implemented (day 2)"));

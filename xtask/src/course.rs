@@ -91,6 +91,10 @@ impl Day {
 
     /// `week W, day D` (day within the week).
     pub fn label(&self) -> String {
+        if self.number == 0 {
+            // the model-checks pseudo-day
+            return self.title.clone();
+        }
         format!(
             "day {} (w{}d{}): {}",
             self.number,
@@ -101,7 +105,7 @@ impl Day {
     }
 
     pub fn day_of_week(&self) -> u32 {
-        (self.number - 1) % 7 + 1
+        self.number.saturating_sub(1) % 7 + 1
     }
 }
 

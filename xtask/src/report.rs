@@ -165,8 +165,8 @@ pub fn render(results: &[(Day, DayResult)], style: Style) -> String {
         }
         let _ = writeln!(
             s,
-            "day {}: {} passed, {} failed{}\n",
-            day.number,
+            "{}: {} passed, {} failed{}\n",
+            if day.number == 0 { "model checks".to_string() } else { format!("day {}", day.number) },
             r.passed(),
             r.failed() - sk,
             if sk > 0 {

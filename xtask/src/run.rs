@@ -50,9 +50,9 @@ pub struct RunArgs {
 fn chat_args(args: &RunArgs, model_dir: Option<String>) -> Vec<String> {
     let mut out = Vec::new();
     let mut opt = |name: &str, value: Option<String>| {
+        // `--name=value`, so that a value like `-1` is not taken for a flag
         if let Some(v) = value {
-            out.push(format!("--{name}"));
-            out.push(v);
+            out.push(format!("--{name}={v}"));
         }
     };
     opt("model", model_dir.or_else(|| args.model.clone()));
@@ -99,7 +99,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if args.solution {
         cmd.args(["--features", "solutions"]);
     }
-    cmd.args(chat_args(args, model_dir));
+    cmd.arg("--").args(chat_args(args, model_dir));
     let status = cmd.status().context("starting cargo run -p tiny-llm-cli")?;
     if !status.success() {
         // 3: not implemented yet (the chat said which day); 1: an error it
@@ -123,21 +123,33 @@ mod tests {
     #[test]
     fn arguments_pass_through() {
         let cli = Cli::parse_from([
-            "run", "--temp", "0.7", "--top-k", "40", "--seed", "9", "--dtype", "bf16", "--", "-hi",
+            "run",
+            "--temp=-1",
+            "--top-k",
+            "40",
+            "--seed",
+            "9",
+            "--dtype",
+            "bf16",
+            "--",
+            "-hi",
         ]);
         let args = chat_args(&cli.run, Some("/m".into()));
-        assert_eq!(
-            args,
-            [
-                "--model", "/m", "--temp", "0.7", "--top-k", "40", "--seed", "9", "--dtype",
-                "bf16", "--", "-hi"
-            ]
-        );
+        let want = [
+            "--model=/m",
+            "--temp=-1",
+            "--top-k=40",
+            "--seed=9",
+            "--dtype=bf16",
+            "--",
+            "-hi",
+        ];
+        assert_eq!(args, want);
         let cli = Cli::parse_from(["run", "--model", "Qwen/Qwen2-0.5B-Instruct-MLX", "hello"]);
         let args = chat_args(&cli.run, None);
         assert_eq!(
             args,
-            ["--model", "Qwen/Qwen2-0.5B-Instruct-MLX", "--", "hello"]
+            ["--model=Qwen/Qwen2-0.5B-Instruct-MLX", "--", "hello"]
         );
     }
 }

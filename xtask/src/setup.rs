@@ -25,8 +25,10 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// MLX release that mlx-c 0.7.0 (inside mlx-sys 0.7.0) pins.
-pub const MLX_VERSION: &str = "0.32.2";
+/// MLX release that mlx-c 0.7.0 (inside mlx-sys 0.7.0) pins; every wheel
+/// pin below must carry it (a test checks).
+#[cfg(test)]
+const MLX_VERSION: &str = "0.32.2";
 const MLX_SYS_VERSION: &str = "0.7.0";
 const WHEEL_FILE: &str = "mlx_cpu-0.32.2-py3-none-manylinux_2_35_x86_64.whl";
 const WHEEL_SHA256: &str = "fc5d31b90fc4f457b2f9614ed45651a567d22a6a11a03d114a90a4e10bdd8878";
@@ -173,7 +175,7 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let mut did_work = false;
     did_work |= ensure_debian_packages()?;
-    did_work |= ensure_wheel(&l)?;
+    did_work |= ensure_wheel(&l, &CPU_WHEEL)?;
     did_work |= ensure_unpacked(&l, args.blas)?;
     write_if_changed(&l.compat_header(), COMPAT_HEADER)?;
     did_work |= ensure_mlxc(&l)?;
@@ -287,30 +289,48 @@ fn python_has_venv() -> bool {
         .unwrap_or(false)
 }
 
-/// Downloads the pinned mlx-cpu wheel (never installs or runs it) and checks
-/// its sha256.
-fn ensure_wheel(l: &Layout) -> Result<bool> {
-    let wheel = l.wheel();
-    if wheel.exists() && sha256_file(&wheel)? == WHEEL_SHA256 {
+/// A wheel pinned by version and sha256.
+struct PinnedWheel {
+    /// `name==version` for pip.
+    requirement: &'static str,
+    file: &'static str,
+    sha256: &'static str,
+    label: &'static str,
+}
+
+const CPU_WHEEL: PinnedWheel = PinnedWheel {
+    requirement: "mlx-cpu==0.32.2",
+    file: WHEEL_FILE,
+    sha256: WHEEL_SHA256,
+    label: "mlx-cpu wheel (PyPI, 10 MB)",
+};
+
+const CUDA_WHEEL: PinnedWheel = PinnedWheel {
+    requirement: "mlx-cuda-13==0.32.2",
+    file: CUDA_WHEEL_FILE,
+    sha256: CUDA_WHEEL_SHA256,
+    label: "mlx-cuda-13 wheel (PyPI, 87 MB)",
+};
+
+/// Downloads a pinned wheel into `target/mlx/wheels` (never installs or runs
+/// it) unless it is there with the right sha256; a mismatch removes the file.
+fn ensure_wheel(l: &Layout, w: &PinnedWheel) -> Result<bool> {
+    let wheel = l.p("wheels").join(w.file);
+    if wheel.exists() && sha256_file(&wheel)? == w.sha256 {
         return Ok(false);
     }
-    let step = Step::start(format!("download mlx-cpu=={MLX_VERSION} wheel (PyPI)"));
+    let step = Step::start(format!("download the {}", w.label));
     let mut pip = Command::new("python3");
     pip.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .args([
-            "--platform",
-            "manylinux_2_35_x86_64",
-            "--python-version",
-            "3.11",
-        ])
-        .arg(format!("mlx-cpu=={MLX_VERSION}"))
+        .args(["--platform", "manylinux_2_35_x86_64", "--python-version", "3.11"])
+        .arg(w.requirement)
         .arg("-d")
         .arg(l.p("wheels"));
     run_logged(&mut pip, &l.log("pip-download"))?;
     let got = sha256_file(&wheel)?;
-    if got != WHEEL_SHA256 {
+    if got != w.sha256 {
         std::fs::remove_file(&wheel).ok();
-        bail!("{WHEEL_FILE}: sha256 {got}, expected {WHEEL_SHA256}; the file was removed");
+        bail!("{}: sha256 {got}, expected {}; the file was removed", w.file, w.sha256);
     }
     step.done();
     Ok(true)
@@ -572,8 +592,13 @@ fn ensure_bindings(l: &Layout) -> Result<bool> {
 fn ensure_cuda(l: &Layout, nvidia_libs: Option<&Path>) -> Result<bool> {
     let nvidia_src = match nvidia_libs {
         Some(dir) => {
-            if !dir.join("cublas").is_dir() {
-                bail!("{} has no cublas/ folder: expected an `nvidia` package folder (site-packages/nvidia)", dir.display());
+            // CUDA 13 wheels put cublas/cufft/nvrtc/cudart under cu13/; older ones
+            // have a folder each
+            if !(dir.join("cu13").is_dir() || dir.join("cublas").is_dir()) {
+                bail!(
+                    "{} has neither cu13/ nor cublas/: expected an `nvidia` package folder (site-packages/nvidia)",
+                    dir.display()
+                );
             }
             format!("dir:{}", dir.canonicalize()?.display())
         }
@@ -584,30 +609,8 @@ fn ensure_cuda(l: &Layout, nvidia_libs: Option<&Path>) -> Result<bool> {
     if libmlx.exists() && read_stamp(&l.stamp("cuda")).as_deref() == Some(want.as_str()) {
         return Ok(false);
     }
+    ensure_wheel(l, &CUDA_WHEEL)?;
     let wheel = l.p("wheels").join(CUDA_WHEEL_FILE);
-    if !(wheel.exists() && sha256_file(&wheel)? == CUDA_WHEEL_SHA256) {
-        let step = Step::start(format!(
-            "download mlx-cuda-13=={MLX_VERSION} wheel (PyPI, 87 MB)"
-        ));
-        let mut pip = Command::new("python3");
-        pip.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-            .args([
-                "--platform",
-                "manylinux_2_35_x86_64",
-                "--python-version",
-                "3.11",
-            ])
-            .arg(format!("mlx-cuda-13=={MLX_VERSION}"))
-            .arg("-d")
-            .arg(l.p("wheels"));
-        run_logged(&mut pip, &l.log("pip-download-cuda"))?;
-        let got = sha256_file(&wheel)?;
-        if got != CUDA_WHEEL_SHA256 {
-            std::fs::remove_file(&wheel).ok();
-            bail!("{CUDA_WHEEL_FILE}: sha256 {got}, expected {CUDA_WHEEL_SHA256}; the file was removed");
-        }
-        step.done();
-    }
     let step = Step::start("unpack the CUDA wheel and lay out the NVIDIA libraries");
     let dist = l.cuda_dist();
     if dist.exists() {
@@ -758,9 +761,11 @@ mod tests {
     }
 
     #[test]
-    fn wheel_pin_is_a_sha256() {
-        assert_eq!(WHEEL_SHA256.len(), 64);
-        assert!(WHEEL_SHA256.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert!(WHEEL_FILE.contains(MLX_VERSION));
+    fn wheel_pins_match_mlx_c_and_are_sha256() {
+        for w in [CPU_WHEEL, CUDA_WHEEL] {
+            assert_eq!(w.sha256.len(), 64);
+            assert!(w.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(w.file.contains(MLX_VERSION) && w.requirement.ends_with(MLX_VERSION));
+        }
     }
 }
