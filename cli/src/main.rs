@@ -86,6 +86,31 @@ struct Args {
     /// A system message (the chat template's default otherwise).
     #[arg(long)]
     system: Option<String>,
+    /// cpu or gpu [default: gpu when MLX has a usable one].
+    #[arg(long, value_enum)]
+    device: Option<DeviceArg>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Gpu,
+}
+
+/// Makes the chosen device MLX's default. Asks `gpu_available` first: MLX
+/// ends the process when given a GPU it does not have.
+fn select_device(device: Option<DeviceArg>) -> Result<()> {
+    let gpu = tiny_llm_common::gpu::gpu_available();
+    match device {
+        Some(DeviceArg::Gpu) if !gpu => bail!(
+            "no GPU is available: this MLX has no usable GPU backend (on Linux with an NVIDIA GPU: `cargo xtask setup --backend cuda`); use --device cpu"
+        ),
+        Some(DeviceArg::Gpu) => mlx_rs::Device::set_default(&mlx_rs::Device::gpu()),
+        Some(DeviceArg::Cpu) => mlx_rs::Device::set_default(&mlx_rs::Device::cpu()),
+        None if gpu => mlx_rs::Device::set_default(&mlx_rs::Device::gpu()),
+        None => {}
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -147,6 +172,7 @@ fn on_gpu() -> bool {
 }
 
 fn run(args: &Args) -> Result<()> {
+    select_device(args.device)?;
     let dtype = match args.dtype {
         Some(d) => d.dtype(),
         None if on_gpu() => Dtype::Bfloat16,

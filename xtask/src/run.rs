@@ -41,6 +41,12 @@ pub struct RunArgs {
     /// A system message (the chat template's default otherwise).
     #[arg(long)]
     pub system: Option<String>,
+    /// cpu or gpu [default: gpu when one is usable].
+    #[arg(long, value_enum)]
+    pub device: Option<crate::device::Device>,
+    /// Days taken from the reference while running your code, e.g. `1-6`.
+    #[arg(long = "ref", value_name = "DAYS")]
+    pub reference: Option<String>,
     /// The user's message.
     pub prompt: String,
 }
@@ -63,6 +69,7 @@ fn chat_args(args: &RunArgs, model_dir: Option<String>) -> Vec<String> {
     opt("seed", args.seed.map(|v| v.to_string()));
     opt("dtype", args.dtype.clone());
     opt("system", args.system.clone());
+    opt("device", args.device.map(|d| d.as_str().to_string()));
     out.push("--".into());
     out.push(args.prompt.clone());
     out
@@ -71,6 +78,9 @@ fn chat_args(args: &RunArgs, model_dir: Option<String>) -> Vec<String> {
 /// Runs the chat; exits the process with the chat's code when it fails.
 pub fn run(args: &RunArgs) -> Result<()> {
     setup::run(&Default::default())?;
+    if args.device == Some(crate::device::Device::Gpu) {
+        crate::device::resolve(args.device)?;
+    }
     // A name `models fetch` knows (or no --model): make sure it is converted.
     let known = match args.model.as_deref() {
         None => Some(models::DEFAULT_MODEL),
@@ -98,6 +108,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     ]);
     if args.solution {
         cmd.args(["--features", "solutions"]);
+    } else if let Some(spec) = &args.reference {
+        let course = crate::course::Course::load(&util::project_root().join("course.toml"))?;
+        let days = crate::check::parse_days(spec, &course)?;
+        let features: Vec<String> = days.iter().map(|d| format!("tiny-llm/ref-day{d}")).collect();
+        cmd.arg("--features").arg(features.join(","));
     }
     cmd.arg("--").args(chat_args(args, model_dir));
     let status = cmd.status().context("starting cargo run -p tiny-llm-cli")?;
