@@ -133,7 +133,30 @@ enum Cmd {
     },
 }
 
+/// Makes `TINY_LLM_DEVICE` (`gpu` or `cpu`, set by `cargo xtask bench
+/// --device`) MLX's default device; the GPU only after `gpu_available`
+/// (MLX ends the process when given a GPU it lacks).
+fn select_device() -> Result<(), String> {
+    match std::env::var("TINY_LLM_DEVICE").as_deref() {
+        Ok("gpu") if !tiny_llm_common::gpu::gpu_available() => {
+            Err("TINY_LLM_DEVICE=gpu but MLX has no usable GPU here".into())
+        }
+        Ok("gpu") => {
+            mlx_rs::Device::set_default(&mlx_rs::Device::gpu());
+            Ok(())
+        }
+        _ => {
+            mlx_rs::Device::set_default(&mlx_rs::Device::cpu());
+            Ok(())
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if let Err(e) = select_device() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Prompt { model, tokens, out } => match write_prompt(&model, tokens, &out) {

@@ -325,7 +325,8 @@ impl std::fmt::Debug for CudaKernel {
 }
 
 /// The example kernel: `out = a * x + y` elementwise (f32), the "hello
-/// world" of week 2's kernel days.
+/// world" of week 2's kernel days. Launch it with the template argument
+/// `N` (the element count) and at least `N` threads.
 pub fn axpy_kernel() -> Result<CudaKernel> {
     CudaKernel::new(
         "tiny_llm_axpy",
@@ -333,7 +334,7 @@ pub fn axpy_kernel() -> Result<CudaKernel> {
         &["out"],
         r#"
         auto i = blockIdx.x * blockDim.x + threadIdx.x;
-        if (i < x_size) {
+        if (i < N) {
             out[i] = a[0] * x[i] + y[i];
         }
         "#,

@@ -2,7 +2,7 @@
 //! `cargo xtask setup --backend cuda`; elsewhere it prints "skipped: no GPU".
 
 use mlx_rs::{Array, Device, Dtype, Stream};
-use tiny_llm_common::gpu::{axpy_kernel, gpu_backend, GpuBackend, KernelOutput, Launch};
+use tiny_llm_common::gpu::{axpy_kernel, gpu_backend, GpuBackend, KernelOutput, Launch, TemplateArg};
 
 #[test]
 fn axpy_kernel_matches_plain_arithmetic() {
@@ -19,7 +19,7 @@ fn axpy_kernel_matches_plain_arithmetic() {
     let launch = Launch {
         grid: (n, 1, 1),
         block: (256, 1, 1),
-        template_args: vec![],
+        template_args: vec![("N".into(), TemplateArg::Int(n))],
         init_value: None,
     };
     let stream = Stream::new_with_device(&Device::gpu());

@@ -39,6 +39,12 @@ impl Tol {
                 rtol: 0.1,
                 atol: 2.5,
             },
+            // TF32 matmuls on a GPU: measured worst 1.1e-2 on log-probs near
+            // -12.7 (tiny Qwen2, H200); a wrong scale or RoPE moves them by ~1
+            _ if crate::device::on_gpu() => Tol {
+                rtol: 5e-3,
+                atol: 5e-2,
+            },
             _ => Tol {
                 rtol: 1e-4,
                 atol: 1e-4,
@@ -50,22 +56,31 @@ impl Tol {
     /// default, unless `course.toml` overrides it for that day with
     /// `[day.tolerance] f16 = { rtol = .., atol = .. }`.
     pub fn for_day(day: &str, dtype: Dtype) -> Tol {
-        let on_gpu = crate::device::on_gpu();
-        course_override(day, dtype, on_gpu).unwrap_or_else(|| {
-            if on_gpu {
-                Tol::for_dtype_on_gpu(dtype)
-            } else {
-                Tol::for_dtype(dtype)
-            }
-        })
+        if !crate::device::on_gpu() {
+            return course_override(day, dtype, false).unwrap_or_else(|| Tol::for_dtype(dtype));
+        }
+        // on a GPU: `[day.tolerance_gpu]`, else the looser of the day's CPU
+        // override and the GPU default
+        if let Some(t) = course_override(day, dtype, true) {
+            return t;
+        }
+        let gpu = Tol::for_dtype_on_gpu(dtype);
+        match course_override(day, dtype, false) {
+            Some(cpu) => Tol {
+                rtol: cpu.rtol.max(gpu.rtol),
+                atol: cpu.atol.max(gpu.atol),
+            },
+            None => gpu,
+        }
     }
 
     /// Defaults on the GPU: f32 matmuls there run as TF32 (10-bit mantissa),
-    /// so f32 gets rtol 1e-2 atol 1e-3 (still far below what a wrong scale
-    /// or a wrong RoPE gives, errors of order 1e-1 to 1); f16/bf16 as on the CPU.
+    /// so f32 gets rtol 2e-2 atol 5e-3 (measured worst on an H200: 1.5e-3
+    /// abs on a 64-long dot product; a wrong scale or a wrong RoPE gives
+    /// errors of order 1e-1 to 1); f16/bf16 as on the CPU.
     pub fn for_dtype_on_gpu(dtype: Dtype) -> Tol {
         match dtype {
-            Dtype::Float32 => Tol { rtol: 1e-2, atol: 1e-3 },
+            Dtype::Float32 => Tol { rtol: 2e-2, atol: 5e-3 },
             d => Tol::for_dtype(d),
         }
     }

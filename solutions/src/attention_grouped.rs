@@ -124,7 +124,9 @@ pub fn scaled_dot_product_attention_grouped(
     let v = value.expand_dims(-3)?;
     let scale = scale.unwrap_or(1.0 / (d as f32).sqrt());
     let scale = Array::from_f32(scale).as_dtype(query.dtype())?;
-    let mut scores = q.matmul(k.swap_axes(-2, -1)?)?.multiply(scale)?; // N.. x H_kv x n_rep x L x S
+    // Scale the queries (L x D) rather than the scores (L x S): one pass
+    // less over the largest tensor of attention, as mlx's own sdpa does.
+    let mut scores = q.multiply(scale)?.matmul(k.swap_axes(-2, -1)?)?; // N.. x H_kv x n_rep x L x S
     if let Some(mask) = mask {
         let mask = if mask.ndim() <= 2 {
             // L x S (or less) broadcasts over every head as it is.

@@ -26,9 +26,12 @@ import sys
 import time
 from pathlib import Path
 
+import os
+
 import mlx.core as mx
 
-mx.set_default_device(mx.cpu)
+# TINY_LLM_DEVICE=gpu (from `cargo xtask bench --device gpu`) measures on the GPU
+mx.set_default_device(mx.gpu if os.environ.get("TINY_LLM_DEVICE") == "gpu" else mx.cpu)
 
 from mlx_lm.generate import generate_step  # noqa: E402  (after the device is set)
 from mlx_lm.utils import load_model  # noqa: E402

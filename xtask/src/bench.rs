@@ -83,6 +83,14 @@ pub struct Week1Args {
     /// Measure nothing: redraw the charts from the JSON files in target/bench.
     #[arg(long)]
     pub redraw: bool,
+    /// MLX device: gpu or cpu (default: gpu when one is usable).
+    #[arg(long, value_enum)]
+    pub device: Option<crate::device::Device>,
+    /// Use the binaries of the last build (target/bench/bin) instead of
+    /// building; with TINY_LLM_PYTHON naming a python that has mlx and mlx-lm
+    /// (for a machine without a Rust toolchain, such as a lent GPU machine).
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -98,14 +106,18 @@ struct Config {
     name: String,
     dir: PathBuf,
     dtype: String,
+    device: crate::device::Device,
 }
 
 impl Config {
     fn label(&self) -> String {
-        format!("{} {}", self.name, self.dtype)
+        format!("{} {} on the {}", self.name, self.dtype, self.device.as_str())
     }
     fn stem(&self) -> String {
-        format!("week1-{}-{}", self.name, self.dtype)
+        match self.device {
+            crate::device::Device::Cpu => format!("week1-{}-{}", self.name, self.dtype),
+            crate::device::Device::Gpu => format!("week1-{}-{}-gpu", self.name, self.dtype),
+        }
     }
 }
 
@@ -259,6 +271,7 @@ fn resolve(spec: &str, dtype: &str) -> Result<Config> {
             name: spec.to_string(),
             dir,
             dtype: dtype.to_string(),
+            device: crate::device::Device::Cpu,
         });
     }
     let dir = PathBuf::from(spec);
@@ -287,6 +300,7 @@ fn resolve(spec: &str, dtype: &str) -> Result<Config> {
         name,
         dir,
         dtype: dtype.to_string(),
+        device: crate::device::Device::Cpu,
     })
 }
 
@@ -351,6 +365,19 @@ fn build(side: Side) -> Result<Built> {
         .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
     step.done();
     Ok(Built::Binary(dest))
+}
+
+/// The binary an earlier `build` copied aside (`--no-build`).
+fn prebuilt(side: Side) -> Result<Built> {
+    let path = bench_dir().join("bin").join(format!(
+        "tiny-llm-bench-{}{}",
+        side.name(),
+        std::env::consts::EXE_SUFFIX
+    ));
+    if !path.is_file() {
+        bail!("{} is missing: run `cargo xtask bench week1` once where Rust is installed", path.display());
+    }
+    Ok(Built::Binary(path))
 }
 
 /// Writes the prompt ids of `config`'s model once (`tiny-llm-bench prompt`).
@@ -455,9 +482,12 @@ fn command(
         ])
         .arg("--prompt")
         .arg(prompt)
-        .current_dir(util::project_root());
-    if let Some(lib) = blas.and_then(|b| b.path(v.blas)) {
-        cmd.env("LD_PRELOAD", lib);
+        .current_dir(util::project_root())
+        .env("TINY_LLM_DEVICE", config.device.as_str());
+    if config.device == crate::device::Device::Cpu {
+        if let Some(lib) = blas.and_then(|b| b.path(v.blas)) {
+            cmd.env("LD_PRELOAD", lib);
+        }
     }
     cmd
 }
@@ -861,15 +891,25 @@ fn week1(args: &Week1Args) -> Result<()> {
         bail!("--reps must be at least 1");
     }
     let started = Instant::now();
-    setup::run(&Default::default())?;
-    let python = venv::ensure()?;
+    if !args.no_build {
+        setup::run(&Default::default())?;
+    }
+    let device = crate::device::resolve(args.device)?;
+    let python = match std::env::var_os("TINY_LLM_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => venv::ensure()?,
+    };
     let mut configs_list = Vec::new();
     for (m, d) in configs(args)? {
-        configs_list.push(resolve(&m, &d)?);
+        let mut c = resolve(&m, &d)?;
+        c.device = device;
+        configs_list.push(c);
     }
-    let blas = BlasLibs::find()?;
-    let compare_blas =
-        !args.no_blas_compare && blas.as_ref().is_some_and(|b| b.reference.is_some());
+    // BLAS only serves MLX's CPU matmuls
+    let blas = if device == crate::device::Device::Cpu { BlasLibs::find()? } else { None };
+    let compare_blas = device == crate::device::Device::Cpu
+        && !args.no_blas_compare
+        && blas.as_ref().is_some_and(|b| b.reference.is_some());
     if !args.no_blas_compare && !compare_blas {
         eprintln!(
             "  .. no reference BLAS to compare with here (Linux venv only): skipping those runs"
@@ -877,12 +917,12 @@ fn week1(args: &Week1Args) -> Result<()> {
     }
 
     let mut bins = BTreeMap::new();
-    let reference = match build(Side::Reference)? {
+    let reference = match if args.no_build { prebuilt(Side::Reference)? } else { build(Side::Reference)? } {
         Built::Binary(p) => p,
         Built::DoesNotCompile(e) => bail!("the reference does not compile: {e}"),
     };
     bins.insert(Side::Reference, reference.clone());
-    let learner_build = build(Side::Learner)?;
+    let learner_build = if args.no_build { prebuilt(Side::Learner)? } else { build(Side::Learner)? };
     if let Built::Binary(p) = &learner_build {
         bins.insert(Side::Learner, p.clone());
     }
@@ -1006,11 +1046,15 @@ fn week1(args: &Week1Args) -> Result<()> {
 fn report_config(s: &Summary, args: &Week1Args, blas: Option<&BlasLibs>) -> Result<()> {
     let cells = table_cells(s);
     let agree = token_agreement(s, Side::Reference, Side::MlxLm);
-    let agree_text = agree
+    let learner_agree = token_agreement(s, Side::Learner, Side::Reference);
+    let mut agree_text = agree
         .map(|(same, n)| {
             format!("greedy tokens, reference vs mlx-lm: the first {same} of {n} agree")
         })
         .unwrap_or_default();
+    if let Some((same, n)) = learner_agree {
+        agree_text.push_str(&format!("; learner vs reference: the first {same} of {n}"));
+    }
     println!(
         "\n{} (median (min-max) of {} interleaved runs; peak memory: MLX allocator peak, weights included)\n{}{agree_text}",
         s.config.label(),
@@ -1091,6 +1135,7 @@ fn report_config(s: &Summary, args: &Week1Args, blas: Option<&BlasLibs>) -> Resu
         "summary": summary,
         "ratios": ratios,
         "token_agreement_reference_mlx_lm": agree.map(|(same, n)| json!({ "same_prefix": same, "of": n })),
+        "token_agreement_learner_reference": learner_agree.map(|(same, n)| json!({ "same_prefix": same, "of": n })),
         "runs": runs,
     });
     let json_path = dir.join(format!("{stem}.json"));
@@ -1280,6 +1325,8 @@ mod tests {
             new_tokens: 128,
             no_blas_compare: false,
             redraw: false,
+            device: None,
+            no_build: false,
         };
         assert_eq!(configs(&args).unwrap().len(), 3);
         let one = Week1Args {
