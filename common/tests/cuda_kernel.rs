@@ -2,7 +2,9 @@
 //! `cargo xtask setup --backend cuda`; elsewhere it prints "skipped: no GPU".
 
 use mlx_rs::{Array, Device, Dtype, Stream};
-use tiny_llm_common::gpu::{axpy_kernel, gpu_backend, GpuBackend, KernelOutput, Launch, TemplateArg};
+use tiny_llm_common::gpu::{
+    axpy_kernel, gpu_backend, GpuBackend, KernelOutput, Launch, TemplateArg,
+};
 
 #[test]
 fn axpy_kernel_matches_plain_arithmetic() {
@@ -23,7 +25,10 @@ fn axpy_kernel_matches_plain_arithmetic() {
         init_value: None,
     };
     let stream = Stream::new_with_device(&Device::gpu());
-    let output = KernelOutput { shape: vec![n], dtype: Dtype::Float32 };
+    let output = KernelOutput {
+        shape: vec![n],
+        dtype: Dtype::Float32,
+    };
     // SAFETY: n threads, each reads x[i], y[i], a[0] and writes out[i] once (i < n).
     let out = unsafe { kernel.apply(&[&xa, &ya, &a], &[output], &launch, &stream) }.unwrap();
     out[0].eval().unwrap();

@@ -80,7 +80,10 @@ impl Tol {
     /// errors of order 1e-1 to 1); f16/bf16 as on the CPU.
     pub fn for_dtype_on_gpu(dtype: Dtype) -> Tol {
         match dtype {
-            Dtype::Float32 => Tol { rtol: 2e-2, atol: 5e-3 },
+            Dtype::Float32 => Tol {
+                rtol: 2e-2,
+                atol: 5e-3,
+            },
             d => Tol::for_dtype(d),
         }
     }

@@ -111,7 +111,12 @@ struct Config {
 
 impl Config {
     fn label(&self) -> String {
-        format!("{} {} on the {}", self.name, self.dtype, self.device.as_str())
+        format!(
+            "{} {} on the {}",
+            self.name,
+            self.dtype,
+            self.device.as_str()
+        )
     }
     fn stem(&self) -> String {
         match self.device {
@@ -375,7 +380,10 @@ fn prebuilt(side: Side) -> Result<Built> {
         std::env::consts::EXE_SUFFIX
     ));
     if !path.is_file() {
-        bail!("{} is missing: run `cargo xtask bench week1` once where Rust is installed", path.display());
+        bail!(
+            "{} is missing: run `cargo xtask bench week1` once where Rust is installed",
+            path.display()
+        );
     }
     Ok(Built::Binary(path))
 }
@@ -906,7 +914,11 @@ fn week1(args: &Week1Args) -> Result<()> {
         configs_list.push(c);
     }
     // BLAS only serves MLX's CPU matmuls
-    let blas = if device == crate::device::Device::Cpu { BlasLibs::find()? } else { None };
+    let blas = if device == crate::device::Device::Cpu {
+        BlasLibs::find()?
+    } else {
+        None
+    };
     let compare_blas = device == crate::device::Device::Cpu
         && !args.no_blas_compare
         && blas.as_ref().is_some_and(|b| b.reference.is_some());
@@ -917,12 +929,20 @@ fn week1(args: &Week1Args) -> Result<()> {
     }
 
     let mut bins = BTreeMap::new();
-    let reference = match if args.no_build { prebuilt(Side::Reference)? } else { build(Side::Reference)? } {
+    let reference = match if args.no_build {
+        prebuilt(Side::Reference)?
+    } else {
+        build(Side::Reference)?
+    } {
         Built::Binary(p) => p,
         Built::DoesNotCompile(e) => bail!("the reference does not compile: {e}"),
     };
     bins.insert(Side::Reference, reference.clone());
-    let learner_build = if args.no_build { prebuilt(Side::Learner)? } else { build(Side::Learner)? };
+    let learner_build = if args.no_build {
+        prebuilt(Side::Learner)?
+    } else {
+        build(Side::Learner)?
+    };
     if let Built::Binary(p) = &learner_build {
         bins.insert(Side::Learner, p.clone());
     }

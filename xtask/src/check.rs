@@ -65,7 +65,11 @@ pub fn grade_days(
     env: &[(String, String)],
     no_build: bool,
 ) -> Result<Vec<(Day, DayResult)>> {
-    let built = if no_build { grade::last_build(build)? } else { grade::build(build)? };
+    let built = if no_build {
+        grade::last_build(build)?
+    } else {
+        grade::build(build)?
+    };
     let exes = match built {
         Built::Failed { first_error } => {
             return Ok(days
@@ -107,7 +111,9 @@ pub fn grade_days(
         for name in &day.tests {
             let outcome = match where_is.get(name) {
                 None => Outcome::Missing,
-                Some(exe) => grade::run_one(exe, name, day.timeout(), &scratch.join(day.id()), env)?,
+                Some(exe) => {
+                    grade::run_one(exe, name, day.timeout(), &scratch.join(day.id()), env)?
+                }
             };
             tests.push(TestResult {
                 name: name.clone(),
@@ -227,7 +233,10 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
         } else {
             "your code (exercises/)"
         };
-        eprintln!("grading {whose} on the {}: building the tests ...", device.as_str());
+        eprintln!(
+            "grading {whose} on the {}: building the tests ...",
+            device.as_str()
+        );
     }
     let build = Build {
         workspace: root.clone(),

@@ -51,17 +51,38 @@ pub fn run() -> Result<bool> {
     stage("real models against mlx-lm", &mut || {
         check::run(&check_args("models", true, false))
     });
-    stage("unit tests (xtask, common, cli, grader internals)", &mut || {
-        let a = cargo()
-            .args(["test", "-p", "xtask", "-p", "tiny-llm-common", "-p", "tiny-llm-cli"])
-            .status()?;
-        let b = cargo().args(["test", "-p", "tiny-llm-grader", "--lib"]).status()?;
-        Ok(a.success() && b.success())
-    });
+    stage(
+        "unit tests (xtask, common, cli, grader internals)",
+        &mut || {
+            let a = cargo()
+                .args([
+                    "test",
+                    "-p",
+                    "xtask",
+                    "-p",
+                    "tiny-llm-common",
+                    "-p",
+                    "tiny-llm-cli",
+                ])
+                .status()?;
+            let b = cargo()
+                .args(["test", "-p", "tiny-llm-grader", "--lib"])
+                .status()?;
+            Ok(a.success() && b.success())
+        },
+    );
     stage("GPU-only tests (skipped without a GPU)", &mut || {
         // --nocapture shows their "skipped: no GPU" line on a CPU machine
         let s = cargo()
-            .args(["test", "-p", "tiny-llm-common", "--test", "cuda_kernel", "--", "--nocapture"])
+            .args([
+                "test",
+                "-p",
+                "tiny-llm-common",
+                "--test",
+                "cuda_kernel",
+                "--",
+                "--nocapture",
+            ])
             .status()?;
         Ok(s.success())
     });

@@ -39,7 +39,14 @@ pub fn probe() -> Result<String> {
     }
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(util::project_root())
-        .args(["run", "--quiet", "-p", "tiny-llm-common", "--example", "gpu_probe"])
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "tiny-llm-common",
+            "--example",
+            "gpu_probe",
+        ])
         .output()
         .context("building and running gpu_probe")?;
     if !out.status.success() {

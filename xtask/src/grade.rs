@@ -165,8 +165,14 @@ fn last_build_path(b: &Build) -> PathBuf {
         .target_dir
         .clone()
         .unwrap_or_else(|| b.workspace.join("target"));
-    let tag = if b.features.is_empty() { "default".to_string() } else { b.features.join("+").replace('/', "-") };
-    target.join("xtask-check").join(format!("built-{}-{tag}.json", b.package))
+    let tag = if b.features.is_empty() {
+        "default".to_string()
+    } else {
+        b.features.join("+").replace('/', "-")
+    };
+    target
+        .join("xtask-check")
+        .join(format!("built-{}-{tag}.json", b.package))
 }
 
 /// The test binaries of the last successful [`build`] with these features
@@ -175,16 +181,25 @@ fn last_build_path(b: &Build) -> PathBuf {
 pub fn last_build(b: &Build) -> Result<Built> {
     let path = last_build_path(b);
     let text = std::fs::read_to_string(&path).with_context(|| {
-        format!("{} is missing: build once with `cargo xtask check` before using --no-build", path.display())
+        format!(
+            "{} is missing: build once with `cargo xtask check` before using --no-build",
+            path.display()
+        )
     })?;
     let exes: BTreeMap<String, PathBuf> = serde_json::from_str(&text)?;
-    let target = b.target_dir.clone().unwrap_or_else(|| b.workspace.join("target"));
+    let target = b
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| b.workspace.join("target"));
     let exes = exes
         .into_iter()
         .map(|(name, exe)| {
             // keep the part from `/target/` on, rooted at this tree's target/
             let s = exe.to_string_lossy().to_string();
-            let rel = s.rsplit_once("/target/").map(|(_, r)| r.to_string()).unwrap_or(s);
+            let rel = s
+                .rsplit_once("/target/")
+                .map(|(_, r)| r.to_string())
+                .unwrap_or(s);
             (name, target.join(rel))
         })
         .collect();

@@ -166,7 +166,11 @@ pub fn render(results: &[(Day, DayResult)], style: Style) -> String {
         let _ = writeln!(
             s,
             "{}: {} passed, {} failed{}\n",
-            if day.number == 0 { "model checks".to_string() } else { format!("day {}", day.number) },
+            if day.number == 0 {
+                "model checks".to_string()
+            } else {
+                format!("day {}", day.number)
+            },
             r.passed(),
             r.failed() - sk,
             if sk > 0 {

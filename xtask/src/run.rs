@@ -111,7 +111,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
     } else if let Some(spec) = &args.reference {
         let course = crate::course::Course::load(&util::project_root().join("course.toml"))?;
         let days = crate::check::parse_days(spec, &course)?;
-        let features: Vec<String> = days.iter().map(|d| format!("tiny-llm/ref-day{d}")).collect();
+        let features: Vec<String> = days
+            .iter()
+            .map(|d| format!("tiny-llm/ref-day{d}"))
+            .collect();
         cmd.arg("--features").arg(features.join(","));
     }
     cmd.arg("--").args(chat_args(args, model_dir));

@@ -322,7 +322,12 @@ fn ensure_wheel(l: &Layout, w: &PinnedWheel) -> Result<bool> {
     let step = Step::start(format!("download the {}", w.label));
     let mut pip = Command::new("python3");
     pip.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .args(["--platform", "manylinux_2_35_x86_64", "--python-version", "3.11"])
+        .args([
+            "--platform",
+            "manylinux_2_35_x86_64",
+            "--python-version",
+            "3.11",
+        ])
         .arg(w.requirement)
         .arg("-d")
         .arg(l.p("wheels"));
@@ -330,7 +335,11 @@ fn ensure_wheel(l: &Layout, w: &PinnedWheel) -> Result<bool> {
     let got = sha256_file(&wheel)?;
     if got != w.sha256 {
         std::fs::remove_file(&wheel).ok();
-        bail!("{}: sha256 {got}, expected {}; the file was removed", w.file, w.sha256);
+        bail!(
+            "{}: sha256 {got}, expected {}; the file was removed",
+            w.file,
+            w.sha256
+        );
     }
     step.done();
     Ok(true)

@@ -57,7 +57,10 @@ pub fn run(day: Option<String>) -> Result<()> {
     let mut seen = BTreeMap::new();
     snapshot(&exercises, &mut seen);
     loop {
-        let args = CheckArgs { target: format!("day{target}"), ..Default::default() };
+        let args = CheckArgs {
+            target: format!("day{target}"),
+            ..Default::default()
+        };
         let passed = check::run(&args).unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
             false
