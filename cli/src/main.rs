@@ -136,7 +136,7 @@ fn main() -> ExitCode {
 /// The model directory for `--model` (or the default model).
 fn model_dir(spec: Option<&str>) -> Result<PathBuf> {
     let spec = spec.unwrap_or(DEFAULT_MODEL);
-    let converted = cache_root().join("models").join(spec);
+    let converted = tiny_llm_common::cache_dir().join("models").join(spec);
     if !spec.contains('/') && converted.join("config.json").is_file() {
         return Ok(converted);
     }
@@ -147,19 +147,6 @@ fn model_dir(spec: Option<&str>) -> Result<PathBuf> {
         );
     }
     Ok(tiny_llm_common::resolve_model(spec)?)
-}
-
-/// `${TINY_LLM_CACHE:-$HOME/.cache/tiny-llm-rs}`, where `cargo xtask models
-/// fetch` converts the offline models.
-fn cache_root() -> PathBuf {
-    match std::env::var_os("TINY_LLM_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| ".".into())
-            .join(".cache")
-            .join("tiny-llm-rs"),
-    }
 }
 
 /// Whether MLX computes on a GPU by default (it does on Metal and CUDA

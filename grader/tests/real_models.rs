@@ -42,14 +42,7 @@ const MODEL_F32: Tol = Tol {
 
 /// Where `cargo xtask models fetch` converts `name`.
 fn model_dir(name: &str) -> PathBuf {
-    let root = match std::env::var_os("TINY_LLM_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| ".".into())
-            .join(".cache")
-            .join("tiny-llm-rs"),
-    };
+    let root = tiny_llm_common::cache_dir();
     let dir = root.join("models").join(name);
     if !dir.join("config.json").is_file() || !dir.join("model.safetensors").is_file() {
         panic!(

@@ -22,6 +22,21 @@ impl Device {
     }
 }
 
+/// `cargo run -p tiny-llm-common --example gpu_probe`: prints `cuda`,
+/// `metal` or `none`.
+pub fn probe_command() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(util::project_root()).args([
+        "run",
+        "--quiet",
+        "-p",
+        "tiny-llm-common",
+        "--example",
+        "gpu_probe",
+    ]);
+    c
+}
+
 /// What MLX reports here: `cuda`, `metal` or `none`. Uses a prebuilt probe
 /// (`target/*/examples/gpu_probe`) when there is one, else builds it.
 pub fn probe() -> Result<String> {
@@ -37,16 +52,7 @@ pub fn probe() -> Result<String> {
             return Ok("none".into());
         }
     }
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(util::project_root())
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "tiny-llm-common",
-            "--example",
-            "gpu_probe",
-        ])
+    let out = probe_command()
         .output()
         .context("building and running gpu_probe")?;
     if !out.status.success() {

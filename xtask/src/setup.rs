@@ -680,16 +680,7 @@ fn ensure_cuda(l: &Layout, nvidia_libs: Option<&Path>) -> Result<bool> {
 fn probe_cuda(l: &Layout) -> Result<()> {
     let step = Step::start("check the CUDA backend (mlx_cuda_is_available)");
     // LD_LIBRARY_PATH wins over the binary's RUNPATH (the CPU wheel)
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(util::project_root())
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "tiny-llm-common",
-            "--example",
-            "gpu_probe",
-        ])
+    let out = crate::device::probe_command()
         .env("LD_LIBRARY_PATH", l.cuda_libmlx_dir())
         .output()
         .context("running the GPU probe")?;
