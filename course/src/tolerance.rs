@@ -17,8 +17,9 @@
 //! ```
 //!
 //! An element passes when `|got - expected| <= atol + rtol * |expected|`
-//! (the `numpy.allclose` rule). Every table needs `f32`, `f16` and `bf16`;
-//! keys other than `rtol` and `atol` (the measured `worst_abs`, `worst_rel`,
+//! (the `numpy.allclose` rule). The kit's course.toml has every table with
+//! `f32`, `f16` and `bf16` (a test checks); a course without them (a test
+//! course) loads, and asking it for a missing default is an error. Keys other than `rtol` and `atol` (the measured `worst_abs`, `worst_rel`,
 //! or anything a later format adds) are kept where known and otherwise
 //! ignored.
 
@@ -95,28 +96,39 @@ impl Tolerances {
         ]
     }
 
-    /// The default for `kind` on `device` in `dtype`.
-    pub fn default_for(&self, kind: Kind, device: Device, dtype: DType) -> Tol {
-        let table = match (kind, device) {
-            (Kind::Elementwise, Device::Cpu) => &self.cpu,
-            (Kind::Elementwise, Device::Gpu) => &self.gpu,
-            (Kind::Logprobs, Device::Cpu) => &self.logprobs_cpu,
-            (Kind::Logprobs, Device::Gpu) => &self.logprobs_gpu,
+    /// The default for `kind` on `device` in `dtype`; an error naming the
+    /// table when course.toml lacks it.
+    pub fn default_for(
+        &self,
+        kind: Kind,
+        device: Device,
+        dtype: DType,
+    ) -> Result<Tol, CourseError> {
+        let name = match (kind, device) {
+            (Kind::Elementwise, Device::Cpu) => "cpu",
+            (Kind::Elementwise, Device::Gpu) => "gpu",
+            (Kind::Logprobs, Device::Cpu) => "logprobs_cpu",
+            (Kind::Logprobs, Device::Gpu) => "logprobs_gpu",
         };
-        // `validate` ran when the course was parsed
-        table[&dtype]
+        let table = self.tables().into_iter().find(|t| t.0 == name).map(|t| t.1);
+        table.and_then(|t| t.get(&dtype)).copied().ok_or_else(|| {
+            CourseError::invalid(format!(
+                "[tolerance.{name}] has no `{dtype} = {{ rtol = .., atol = .. }}`"
+            ))
+        })
     }
 
-    /// Every table has every dtype, with finite, non-negative values.
+    /// Whether every table has every dtype (true for the kit's course.toml).
+    pub fn is_complete(&self) -> bool {
+        self.tables()
+            .iter()
+            .all(|(_, t)| DType::ALL.iter().all(|d| t.contains_key(d)))
+    }
+
+    /// Every value present is finite and non-negative.
     pub(crate) fn validate(&self) -> Result<(), CourseError> {
         for (name, table) in self.tables() {
-            for dtype in DType::ALL {
-                let Some(t) = table.get(&dtype) else {
-                    return Err(CourseError::Invalid(format!(
-                        "[tolerance.{name}] has no `{dtype} = {{ rtol = .., atol = .. }}` \
-                         (every table needs f32, f16 and bf16)"
-                    )));
-                };
+            for (dtype, t) in table {
                 check_values(&format!("[tolerance.{name}] {dtype}"), t)?;
             }
         }
@@ -126,7 +138,7 @@ impl Tolerances {
 
 pub(crate) fn check_values(what: &str, t: &Tol) -> Result<(), CourseError> {
     if !(t.rtol.is_finite() && t.atol.is_finite() && t.rtol >= 0.0 && t.atol >= 0.0) {
-        return Err(CourseError::Invalid(format!(
+        return Err(CourseError::invalid(format!(
             "{what}: rtol {} and atol {} must be finite and >= 0",
             t.rtol, t.atol
         )));
@@ -146,20 +158,30 @@ impl Course {
     ///   `[tolerance.gpu]`;
     /// - log-probabilities: `[tolerance.logprobs_cpu]` or
     ///   `[tolerance.logprobs_gpu]`.
-    pub fn tolerance(&self, day: u32, kind: Kind, device: Device, dtype: DType) -> Tol {
-        let default = self.tolerance.default_for(kind, device, dtype);
-        if kind == Kind::Logprobs {
-            return default;
-        }
-        let Some(d) = self.day(day) else {
-            return default;
+    ///
+    /// Errors only when the default it needs is missing from course.toml
+    /// (never for the kit's own course.toml: a test checks).
+    pub fn tolerance(
+        &self,
+        day: u32,
+        kind: Kind,
+        device: Device,
+        dtype: DType,
+    ) -> Result<Tol, CourseError> {
+        let default = || self.tolerance.default_for(kind, device, dtype);
+        let day = self.day(day).filter(|_| kind == Kind::Elementwise);
+        let Some(d) = day else {
+            return default();
         };
         match device {
-            Device::Cpu => d.tolerance.get(&dtype).copied().unwrap_or(default),
+            Device::Cpu => match d.tolerance.get(&dtype) {
+                Some(t) => Ok(*t),
+                None => default(),
+            },
             Device::Gpu => match (d.tolerance_gpu.get(&dtype), d.tolerance.get(&dtype)) {
-                (Some(gpu), _) => *gpu,
-                (None, Some(cpu)) => cpu.max(default),
-                (None, None) => default,
+                (Some(gpu), _) => Ok(*gpu),
+                (None, Some(cpu)) => Ok(cpu.max(default()?)),
+                (None, None) => default(),
             },
         }
     }
@@ -194,7 +216,8 @@ mod tests {
         Course::parse(&text)
     }
 
-    fn ra(t: Tol) -> (f64, f64) {
+    fn ra(t: Result<Tol, CourseError>) -> (f64, f64) {
+        let t = t.unwrap();
         (t.rtol, t.atol)
     }
 
@@ -208,7 +231,9 @@ mod tests {
         assert_eq!(ra(c.tolerance(9, Elementwise, Gpu, F16)), (20.0, 20.0));
         assert_eq!(ra(c.tolerance(0, Logprobs, Cpu, F32)), (100.0, 100.0));
         assert_eq!(ra(c.tolerance(0, Logprobs, Gpu, Bf16)), (3000.0, 3000.0));
-        assert_eq!(c.tolerance(9, Elementwise, Cpu, F32).worst_abs, Some(0.5));
+        let t = c.tolerance(9, Elementwise, Cpu, F32).unwrap();
+        assert_eq!(t.worst_abs, Some(0.5));
+        assert!(c.tolerance.is_complete());
     }
 
     #[test]
@@ -231,8 +256,25 @@ mod tests {
     #[test]
     fn a_missing_default_or_bad_value_is_named() {
         let text = "format_version = 1\n[tolerance.cpu]\nf32 = { rtol = 1, atol = 1 }\n";
-        let e = Course::parse(text).unwrap_err().to_string();
-        assert!(e.contains("[tolerance.cpu] has no `f16"), "{e}");
+        let c = Course::parse(text).unwrap();
+        assert!(!c.tolerance.is_complete());
+        assert_eq!(
+            ra(c.tolerance(1, Kind::Elementwise, Device::Cpu, DType::F32)),
+            (1.0, 1.0)
+        );
+        let e = c
+            .tolerance(1, Kind::Elementwise, Device::Cpu, DType::F16)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "course.toml: [tolerance.cpu] has no `f16 = { rtol = .., atol = .. }`"
+        );
+        let e = c
+            .tolerance(1, Kind::Logprobs, Device::Gpu, DType::F32)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[tolerance.logprobs_gpu] has no `f32"), "{e}");
         let e = course("[day.tolerance_gpu.bf16]\nrtol = -1\natol = 0\n")
             .map(|_| ())
             .unwrap_err()
