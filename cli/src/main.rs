@@ -13,12 +13,13 @@
 mod not_implemented;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
-use mlx_rs::Dtype;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::Parser;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+use tiny_llm_common::device::{self, DType, Device};
 use tiny_llm_common::{ChatMessage, Qwen2Config, Tokenizer};
 
 #[cfg(not(feature = "solutions"))]
@@ -33,23 +34,6 @@ use imp::sampler::{Sampler, SamplerConfig};
 
 /// The model used without `--model` (converted by `cargo xtask models fetch`).
 const DEFAULT_MODEL: &str = "qwen2.5-coder-0.5b";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum DtypeArg {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl DtypeArg {
-    fn dtype(self) -> Dtype {
-        match self {
-            DtypeArg::F32 => Dtype::Float32,
-            DtypeArg::F16 => Dtype::Float16,
-            DtypeArg::Bf16 => Dtype::Bfloat16,
-        }
-    }
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,36 +65,14 @@ struct Args {
     seed: u64,
     /// Dtype of the weights and activations [default: f32 on the CPU, where
     /// MLX is many times slower in f16/bf16; bf16 on a GPU].
-    #[arg(long, value_enum)]
-    dtype: Option<DtypeArg>,
+    #[arg(long, value_parser = PossibleValuesParser::new(DType::NAMES).map(|s| s.parse::<DType>().expect("a DType name")))]
+    dtype: Option<DType>,
     /// A system message (the chat template's default otherwise).
     #[arg(long)]
     system: Option<String>,
     /// cpu or gpu [default: gpu when MLX has a usable one].
-    #[arg(long, value_enum)]
-    device: Option<DeviceArg>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum DeviceArg {
-    Cpu,
-    Gpu,
-}
-
-/// Makes the chosen device MLX's default. Asks `gpu_available` first: MLX
-/// ends the process when given a GPU it does not have.
-fn select_device(device: Option<DeviceArg>) -> Result<()> {
-    let gpu = tiny_llm_common::gpu::gpu_available();
-    match device {
-        Some(DeviceArg::Gpu) if !gpu => bail!(
-            "no GPU is available: this MLX has no usable GPU backend (on Linux with an NVIDIA GPU: `cargo xtask setup --backend cuda`); use --device cpu"
-        ),
-        Some(DeviceArg::Gpu) => mlx_rs::Device::set_default(&mlx_rs::Device::gpu()),
-        Some(DeviceArg::Cpu) => mlx_rs::Device::set_default(&mlx_rs::Device::cpu()),
-        None if gpu => mlx_rs::Device::set_default(&mlx_rs::Device::gpu()),
-        None => {}
-    }
-    Ok(())
+    #[arg(long, value_parser = PossibleValuesParser::new(Device::NAMES).map(|s| s.parse::<Device>().expect("a Device name")))]
+    device: Option<Device>,
 }
 
 fn main() -> ExitCode {
@@ -149,22 +111,11 @@ fn model_dir(spec: Option<&str>) -> Result<PathBuf> {
     Ok(tiny_llm_common::resolve_model(spec)?)
 }
 
-/// Whether MLX computes on a GPU by default (it does on Metal and CUDA
-/// builds with a device; a CPU-only libmlx defaults to the CPU).
-fn on_gpu() -> bool {
-    matches!(
-        mlx_rs::Device::default().get_type(),
-        Ok(mlx_rs::DeviceType::Gpu)
-    )
-}
-
 fn run(args: &Args) -> Result<()> {
-    select_device(args.device)?;
-    let dtype = match args.dtype {
-        Some(d) => d.dtype(),
-        None if on_gpu() => Dtype::Bfloat16,
-        None => Dtype::Float32,
-    };
+    // the GPU when MLX has a usable one (MLX ends the process when given a
+    // GPU it lacks, so `select` asks first)
+    let device = device::select(args.device)?;
+    let dtype = device::mlx_dtype(args.dtype.unwrap_or(DType::default_for(device)));
     let dir = model_dir(args.model.as_deref())?;
 
     let started = Instant::now();

@@ -84,7 +84,7 @@ pub struct Week1Args {
     #[arg(long)]
     pub redraw: bool,
     /// MLX device: gpu or cpu (default: gpu when one is usable).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::device::arg_parser())]
     pub device: Option<crate::device::Device>,
     /// Use the binaries of the last build (target/bench/bin) instead of
     /// building; with TINY_LLM_PYTHON naming a python that has mlx and mlx-lm

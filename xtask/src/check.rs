@@ -27,7 +27,7 @@ pub struct CheckArgs {
     #[arg(long, hide = true)]
     pub expect_stubs: bool,
     /// MLX device: gpu or cpu (default: gpu when one is usable).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::device::arg_parser())]
     pub device: Option<crate::device::Device>,
     /// Use the test binaries of the last build instead of building (for a
     /// machine without a Rust toolchain, such as a lent GPU machine).

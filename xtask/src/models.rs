@@ -181,18 +181,8 @@ pub fn info(name: &str) -> Result<&'static ModelInfo> {
     })
 }
 
-/// `${TINY_LLM_CACHE:-$HOME/.cache/tiny-llm-rs}`.
-pub fn cache_root() -> PathBuf {
-    match std::env::var_os("TINY_LLM_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| ".".into());
-            home.join(".cache").join("tiny-llm-rs")
-        }
-    }
-}
+/// `${TINY_LLM_CACHE:-$HOME/.cache/tiny-llm-rs}` (from `tiny-llm-course`).
+pub use tiny_llm_course::cache_dir as cache_root;
 
 /// Where the converted model `name` lives (whether or not it is there yet).
 pub fn model_dir(name: &str) -> PathBuf {
