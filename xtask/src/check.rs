@@ -162,24 +162,9 @@ pub fn list_tests(exe: &Path) -> Result<Vec<String>> {
 
 /// The model-checks pseudo-day (`check models`).
 fn model_checks_day(course: &Course) -> Result<Day> {
-    let m = course
-        .model_checks
-        .as_ref()
-        .context("course.toml has no [model_checks] yet")?;
-    Ok(Day {
-        number: 0,
-        week: 0,
-        title: "real-model checks against mlx-lm".into(),
-        modules: vec![],
-        fixtures: vec!["real".into()],
-        test_files: vec![m.file.clone()],
-        tests: m.tests.clone(),
-        hint: String::new(),
-        needs_model: true,
-        timeout_s: Some(1200),
-        tolerance: Default::default(),
-        tolerance_gpu: Default::default(),
-    })
+    course
+        .model_checks_day()
+        .context("course.toml has no [model_checks] yet")
 }
 
 /// Runs `cargo xtask check`; returns whether everything asked for held.

@@ -185,7 +185,7 @@ pub(super) fn command(
         .arg("--prompt")
         .arg(prompt)
         .current_dir(util::project_root())
-        .env("TINY_LLM_DEVICE", config.device.as_str());
+        .env(tiny_llm_course::DEVICE_ENV, config.device.as_str());
     if config.device == crate::device::Device::Cpu {
         if let Some(lib) = blas.and_then(|b| b.path(v.blas)) {
             cmd.env("LD_PRELOAD", lib);
