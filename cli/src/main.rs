@@ -15,6 +15,7 @@ mod not_implemented;
 use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
+use mlx_rs::Dtype;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,14 @@ struct Args {
     device: Option<Device>,
 }
 
+/// Makes the chosen device (default: the GPU when MLX has a usable one)
+/// MLX's default; `--device gpu` without a GPU is an error, asked before MLX
+/// is given the GPU (it ends the process when given one it lacks).
+fn select_device(requested: Option<Device>) -> Result<()> {
+    device::select(requested)?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     not_implemented::install_hook();
     let args = Args::parse();
@@ -111,11 +120,19 @@ fn model_dir(spec: Option<&str>) -> Result<PathBuf> {
     Ok(tiny_llm_common::resolve_model(spec)?)
 }
 
+/// Whether MLX computes on a GPU by default (it does on Metal and CUDA
+/// builds with a device; a CPU-only libmlx defaults to the CPU).
+fn on_gpu() -> bool {
+    matches!(
+        mlx_rs::Device::default().get_type(),
+        Ok(mlx_rs::DeviceType::Gpu)
+    )
+}
+
 fn run(args: &Args) -> Result<()> {
-    // the GPU when MLX has a usable one (MLX ends the process when given a
-    // GPU it lacks, so `select` asks first)
-    let device = device::select(args.device)?;
-    let dtype = device::mlx_dtype(args.dtype.unwrap_or(DType::default_for(device)));
+    select_device(args.device)?;
+    let on = if on_gpu() { Device::Gpu } else { Device::Cpu };
+    let dtype: Dtype = device::mlx_dtype(args.dtype.unwrap_or(DType::default_for(on)));
     let dir = model_dir(args.model.as_deref())?;
 
     let started = Instant::now();

@@ -5,7 +5,6 @@
 
 pub mod checkpoint;
 pub mod config;
-pub mod device;
 pub mod gpu;
 pub mod hub;
 pub mod lm;
@@ -87,6 +86,9 @@ pub fn shape_error(what: &str, array: &Array, expected: &str) -> Error {
         got: array.shape().to_vec(),
     }
 }
+
+/// `--device cpu|gpu` and `--dtype f32|f16|bf16` on the MLX side.
+pub mod device;
 
 /// `${TINY_LLM_CACHE:-$HOME/.cache/tiny-llm-rs}`: where `cargo xtask models
 /// fetch` keeps the converted offline models (`models/<name>/`). Defined in
