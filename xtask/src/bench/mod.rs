@@ -85,7 +85,7 @@ pub struct Week1Args {
     #[arg(long)]
     pub model: Option<String>,
     /// f32, bf16 or f16 [default with --model: f32].
-    #[arg(long, value_parser = ["f32", "bf16", "f16"])]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(tiny_llm_course::DType::NAMES))]
     pub dtype: Option<String>,
     /// Repetitions of every variant, interleaved.
     #[arg(long, default_value_t = 3)]
