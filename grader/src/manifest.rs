@@ -48,8 +48,7 @@ pub fn check_file(
             path.display()
         )
     })?;
-    let bytes =
-        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let got = sha256_hex(&bytes);
     if &got != want {
         return Err(format!(
@@ -163,13 +162,18 @@ mod tests {
         std::fs::write(root.join(rel), &bytes).unwrap();
         let err = check_file(&root, manifest, rel).unwrap_err();
         assert!(err.contains(&root.join(rel).display().to_string()), "{err}");
-        assert!(err.contains("does not match fixtures/MANIFEST.sha256"), "{err}");
+        assert!(
+            err.contains("does not match fixtures/MANIFEST.sha256"),
+            "{err}"
+        );
         assert!(err.contains(&manifest[rel]), "{err}");
         // unlisted and missing files are named too
         let err = check_file(&root, manifest, "day1/new.safetensors").unwrap_err();
         assert!(err.contains("not listed"), "{err}");
         std::fs::remove_file(root.join(rel)).unwrap();
-        assert!(check_file(&root, manifest, rel).unwrap_err().contains("cannot read"));
+        assert!(check_file(&root, manifest, rel)
+            .unwrap_err()
+            .contains("cannot read"));
         drop(scratch);
     }
 

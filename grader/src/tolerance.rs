@@ -74,7 +74,9 @@ fn course() -> &'static toml::Table {
 fn default_tol(table: &str, dtype: Dtype) -> Tol {
     let key = dtype_key(dtype);
     default_in(course(), table, key).unwrap_or_else(|| {
-        panic!("[fixture] course.toml has no `[tolerance.{table}] {key} = {{ rtol = .., atol = .. }}`")
+        panic!(
+            "[fixture] course.toml has no `[tolerance.{table}] {key} = {{ rtol = .., atol = .. }}`"
+        )
     })
 }
 
