@@ -221,9 +221,11 @@ pub fn assert_close(test: &str, case: &str, tensor: &str, got: &Array, expected:
     if report_worst() {
         let r = errors(&g, &e, tol);
         eprintln!(
-            "[worst] test={test} case={case} tensor={tensor} dtype={} device={} abs={:.3e} rel={:.3e} used={:.3}",
+            "[worst] test={test} case={case} tensor={tensor} dtype={} device={} rtol={:e} atol={:e} abs={:.3e} rel={:.3e} used={:.3}",
             crate::tolerance::dtype_key(expected.dtype()),
-            if crate::device::on_gpu() { "gpu" } else { "cpu" },
+            crate::tolerance::device().as_str(),
+            tol.rtol,
+            tol.atol,
             r.abs,
             r.rel,
             r.used

@@ -1,4 +1,5 @@
-//! The course's tolerances, read from course.toml (the one place they live):
+//! The course's tolerances, read from course.toml's one table through the
+//! shared `tiny-llm-course` crate:
 //!
 //! ```toml
 //! [tolerance.cpu]            # element-wise checks on the CPU
@@ -9,12 +10,12 @@
 //! [[day]] ... [day.tolerance] / [day.tolerance_gpu]   # per-day overrides
 //! ```
 //!
-//! Only `rtol` and `atol` are read; other keys (the measured `worst_abs`,
-//! `worst_rel`) are informational. A missing entry is the kit's fault and
-//! panics with `[fixture]`.
+//! A course.toml that cannot be read or lacks an entry is the kit's fault:
+//! the test panics with `[fixture]`.
 
 use crate::compare::Tol;
 use mlx_rs::Dtype;
+use tiny_llm_course::{Course, DType, Device, Kind};
 
 /// `f32`, `f16`, `bf16`, ... as course.toml names dtypes.
 pub fn dtype_key(d: Dtype) -> &'static str {
@@ -27,109 +28,81 @@ pub fn dtype_key(d: Dtype) -> &'static str {
     }
 }
 
-/// Reads `{ rtol = .., atol = .. }` (floats or integers) from an inline table.
-fn tol_of(v: &toml::Value) -> Option<Tol> {
-    let num = |k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_float().or_else(|| x.as_integer().map(|i| i as f64)))
-    };
-    Some(Tol {
-        rtol: num("rtol")?,
-        atol: num("atol")?,
-    })
+/// The course's dtype whose tolerance applies to MLX's `d`: f16 and bf16 as
+/// themselves, anything else (f32, integers) as f32.
+pub fn course_dtype(d: Dtype) -> DType {
+    match d {
+        Dtype::Float16 => DType::F16,
+        Dtype::Bfloat16 => DType::Bf16,
+        _ => DType::F32,
+    }
 }
 
-/// `[tolerance.<table>] <dtype> = { .. }` of a parsed course.toml.
-pub fn default_in(course: &toml::Table, table: &str, dtype: &str) -> Option<Tol> {
-    tol_of(course.get("tolerance")?.get(table)?.get(dtype)?)
+/// The device this process grades on.
+pub fn device() -> Device {
+    if crate::device::on_gpu() {
+        Device::Gpu
+    } else {
+        Device::Cpu
+    }
 }
 
-/// `[day.tolerance]` (or `[day.tolerance_gpu]`) `<dtype> = { .. }` of day
-/// `number` in a parsed course.toml.
-pub fn day_override_in(course: &toml::Table, number: i64, gpu: bool, dtype: &str) -> Option<Tol> {
-    let days = course.get("day")?.as_array()?;
-    let entry = days
-        .iter()
-        .find(|d| d.get("number").and_then(|n| n.as_integer()) == Some(number))?;
-    let table = if gpu { "tolerance_gpu" } else { "tolerance" };
-    tol_of(entry.get(table)?.get(dtype)?)
-}
-
-/// course.toml at the workspace root, parsed once per process.
-fn course() -> &'static toml::Table {
-    static COURSE: std::sync::OnceLock<Result<toml::Table, String>> = std::sync::OnceLock::new();
-    let parsed = COURSE.get_or_init(|| {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../course.toml");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        text.parse::<toml::Table>()
-            .map_err(|e| format!("{}: {e}", path.display()))
-    });
-    parsed
+/// The kit's course.toml, parsed (and validated) once per process.
+pub fn course() -> &'static Course {
+    static COURSE: std::sync::OnceLock<Result<Course, String>> = std::sync::OnceLock::new();
+    COURSE
+        .get_or_init(|| Course::load_kit().map_err(|e| e.to_string()))
         .as_ref()
         .unwrap_or_else(|e| panic!("[fixture] course.toml: {e}"))
 }
 
-#[track_caller]
-fn default_tol(table: &str, dtype: Dtype) -> Tol {
-    let key = dtype_key(dtype);
-    default_in(course(), table, key).unwrap_or_else(|| {
-        panic!(
-            "[fixture] course.toml has no `[tolerance.{table}] {key} = {{ rtol = .., atol = .. }}`"
-        )
-    })
+fn from_course(t: tiny_llm_course::Tol) -> Tol {
+    Tol {
+        rtol: t.rtol,
+        atol: t.atol,
+    }
 }
 
 impl Tol {
     /// The course's element-wise tolerance for `dtype` on the CPU:
     /// course.toml `[tolerance.cpu]`.
-    #[track_caller]
     pub fn for_dtype(dtype: Dtype) -> Tol {
-        default_tol("cpu", dtype)
+        let t = course()
+            .tolerance
+            .default_for(Kind::Elementwise, Device::Cpu, course_dtype(dtype));
+        from_course(t)
     }
 
     /// The element-wise tolerance on a GPU: course.toml `[tolerance.gpu]`
     /// (f32 matmuls there run as TF32).
-    #[track_caller]
     pub fn for_dtype_on_gpu(dtype: Dtype) -> Tol {
-        default_tol("gpu", dtype)
+        let t = course()
+            .tolerance
+            .default_for(Kind::Elementwise, Device::Gpu, course_dtype(dtype));
+        from_course(t)
     }
 
     /// Whole-model logits, compared as log-probabilities (after subtracting
     /// each row's logsumexp), on this process's device: course.toml
     /// `[tolerance.logprobs_cpu]` or `[tolerance.logprobs_gpu]`.
-    #[track_caller]
     pub fn logits(dtype: Dtype) -> Tol {
-        if crate::device::on_gpu() {
-            default_tol("logprobs_gpu", dtype)
-        } else {
-            default_tol("logprobs_cpu", dtype)
-        }
+        let t = course()
+            .tolerance
+            .default_for(Kind::Logprobs, device(), course_dtype(dtype));
+        from_course(t)
     }
 
     /// The tolerance for a dtype on `day` (e.g. `"day3"`) on this process's
     /// device. On the CPU: the day's `[day.tolerance]`, else
     /// `[tolerance.cpu]`. On a GPU: the day's `[day.tolerance_gpu]`, else the
     /// looser of the day's CPU override and `[tolerance.gpu]`.
-    #[track_caller]
     pub fn for_day(day: &str, dtype: Dtype) -> Tol {
-        let number: Option<i64> = day.strip_prefix("day").and_then(|n| n.parse().ok());
-        let key = dtype_key(dtype);
-        let over = |gpu| number.and_then(|n| day_override_in(course(), n, gpu, key));
-        if !crate::device::on_gpu() {
-            return over(false).unwrap_or_else(|| Tol::for_dtype(dtype));
-        }
-        if let Some(t) = over(true) {
-            return t;
-        }
-        let gpu = Tol::for_dtype_on_gpu(dtype);
-        match over(false) {
-            Some(cpu) => Tol {
-                rtol: cpu.rtol.max(gpu.rtol),
-                atol: cpu.atol.max(gpu.atol),
-            },
-            None => gpu,
-        }
+        let number: u32 = day
+            .strip_prefix("day")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let t = course().tolerance(number, Kind::Elementwise, device(), course_dtype(dtype));
+        from_course(t)
     }
 }
 
@@ -137,47 +110,20 @@ impl Tol {
 mod tests {
     use super::*;
 
-    const COURSE: &str = r#"
-        [tolerance.cpu]
-        f32 = { rtol = 1e-5, atol = 1, worst_abs = 3e-7, extra = "ignored" }
-        [[day]]
-        number = 5
-        [day.tolerance]
-        bf16 = { rtol = 5e-2, atol = 3e-2 }
-    "#;
-
+    /// The kit's course.toml gives the grader what it asks for, with a day's
+    /// override where there is one (day 5 bf16).
     #[test]
-    fn reads_defaults_and_day_overrides_ignoring_extra_keys() {
-        let c: toml::Table = COURSE.parse().unwrap();
-        assert_eq!(
-            default_in(&c, "cpu", "f32"),
-            Some(Tol {
-                rtol: 1e-5,
-                atol: 1.0
-            })
-        );
-        assert_eq!(default_in(&c, "cpu", "f16"), None);
-        assert_eq!(default_in(&c, "gpu", "f32"), None);
-        assert_eq!(
-            day_override_in(&c, 5, false, "bf16"),
-            Some(Tol {
-                rtol: 5e-2,
-                atol: 3e-2
-            })
-        );
-        assert_eq!(day_override_in(&c, 5, true, "bf16"), None);
-        assert_eq!(day_override_in(&c, 4, false, "bf16"), None);
-    }
-
-    /// The kit's own course.toml has every default the grader asks for.
-    #[test]
-    fn course_toml_has_every_default() {
-        for table in ["cpu", "gpu", "logprobs_cpu", "logprobs_gpu"] {
-            for d in [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16] {
-                let t = default_in(course(), table, dtype_key(d))
-                    .unwrap_or_else(|| panic!("[tolerance.{table}] {d:?} missing"));
-                assert!(t.rtol >= 0.0 && t.atol >= 0.0 && t.rtol < 1.0);
-            }
+    fn reads_the_kit_course() {
+        for d in [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16] {
+            let t = Tol::for_dtype(d);
+            assert!(
+                t.rtol >= 0.0 && t.atol >= 0.0 && t.rtol < 1.0,
+                "{d:?}: {t:?}"
+            );
+            assert_eq!(Tol::for_day("day1", d), t, "day 1 has no overrides");
+            let _ = (Tol::for_dtype_on_gpu(d), Tol::logits(d));
         }
+        let over = course().day(5).unwrap().tolerance[&DType::Bf16];
+        assert_eq!(Tol::for_day("day5", Dtype::Bfloat16), from_course(over));
     }
 }
