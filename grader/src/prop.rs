@@ -39,7 +39,7 @@ pub fn seed() -> u64 {
 /// reason: the report adds its own.
 fn untagged(reason: &str) -> &str {
     match reason.strip_prefix('[').and_then(|r| r.split_once("] ")) {
-        Some((tag, rest)) if matches!(tag, "wrong numbers" | "wrong shape") => rest,
+        Some(("wrong numbers" | "wrong shape", rest)) => rest,
         _ => reason,
     }
 }

@@ -120,7 +120,7 @@ fn embedding_rejects_bad_ids() {
         (Array::from_slice(&[-1i32, 0], &[1, 2]), "id -1"),
         (Array::from_slice(&[0.0f32, 1.0], &[1, 2]), "float ids"),
     ] {
-        should_fail("Embedding::forward", &format!("{what}"), emb.forward(&ids));
+        should_fail("Embedding::forward", what, emb.forward(&ids));
     }
 }
 
