@@ -1,5 +1,6 @@
 //! The example CUDA kernel against plain arithmetic. Needs an NVIDIA GPU with
-//! `cargo xtask setup --backend cuda`; elsewhere it prints "skipped: no GPU".
+//! `cargo xtask setup --backend cuda`; elsewhere it prints `[skipped] no GPU`
+//! (the grader's tag: `cargo xtask check` reports it as skipped, not passed).
 
 use mlx_rs::{Array, Device, Dtype, Stream};
 use tiny_llm_common::gpu::{
@@ -9,7 +10,7 @@ use tiny_llm_common::gpu::{
 #[test]
 fn axpy_kernel_matches_plain_arithmetic() {
     if gpu_backend() != Some(GpuBackend::Cuda) {
-        eprintln!("skipped: no GPU (MLX's CUDA backend is not available here)");
+        eprintln!("[skipped] no GPU (MLX's CUDA backend is not available here)");
         return;
     }
     let n = 1000;

@@ -1,9 +1,21 @@
 //! Numeric comparison with a report that names the worst element.
+//!
+//! The rule is `numpy.allclose`'s, per element: `|got - expected| <= atol +
+//! rtol * |expected|`, except where `expected` is not finite: there the
+//! element must match exactly (`+inf` where `+inf` is expected, `-inf` where
+//! `-inf` is, NaN where NaN is). Without that rule `inf - inf` is NaN, which
+//! no tolerance test rejects, and an all-zero causal mask would pass.
+//!
+//! `TINY_LLM_REPORT_WORST=1` makes [`assert_close`] print, for every
+//! comparison that passes, its worst absolute and relative errors (one
+//! `[worst] ...` line on stderr): how the course's tolerances in course.toml
+//! were measured.
 
 use mlx_rs::{Array, Dtype};
 
 /// Tolerance: an element passes when `|got - expected| <= atol + rtol * |expected|`
-/// (the `numpy.allclose` rule).
+/// (the `numpy.allclose` rule). The course's defaults are in course.toml's
+/// `[tolerance.*]` tables (see [`crate::tolerance`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tol {
     pub rtol: f64,
@@ -11,132 +23,33 @@ pub struct Tol {
 }
 
 impl Tol {
-    /// The course's default tolerance for a dtype (docs: curriculum.md):
-    /// f32 rtol 1e-5 atol 1e-6; f16 rtol 5e-2 atol 1e-3; bf16 rtol 5e-2 atol 1e-2.
-    pub fn for_dtype(dtype: Dtype) -> Tol {
-        match dtype {
-            Dtype::Float16 => Tol {
-                rtol: 5e-2,
-                atol: 1e-3,
-            },
-            Dtype::Bfloat16 => Tol {
-                rtol: 5e-2,
-                atol: 1e-2,
-            },
-            _ => Tol {
-                rtol: 1e-5,
-                atol: 1e-6,
-            },
-        }
+    /// Whether `got` passes against a finite `expected`.
+    pub fn allows(&self, got: f64, expected: f64) -> bool {
+        (got - expected).abs() <= self.atol + self.rtol * expected.abs()
     }
-
-    /// Whole-model logits, compared as log-probabilities (after subtracting
-    /// each row's logsumexp): f16/bf16 rtol 0.1 atol 2.5 (docs:
-    /// curriculum.md); f32 rtol 1e-4 atol 1e-4.
-    pub fn logits(dtype: Dtype) -> Tol {
-        match dtype {
-            Dtype::Float16 | Dtype::Bfloat16 => Tol {
-                rtol: 0.1,
-                atol: 2.5,
-            },
-            // TF32 matmuls on a GPU: measured worst 1.1e-2 on log-probs near
-            // -12.7 (tiny Qwen2, H200); a wrong scale or RoPE moves them by ~1
-            _ if crate::device::on_gpu() => Tol {
-                rtol: 5e-3,
-                atol: 5e-2,
-            },
-            _ => Tol {
-                rtol: 1e-4,
-                atol: 1e-4,
-            },
-        }
-    }
-
-    /// The tolerance for a dtype on `day` (e.g. `"day3"`): the course's
-    /// default, unless `course.toml` overrides it for that day with
-    /// `[day.tolerance] f16 = { rtol = .., atol = .. }`.
-    pub fn for_day(day: &str, dtype: Dtype) -> Tol {
-        if !crate::device::on_gpu() {
-            return course_override(day, dtype, false).unwrap_or_else(|| Tol::for_dtype(dtype));
-        }
-        // on a GPU: `[day.tolerance_gpu]`, else the looser of the day's CPU
-        // override and the GPU default
-        if let Some(t) = course_override(day, dtype, true) {
-            return t;
-        }
-        let gpu = Tol::for_dtype_on_gpu(dtype);
-        match course_override(day, dtype, false) {
-            Some(cpu) => Tol {
-                rtol: cpu.rtol.max(gpu.rtol),
-                atol: cpu.atol.max(gpu.atol),
-            },
-            None => gpu,
-        }
-    }
-
-    /// Defaults on the GPU: f32 matmuls there run as TF32 (10-bit mantissa),
-    /// so f32 gets rtol 2e-2 atol 5e-3 (measured worst on an H200: 1.5e-3
-    /// abs on a 64-long dot product; a wrong scale or a wrong RoPE gives
-    /// errors of order 1e-1 to 1); f16/bf16 as on the CPU.
-    pub fn for_dtype_on_gpu(dtype: Dtype) -> Tol {
-        match dtype {
-            Dtype::Float32 => Tol {
-                rtol: 2e-2,
-                atol: 5e-3,
-            },
-            d => Tol::for_dtype(d),
-        }
-    }
-}
-
-/// `f32`, `f16`, `bf16`, ... as course.toml names dtypes (with `_gpu`
-/// appended for the GPU table, `[day.tolerance_gpu]`).
-pub fn dtype_key(d: Dtype) -> &'static str {
-    match d {
-        Dtype::Float16 => "f16",
-        Dtype::Bfloat16 => "bf16",
-        Dtype::Float32 => "f32",
-        Dtype::Float64 => "f64",
-        _ => "other",
-    }
-}
-
-fn course_override(day: &str, dtype: Dtype, on_gpu: bool) -> Option<Tol> {
-    static COURSE: std::sync::OnceLock<Option<toml::Table>> = std::sync::OnceLock::new();
-    let course = COURSE.get_or_init(|| {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../course.toml");
-        std::fs::read_to_string(path)
-            .ok()?
-            .parse::<toml::Table>()
-            .ok()
-    });
-    let number: i64 = day.strip_prefix("day")?.parse().ok()?;
-    let days = course.as_ref()?.get("day")?.as_array()?;
-    let entry = days
-        .iter()
-        .find(|d| d.get("number").and_then(|n| n.as_integer()) == Some(number))?;
-    let table = if on_gpu { "tolerance_gpu" } else { "tolerance" };
-    let t = entry.get(table)?.get(dtype_key(dtype))?;
-    let num = |k: &str| {
-        t.get(k)
-            .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
-    };
-    Some(Tol {
-        rtol: num("rtol")?,
-        atol: num("atol")?,
-    })
 }
 
 fn dtype_name(d: Dtype) -> String {
     format!("{d:?}").to_lowercase()
 }
 
-fn to_f64(a: &Array) -> Vec<f64> {
+/// The values of `a` as f64, in row-major order, whatever its layout: a
+/// transposed, strided or broadcast view is copied to a row-major array
+/// first. Panics with `[error]` when MLX cannot evaluate it (the code under
+/// test built a graph that fails).
+pub fn values_f64(a: &Array) -> Vec<f64> {
+    if a.size() == 0 {
+        return Vec::new();
+    }
     let f = a
         .as_dtype(Dtype::Float32)
+        .and_then(|f| f.contiguous())
         .and_then(|f| f.eval().map(|_| f))
+        .unwrap_or_else(|e| panic!("[error] cannot evaluate the tensor: {e}"));
+    let slice = f
+        .try_as_slice::<f32>()
         .unwrap_or_else(|e| panic!("[error] cannot read the tensor: {e}"));
-    f.as_slice::<f32>().iter().map(|&v| v as f64).collect()
+    slice.iter().map(|&v| v as f64).collect()
 }
 
 fn unravel(mut flat: usize, shape: &[i32]) -> Vec<usize> {
@@ -161,27 +74,55 @@ pub struct Worst {
     pub total: usize,
 }
 
-/// Compares `got` with `expected` (same length), returning the element that
-/// exceeds the tolerance the most, or `None` when all pass. NaN in `got`
-/// where `expected` is finite always fails.
+/// By how much one element exceeds its allowance (> 0: it fails).
+/// Non-finite expected values must match exactly; a non-finite `got` where
+/// a finite value is expected always fails. Mismatches of that kind count as
+/// an infinite excess.
+fn excess(g: f64, e: f64, tol: Tol) -> f64 {
+    if e.is_nan() {
+        return if g.is_nan() { 0.0 } else { f64::INFINITY };
+    }
+    if e.is_infinite() || !g.is_finite() {
+        return if g == e { 0.0 } else { f64::INFINITY };
+    }
+    (g - e).abs() - (tol.atol + tol.rtol * e.abs())
+}
+
+/// `|g - e|`, infinite for a mismatch involving inf or NaN.
+fn abs_err(g: f64, e: f64) -> f64 {
+    let d = (g - e).abs();
+    if d.is_nan() {
+        f64::INFINITY
+    } else {
+        d
+    }
+}
+
+/// `|g - e| / |e|`, infinite for a mismatch involving inf or NaN or a
+/// nonzero error on an expected zero.
+fn rel_err(g: f64, e: f64) -> f64 {
+    let a = abs_err(g, e);
+    if a == 0.0 {
+        0.0
+    } else if e == 0.0 || !e.is_finite() {
+        f64::INFINITY
+    } else {
+        a / e.abs()
+    }
+}
+
+/// Compares `got` with `expected` (same length, row-major, of `shape`),
+/// returning the element that exceeds the tolerance the most (the first of
+/// equal ones), or `None` when all pass.
 pub fn worst_element(got: &[f64], expected: &[f64], shape: &[i32], tol: Tol) -> Option<Worst> {
     let mut worst: Option<(f64, usize)> = None;
     let mut failing = 0;
     for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
-        let allowed = tol.atol + tol.rtol * e.abs();
-        let err = (g - e).abs();
-        let same_inf = g == e; // covers equal infinities
-        let excess = if same_inf {
-            continue;
-        } else if err.is_nan() {
-            f64::INFINITY
-        } else {
-            err - allowed
-        };
-        if excess > 0.0 {
+        let x = excess(g, e, tol);
+        if x > 0.0 {
             failing += 1;
-            if worst.is_none_or(|(w, _)| excess > w) {
-                worst = Some((excess, i));
+            if worst.is_none_or(|(w, _)| x > w) {
+                worst = Some((x, i));
             }
         }
     }
@@ -191,19 +132,61 @@ pub fn worst_element(got: &[f64], expected: &[f64], shape: &[i32], tol: Tol) -> 
             index: unravel(i, shape),
             got: g,
             expected: e,
-            abs_err: (g - e).abs(),
-            rel_err: (g - e).abs() / e.abs().max(f64::MIN_POSITIVE),
+            abs_err: abs_err(g, e),
+            rel_err: rel_err(g, e),
             failing,
             total: got.len(),
         }
     })
 }
 
+/// The largest errors of a passing comparison: `abs` over all finite
+/// elements; `rel` over the elements where `rtol * |expected| >= atol` (where
+/// the relative part of the tolerance governs; 0 when there are none);
+/// `used`, the largest `|got - expected| / (atol + rtol * |expected|)` (1.0
+/// means at the limit).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Errors {
+    pub abs: f64,
+    pub rel: f64,
+    pub used: f64,
+}
+
+/// The [`Errors`] of `got` against `expected` (finite elements only).
+pub fn errors(got: &[f64], expected: &[f64], tol: Tol) -> Errors {
+    let mut out = Errors {
+        abs: 0.0,
+        rel: 0.0,
+        used: 0.0,
+    };
+    for (&g, &e) in got.iter().zip(expected) {
+        if !e.is_finite() || !g.is_finite() {
+            continue;
+        }
+        let d = (g - e).abs();
+        out.abs = out.abs.max(d);
+        if e != 0.0 && tol.rtol * e.abs() >= tol.atol {
+            out.rel = out.rel.max(d / e.abs());
+        }
+        let allowed = tol.atol + tol.rtol * e.abs();
+        if allowed > 0.0 {
+            out.used = out.used.max(d / allowed);
+        }
+    }
+    out
+}
+
+fn report_worst() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TINY_LLM_REPORT_WORST").is_ok_and(|v| v == "1"))
+}
+
 /// Asserts that `got` matches `expected` in shape, dtype and values.
 ///
-/// Panics with `[wrong shape]` (shape or dtype differ) or `[wrong numbers]`
-/// and a report: the test, the case, the tensor, its shape and dtype, the
-/// worst element (index, got, expected, abs and rel error) and the tolerance.
+/// Any layout is accepted (strided, transposed, broadcast views). Panics with
+/// `[wrong shape]` (shape or dtype differ) or `[wrong numbers]` and a report:
+/// the test, the case, the tensor, its shape and dtype, the worst element
+/// (index, got, expected, abs and rel error) and the tolerance.
 #[track_caller]
 pub fn assert_close(test: &str, case: &str, tensor: &str, got: &Array, expected: &Array, tol: Tol) {
     if got.shape() != expected.shape() || got.dtype() != expected.dtype() {
@@ -215,12 +198,13 @@ pub fn assert_close(test: &str, case: &str, tensor: &str, got: &Array, expected:
             dtype_name(expected.dtype())
         );
     }
-    let (g, e) = (to_f64(got), to_f64(expected));
+    let (g, e) = (values_f64(got), values_f64(expected));
     if let Some(w) = worst_element(&g, &e, expected.shape(), tol) {
         panic!(
             "[wrong numbers] {test}, case {case}, tensor `{tensor}` (shape {:?}, {})\n  \
              worst element at {:?}: got {:.7e}, expected {:.7e} (abs err {:.3e}, rel err {:.3e})\n  \
-             {} of {} elements outside |got - expected| <= atol + rtol*|expected| with rtol {:e}, atol {:e}",
+             {} of {} elements outside |got - expected| <= atol + rtol*|expected| with rtol {:e}, atol {:e} \
+             (where inf or NaN is expected, the element must match exactly)",
             expected.shape(),
             dtype_name(expected.dtype()),
             w.index,
@@ -234,6 +218,19 @@ pub fn assert_close(test: &str, case: &str, tensor: &str, got: &Array, expected:
             tol.atol
         );
     }
+    if report_worst() {
+        let r = errors(&g, &e, tol);
+        eprintln!(
+            "[worst] test={test} case={case} tensor={tensor} dtype={} device={} rtol={:e} atol={:e} abs={:.3e} rel={:.3e} used={:.3}",
+            crate::tolerance::dtype_key(expected.dtype()),
+            crate::tolerance::device().as_str(),
+            tol.rtol,
+            tol.atol,
+            r.abs,
+            r.rel,
+            r.used
+        );
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +241,7 @@ mod tests {
         rtol: 0.1,
         atol: 0.0,
     };
+    const INF: f64 = f64::INFINITY;
 
     #[test]
     fn all_within_tolerance_is_none() {
@@ -260,13 +258,101 @@ mod tests {
     }
 
     #[test]
-    fn nan_fails_and_equal_infinities_pass() {
-        let w = worst_element(
-            &[f64::NAN, f64::NEG_INFINITY],
-            &[1.0, f64::NEG_INFINITY],
-            &[2],
-            T,
-        );
-        assert_eq!(w.unwrap().index, vec![0]);
+    fn nan_where_a_number_is_expected_fails() {
+        let w = worst_element(&[f64::NAN, -INF], &[1.0, -INF], &[2], T).unwrap();
+        assert_eq!((w.index, w.failing), (vec![0], 1));
+    }
+
+    #[test]
+    fn equal_infinities_and_nan_where_nan_is_expected_pass() {
+        let got = [INF, -INF, f64::NAN];
+        assert_eq!(worst_element(&got, &got, &[3], T), None);
+    }
+
+    /// The all-zero causal mask: `0 - (-inf)` must not hide behind `inf <= inf`
+    /// or `NaN > tol` being false.
+    #[test]
+    fn zero_where_minus_inf_is_expected_fails() {
+        let huge = Tol {
+            rtol: 1e9,
+            atol: 1e9,
+        };
+        let want = [0.0, -INF, 0.0, 0.0];
+        let w = worst_element(&[0.0; 4], &want, &[2, 2], huge).unwrap();
+        assert_eq!((w.index, w.got, w.expected), (vec![0, 1], 0.0, -INF));
+        assert_eq!((w.abs_err, w.rel_err, w.failing, w.total), (INF, INF, 1, 4));
+    }
+
+    #[test]
+    fn wrong_sign_of_infinity_fails() {
+        let w = worst_element(&[INF], &[-INF], &[1], T).unwrap();
+        assert_eq!((w.abs_err, w.failing), (INF, 1));
+    }
+
+    #[test]
+    fn infinity_or_nan_where_a_number_is_expected_fails() {
+        let w = worst_element(&[1.0, INF, f64::NAN], &[1.0, 1e300, 0.0], &[3], T).unwrap();
+        assert_eq!((w.index, w.failing), (vec![1], 2));
+        assert!(worst_element(&[-INF], &[-f64::MAX], &[1], T).is_some());
+    }
+
+    #[test]
+    fn a_number_where_nan_is_expected_fails() {
+        let w = worst_element(&[0.0, 2.0], &[0.0, f64::NAN], &[2], T).unwrap();
+        assert_eq!((w.index, w.abs_err, w.rel_err), (vec![1], INF, INF));
+    }
+
+    #[test]
+    fn boundary_is_inclusive() {
+        // |2.5 - 2| = 0.5 = atol 0.3 + rtol 0.1 * 2
+        let t = Tol {
+            rtol: 0.1,
+            atol: 0.3,
+        };
+        assert_eq!(worst_element(&[2.5], &[2.0], &[1], t), None);
+        assert!(worst_element(&[2.51], &[2.0], &[1], t).is_some());
+    }
+
+    /// Views that are not row-major (transposed, strided, broadcast) are
+    /// compared by logical index, like any other tensor.
+    #[test]
+    fn views_compare_by_logical_index() {
+        use mlx_rs::ops::indexing::{IndexOp, IntoStrideBy, NewAxis};
+        let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+        // transpose: [[1, 4], [2, 5], [3, 6]]
+        let t = a.transpose().unwrap();
+        assert_eq!(values_f64(&t), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let want_t = Array::from_slice(&[1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0], &[3, 2]);
+        assert_close("t", "transpose", "x", &t, &want_t, T);
+        // strided: every other column, [[1, 3], [4, 6]]
+        let strided = a.index((.., (0..).stride_by(2)));
+        assert_eq!(values_f64(&strided), vec![1.0, 3.0, 4.0, 6.0]);
+        let col = a.index((.., 1, NewAxis));
+        assert_eq!(values_f64(&col), vec![2.0, 5.0]);
+        // broadcast: [1, 2, 3] to 2 x 3
+        let row = Array::from_slice(&[1.0f32, 2.0, 3.0], &[1, 3]);
+        let b = mlx_rs::ops::broadcast_to(&row, &[2, 3]).unwrap();
+        assert_eq!(values_f64(&b), vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+        // a mismatch in a view names the logical index
+        let wrong = Array::from_slice(&[1.0f32, 4.0, 2.0, 5.0, 3.0, 7.0], &[3, 2]);
+        let msg = std::panic::catch_unwind(|| assert_close("t", "view", "x", &t, &wrong, T))
+            .unwrap_err()
+            .downcast::<String>()
+            .unwrap();
+        assert!(msg.contains("worst element at [2, 1]"), "{msg}");
+    }
+
+    #[test]
+    fn errors_of_a_passing_comparison() {
+        let t = Tol {
+            rtol: 0.1,
+            atol: 0.01,
+        };
+        // abs: 0.005 (at 0.0), 0.02 (at 1.0, rel 0.02), -inf skipped
+        let e = errors(&[0.005, 1.02, -INF], &[0.0, 1.0, -INF], t);
+        assert!((e.abs - 0.02).abs() < 1e-12);
+        assert!((e.rel - 0.02).abs() < 1e-12);
+        // 0.005 / 0.01 = 0.5; 0.02 / 0.11 = 0.18
+        assert!((e.used - 0.5).abs() < 1e-12);
     }
 }

@@ -1,6 +1,7 @@
 //! Golden fixtures: one `.safetensors` file per case under `fixtures/<day>/`,
 //! written once by `fixtures/gen/*.py` (Python MLX) and hashed in
-//! `fixtures/MANIFEST.sha256`.
+//! `fixtures/MANIFEST.sha256`. Every file is checked against that manifest
+//! before its first use in a process ([`crate::manifest`]).
 
 use mlx_rs::Array;
 use std::collections::HashMap;
@@ -9,6 +10,23 @@ use std::path::PathBuf;
 /// `fixtures/` at the workspace root.
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// `fixtures/<rel>` (a file), after checking its hash against
+/// `fixtures/MANIFEST.sha256`; panics with `[fixture]` naming it when the
+/// file is damaged.
+#[track_caller]
+pub fn checked_file(rel: &str) -> PathBuf {
+    crate::manifest::ensure(rel);
+    fixtures_dir().join(rel)
+}
+
+/// `fixtures/<rel_dir>` (a stored model folder such as `tiny-qwen2`), after
+/// checking the hash of every file the manifest lists under it.
+#[track_caller]
+pub fn checked_dir(rel_dir: &str) -> PathBuf {
+    crate::manifest::ensure_dir(rel_dir);
+    fixtures_dir().join(rel_dir)
 }
 
 /// One fixture case: its tensors and its string metadata.
@@ -21,10 +39,12 @@ pub struct Case {
 
 impl Case {
     /// Loads `fixtures/<day>/<name>.safetensors`; panics with the path when
-    /// it is missing or unreadable (run `cargo xtask fixtures check`).
+    /// it is missing, unreadable or does not match `fixtures/MANIFEST.sha256`
+    /// (run `cargo xtask fixtures check`).
+    #[track_caller]
     pub fn load(day: &str, name: &str) -> Case {
         crate::device::init();
-        let path = fixtures_dir().join(day).join(format!("{name}.safetensors"));
+        let path = checked_file(&format!("{day}/{name}.safetensors"));
         let (tensors, meta) = Array::load_safetensors_with_metadata(&path).unwrap_or_else(|e| {
             panic!(
                 "[fixture] cannot read {}: {e}; run `cargo xtask fixtures check`",

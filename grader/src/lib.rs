@@ -5,12 +5,19 @@
 //! default and the reference with `--features solutions`.
 //!
 //! Failure messages start with a tag that `cargo xtask check` reads:
-//! `[wrong numbers]`, `[wrong shape]`, `[error]`; `todo!()` panics read as
-//! "not implemented".
+//! `[wrong numbers]` (also a failed property: `property <name> failed with
+//! seed <N>`), `[wrong shape]`, `[error]` (the code returned `Err`),
+//! `[should fail]` (it returned a value where an error was expected),
+//! `[skipped]` (the test could not run here, e.g. `[skipped] no GPU`) and
+//! `[fixture]` (the kit's data is missing or damaged); `todo!()` panics read
+//! as "not implemented".
 
 pub mod compare;
 pub mod device;
 pub mod fixture;
+pub mod manifest;
+pub mod prop;
+pub mod tolerance;
 
 pub use compare::{assert_close, Tol};
 pub use fixture::{cases, Case};
@@ -30,6 +37,38 @@ pub fn ok<T>(what: &str, r: imp::Result<T>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => panic!("[error] {what} returned an error: {e}"),
+    }
+}
+
+/// Expects the code under test to reject bad input: returns the error, or
+/// panics with `[should fail] <call> should have returned an error but
+/// returned a value (case <case>)`.
+#[track_caller]
+pub fn should_fail<T, E>(call: &str, case: &str, r: Result<T, E>) -> E {
+    match r {
+        Ok(_) => panic!(
+            "[should fail] {call} should have returned an error but returned a value (case {case})"
+        ),
+        Err(e) => e,
+    }
+}
+
+/// [`should_fail`], and the error's text must name each of `needles` (the
+/// argument, key or file that was wrong); panics with `[wrong numbers]`
+/// quoting the error otherwise.
+#[track_caller]
+pub fn should_fail_naming<T, E: std::fmt::Display>(
+    call: &str,
+    case: &str,
+    r: Result<T, E>,
+    needles: &[&str],
+) {
+    let msg = should_fail(call, case, r).to_string();
+    for needle in needles {
+        assert!(
+            msg.contains(needle),
+            "[wrong numbers] {call} returned an error that does not name {needle:?} (case {case}); it says: {msg}"
+        );
     }
 }
 

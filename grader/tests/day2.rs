@@ -5,7 +5,8 @@
 use mlx_rs::{Array, Dtype};
 use proptest::prelude::*;
 use tiny_llm_grader::imp::positional_encoding::RoPE;
-use tiny_llm_grader::{assert_close, check_cases, ok, Case, Tol};
+use tiny_llm_grader::prop::check as check_property;
+use tiny_llm_grader::{assert_close, check_cases, ok, should_fail, Case, Tol};
 
 const DAY: &str = "day2";
 
@@ -198,14 +199,12 @@ fn rope_rejects_positions_past_seq_len() {
         rope.forward(&x, 1).is_ok(),
         "[error] positions 1..4 fit in seq_len 4"
     );
-    assert!(
-        rope.forward(&x, 2).is_err(),
-        "[wrong numbers] positions 2..5 with seq_len 4 must return Err"
+    should_fail(
+        "RoPE::forward",
+        "positions 2..5 with seq_len 4",
+        rope.forward(&x, 2),
     );
-    assert!(
-        rope.forward(&x, -1).is_err(),
-        "[wrong numbers] a negative offset must return Err"
-    );
+    should_fail("RoPE::forward", "a negative offset", rope.forward(&x, -1));
 }
 
 /// A head width other than `dims` is a shape error.
@@ -213,16 +212,15 @@ fn rope_rejects_positions_past_seq_len() {
 fn rope_rejects_wrong_head_dim() {
     let rope = ok("RoPE::new", RoPE::new(8, 16, 10000.0, true));
     let x = Array::from_slice(&[0.5f32; 2 * 2 * 6], &[1, 2, 2, 6]);
-    assert!(
-        rope.forward(&x, 0).is_err(),
-        "[wrong numbers] D = 6 with dims = 8 must return Err"
-    );
+    should_fail("RoPE::forward", "D = 6 with dims = 8", rope.forward(&x, 0));
 }
 
+/// The values of `a` in row-major order, whatever its layout.
 fn values(a: &Array) -> Vec<f32> {
-    let f = a.as_dtype(Dtype::Float32).expect("as_dtype");
-    f.eval().expect("eval");
-    f.as_slice::<f32>().to_vec()
+    tiny_llm_grader::compare::values_f64(a)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
 }
 
 /// The squared norms of the rotated pairs of every head vector: pair `i` is
@@ -266,37 +264,64 @@ fn rope_input() -> impl Strategy<Value = (i32, i32, i32, i32, bool, f32, Vec<f32
         })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
-
-    /// A rotation keeps the length of every rotated pair.
-    #[test]
-    fn prop_rope_preserves_pair_norms((d, l, h, offset, traditional, base, data) in rope_input()) {
-        let rope = ok("RoPE::new", RoPE::new(d, 64, base, traditional));
-        let x = Array::from_slice(&data, &[1, l, h, d]);
-        let y = ok("RoPE::forward", rope.forward(&x, offset));
-        prop_assert_eq!(y.shape(), x.shape(), "[wrong shape] RoPE::forward changed the shape");
-        let (before, after) = (pair_norms(&data, d as usize, traditional), pair_norms(&values(&y), d as usize, traditional));
-        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-            prop_assert!(
-                (a - b).abs() <= 1e-4 * b.max(1.0),
-                "[wrong numbers] pair {} (of {} x {}): squared norm {} before, {} after", i, l * h, d / 2, b, a
+/// A rotation keeps the length of every rotated pair.
+#[test]
+fn prop_rope_preserves_pair_norms() {
+    check_property(
+        "prop_rope_preserves_pair_norms",
+        32,
+        rope_input(),
+        |(d, l, h, offset, traditional, base, data)| {
+            let rope = ok("RoPE::new", RoPE::new(d, 64, base, traditional));
+            let x = Array::from_slice(&data, &[1, l, h, d]);
+            let y = ok("RoPE::forward", rope.forward(&x, offset));
+            prop_assert_eq!(
+                y.shape(),
+                x.shape(),
+                "[wrong shape] RoPE::forward changed the shape"
             );
-        }
-    }
-
-    /// Position 0 rotates by angle 0: the first token comes out unchanged.
-    #[test]
-    fn prop_rope_position_zero_is_identity((d, l, h, _offset, traditional, base, data) in rope_input()) {
-        let rope = ok("RoPE::new", RoPE::new(d, 64, base, traditional));
-        let x = Array::from_slice(&data, &[1, l, h, d]);
-        let y = values(&ok("RoPE::forward", rope.forward(&x, 0)));
-        let first = (h * d) as usize; // row 0 of N x L x H x D
-        for i in 0..first {
-            prop_assert!(
-                (y[i] - data[i]).abs() <= 1e-6 * data[i].abs().max(1.0),
-                "[wrong numbers] position 0, element {}: got {}, expected {}", i, y[i], data[i]
+            let (before, after) = (
+                pair_norms(&data, d as usize, traditional),
+                pair_norms(&values(&y), d as usize, traditional),
             );
-        }
-    }
+            for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+                prop_assert!(
+                    (a - b).abs() <= 1e-4 * b.max(1.0),
+                    "[wrong numbers] pair {} (of {} x {}): squared norm {} before, {} after",
+                    i,
+                    l * h,
+                    d / 2,
+                    b,
+                    a
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Position 0 rotates by angle 0: the first token comes out unchanged.
+#[test]
+fn prop_rope_position_zero_is_identity() {
+    check_property(
+        "prop_rope_position_zero_is_identity",
+        32,
+        rope_input(),
+        |(d, l, h, _offset, traditional, base, data)| {
+            let rope = ok("RoPE::new", RoPE::new(d, 64, base, traditional));
+            let x = Array::from_slice(&data, &[1, l, h, d]);
+            let y = values(&ok("RoPE::forward", rope.forward(&x, 0)));
+            let first = (h * d) as usize; // row 0 of N x L x H x D
+            for i in 0..first {
+                prop_assert!(
+                    (y[i] - data[i]).abs() <= 1e-6 * data[i].abs().max(1.0),
+                    "[wrong numbers] position 0, element {}: got {}, expected {}",
+                    i,
+                    y[i],
+                    data[i]
+                );
+            }
+            Ok(())
+        },
+    );
 }

@@ -10,7 +10,8 @@ use tiny_llm_grader::imp::attention_grouped::{
     causal_mask, scaled_dot_product_attention_grouped, AttentionMask,
 };
 use tiny_llm_grader::imp::qwen2_attention::{Qwen2AttentionWeights, Qwen2MultiHeadAttention};
-use tiny_llm_grader::{assert_close, check_cases, ok, Case, Tol};
+use tiny_llm_grader::prop::check as check_property;
+use tiny_llm_grader::{assert_close, check_cases, ok, should_fail, should_fail_naming, Case, Tol};
 
 const DAY: &str = "day3";
 
@@ -142,14 +143,16 @@ fn sdpa_grouped_causal_bf16() {
 fn sdpa_grouped_rejects_bad_heads() {
     let q = Array::from_slice(&[0.1f32; 3 * 2 * 4], &[3, 2, 4]);
     let kv = Array::from_slice(&[0.1f32; 2 * 5 * 4], &[2, 5, 4]);
-    assert!(
-        scaled_dot_product_attention_grouped(&q, &kv, &kv, None, None).is_err(),
-        "[wrong numbers] H_q = 3, H_kv = 2 must return Err"
+    should_fail(
+        "scaled_dot_product_attention_grouped",
+        "H_q = 3, H_kv = 2",
+        scaled_dot_product_attention_grouped(&q, &kv, &kv, None, None),
     );
     let k8 = Array::from_slice(&[0.1f32; 2 * 5 * 8], &[2, 5, 8]);
-    assert!(
-        scaled_dot_product_attention_grouped(&q, &k8, &k8, None, None).is_err(),
-        "[wrong numbers] D = 4 for Q and 8 for K must return Err"
+    should_fail(
+        "scaled_dot_product_attention_grouped",
+        "D = 4 for Q and 8 for K",
+        scaled_dot_product_attention_grouped(&q, &k8, &k8, None, None),
     );
 }
 
@@ -216,9 +219,10 @@ fn causal_mask_hand_worked() {
 /// More queries than keys cannot be causal: an error, not a panic.
 #[test]
 fn causal_mask_rejects_l_greater_than_s() {
-    assert!(
-        causal_mask(5, 3, Dtype::Float32).is_err(),
-        "[wrong numbers] causal_mask(5, 3) must return Err"
+    should_fail(
+        "causal_mask",
+        "causal_mask(5, 3)",
+        causal_mask(5, 3, Dtype::Float32),
     );
 }
 
@@ -413,29 +417,32 @@ fn qwen2_attention_rejects_bad_weights() {
     );
     let mut w = attention_weights(&c);
     w.k_proj = c.get("q_proj").clone(); // 64 x 64 where 32 x 64 is expected
-    match build(w) {
-        Ok(_) => panic!("[wrong numbers] a 64 x 64 k_proj with H_kv = 2, D = 16 must return Err"),
-        Err(e) => assert!(
-            e.to_string().contains("k_proj"),
-            "[wrong numbers] the error must name k_proj: {e}"
-        ),
-    }
+    should_fail_naming(
+        "Qwen2MultiHeadAttention::new",
+        "a 64 x 64 k_proj with H_kv = 2, D = 16",
+        build(w),
+        &["k_proj"],
+    );
     let mut w = attention_weights(&c);
     w.v_proj_bias = c.opt("q_proj_bias").cloned(); // [64] where [32] is expected
-    assert!(
-        build(w).is_err(),
-        "[wrong numbers] a [64] v_proj bias must return Err"
+    should_fail(
+        "Qwen2MultiHeadAttention::new",
+        "a [64] v_proj bias",
+        build(w),
     );
-    assert!(
-        Qwen2MultiHeadAttention::new(4, 3, attention_weights(&c), 1e6, 64).is_err(),
-        "[wrong numbers] H_kv = 3 does not divide H_q = 4: must return Err"
+    should_fail(
+        "Qwen2MultiHeadAttention::new",
+        "H_kv = 3 does not divide H_q = 4",
+        Qwen2MultiHeadAttention::new(4, 3, attention_weights(&c), 1e6, 64),
     );
 }
 
+/// The values of `a` in row-major order, whatever its layout.
 fn values(a: &Array) -> Vec<f32> {
-    let f = a.as_dtype(Dtype::Float32).expect("as_dtype");
-    f.eval().expect("eval");
-    f.as_slice::<f32>().to_vec()
+    tiny_llm_grader::compare::values_f64(a)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
 }
 
 fn qkv() -> impl Strategy<Value = (i32, i32, i32, i32, Vec<f32>)> {
@@ -458,50 +465,75 @@ fn qkv() -> impl Strategy<Value = (i32, i32, i32, i32, Vec<f32>)> {
         })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
-
-    /// `causal_mask(L, S)` is the last `L` rows of `causal_mask(S, S)`.
-    #[test]
-    fn prop_causal_mask_is_suffix_of_square(s in 1i32..=12, l_frac in 0.0f64..1.0) {
-        let l = 1 + ((s - 1) as f64 * l_frac) as i32;
-        let rect = values(&ok("causal_mask", causal_mask(l, s, Dtype::Float32)));
-        let square = values(&ok("causal_mask", causal_mask(s, s, Dtype::Float32)));
-        prop_assert_eq!(rect.len(), (l * s) as usize, "[wrong shape] causal_mask({}, {})", l, s);
-        let tail = &square[((s - l) * s) as usize..];
-        prop_assert!(
-            rect.iter().zip(tail).all(|(a, b)| a == b),
-            "[wrong numbers] causal_mask({}, {}) = {:?}, last rows of causal_mask({}, {}) = {:?}",
-            l, s, rect, s, s, tail
-        );
-    }
-
-    /// With as many key/value heads as query heads, grouped attention is
-    /// day 1's attention.
-    #[test]
-    fn prop_grouped_equals_simple_when_heads_match((h, l, s, d, data) in qkv(), causal in any::<bool>()) {
-        let (nq, nk) = ((h * l * d) as usize, (h * s * d) as usize);
-        let q = Array::from_slice(&data[..nq], &[1, h, l, d]);
-        let k = Array::from_slice(&data[nq..nq + nk], &[1, h, s, d]);
-        let v = Array::from_slice(&data[nq + nk..], &[1, h, s, d]);
-        let mask = causal_mask(l, s, Dtype::Float32);
-        let mask = if causal { Some(ok("causal_mask", mask)) } else { None };
-        let got = values(&ok(
-            "scaled_dot_product_attention_grouped",
-            scaled_dot_product_attention_grouped(&q, &k, &v, None, mask.as_ref()),
-        ));
-        let want = values(&ok(
-            "scaled_dot_product_attention_simple",
-            scaled_dot_product_attention_simple(&q, &k, &v, None, mask.as_ref()),
-        ));
-        prop_assert_eq!(got.len(), want.len(), "[wrong shape] grouped vs simple");
-        // f32 tolerance of this device (TF32 matmuls on a GPU)
-        let tol = tiny_llm_grader::Tol::for_day("day3", Dtype::Float32);
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            prop_assert!(
-                ((g - w).abs() as f64) <= tol.atol + tol.rtol * (w.abs() as f64),
-                "[wrong numbers] element {}: grouped {} vs simple {}", i, g, w
+/// `causal_mask(L, S)` is the last `L` rows of `causal_mask(S, S)`.
+#[test]
+fn prop_causal_mask_is_suffix_of_square() {
+    check_property(
+        "prop_causal_mask_is_suffix_of_square",
+        32,
+        (1i32..=12, 0.0f64..1.0),
+        |(s, l_frac)| {
+            let l = 1 + ((s - 1) as f64 * l_frac) as i32;
+            let rect = values(&ok("causal_mask", causal_mask(l, s, Dtype::Float32)));
+            let square = values(&ok("causal_mask", causal_mask(s, s, Dtype::Float32)));
+            prop_assert_eq!(
+                rect.len(),
+                (l * s) as usize,
+                "[wrong shape] causal_mask({}, {})",
+                l,
+                s
             );
-        }
-    }
+            let tail = &square[((s - l) * s) as usize..];
+            prop_assert!(
+                rect.iter().zip(tail).all(|(a, b)| a == b),
+                "[wrong numbers] causal_mask({}, {}) = {:?}, last rows of causal_mask({}, {}) = {:?}",
+                l, s, rect, s, s, tail
+            );
+            Ok(())
+        },
+    );
+}
+
+/// With as many key/value heads as query heads, grouped attention is
+/// day 1's attention.
+#[test]
+fn prop_grouped_equals_simple_when_heads_match() {
+    check_property(
+        "prop_grouped_equals_simple_when_heads_match",
+        32,
+        (qkv(), any::<bool>()),
+        |((h, l, s, d, data), causal)| {
+            let (nq, nk) = ((h * l * d) as usize, (h * s * d) as usize);
+            let q = Array::from_slice(&data[..nq], &[1, h, l, d]);
+            let k = Array::from_slice(&data[nq..nq + nk], &[1, h, s, d]);
+            let v = Array::from_slice(&data[nq + nk..], &[1, h, s, d]);
+            let mask = causal_mask(l, s, Dtype::Float32);
+            let mask = if causal {
+                Some(ok("causal_mask", mask))
+            } else {
+                None
+            };
+            let got = values(&ok(
+                "scaled_dot_product_attention_grouped",
+                scaled_dot_product_attention_grouped(&q, &k, &v, None, mask.as_ref()),
+            ));
+            let want = values(&ok(
+                "scaled_dot_product_attention_simple",
+                scaled_dot_product_attention_simple(&q, &k, &v, None, mask.as_ref()),
+            ));
+            prop_assert_eq!(got.len(), want.len(), "[wrong shape] grouped vs simple");
+            // f32 tolerance of this device (TF32 matmuls on a GPU)
+            let tol = tiny_llm_grader::Tol::for_day("day3", Dtype::Float32);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                prop_assert!(
+                    ((g - w).abs() as f64) <= tol.atol + tol.rtol * (w.abs() as f64),
+                    "[wrong numbers] element {}: grouped {} vs simple {}",
+                    i,
+                    g,
+                    w
+                );
+            }
+            Ok(())
+        },
+    );
 }

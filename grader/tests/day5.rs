@@ -9,12 +9,14 @@
 use mlx_rs::{Array, Dtype};
 use std::collections::HashMap;
 use tiny_llm_common::Qwen2Config;
-use tiny_llm_grader::fixture::fixtures_dir;
+use tiny_llm_grader::fixture::checked_file;
 use tiny_llm_grader::imp::attention_grouped::AttentionMask;
 use tiny_llm_grader::imp::embedding::Embedding;
 use tiny_llm_grader::imp::qwen2_week1::Qwen2ModelWeek1;
 use tiny_llm_grader::imp::transformer_block::Qwen2TransformerBlock;
-use tiny_llm_grader::{assert_close, cases, check_cases, ok, Case, Tol};
+use tiny_llm_grader::{
+    assert_close, cases, check_cases, ok, should_fail, should_fail_naming, Case, Tol,
+};
 
 const DAY: &str = "day5";
 
@@ -118,16 +120,13 @@ fn embedding_rejects_bad_ids() {
         (Array::from_slice(&[-1i32, 0], &[1, 2]), "id -1"),
         (Array::from_slice(&[0.0f32, 1.0], &[1, 2]), "float ids"),
     ] {
-        assert!(
-            emb.forward(&ids).is_err(),
-            "[wrong numbers] {what} must return Err"
-        );
+        should_fail("Embedding::forward", what, emb.forward(&ids));
     }
 }
 
 /// A stored tiny model: its config and its weights (bf16, Hugging Face names).
 fn tiny_model(name: &str) -> (Qwen2Config, HashMap<String, Array>) {
-    let path = fixtures_dir().join(DAY).join(format!("{name}.safetensors"));
+    let path = checked_file(&format!("{DAY}/{name}.safetensors"));
     let (weights, meta) = Array::load_safetensors_with_metadata(&path)
         .unwrap_or_else(|e| panic!("[fixture] cannot read {}: {e}", path.display()));
     let config = Qwen2Config::from_json(&meta["config"], name)
@@ -245,14 +244,9 @@ fn transformer_block_llama_f16() {
 }
 
 /// Builds with `weights`, expecting an error that names `key`.
+#[track_caller]
 fn expect_error_naming<T>(what: &str, r: tiny_llm_grader::imp::Result<T>, key: &str) {
-    match r {
-        Ok(_) => panic!("[wrong numbers] {what}: must return Err"),
-        Err(e) => assert!(
-            e.to_string().contains(key),
-            "[wrong numbers] {what}: the error must name `{key}`, got: {e}"
-        ),
-    }
+    should_fail_naming("building the model", what, r, &[key]);
 }
 
 /// A missing or wrongly shaped weight is an error naming its key.
@@ -448,14 +442,16 @@ fn qwen2_model_rejects_bad_input() {
         key,
     );
     let flat = Array::from_slice(&[1i32, 2, 3], &[3]);
-    assert!(
-        model.forward(&flat).is_err(),
-        "[wrong numbers] 1-D inputs must return Err"
+    should_fail(
+        "Qwen2ModelWeek1::forward",
+        "1-D inputs",
+        model.forward(&flat),
     );
     let big = Array::from_slice(&[1i32, 5000], &[1, 2]);
-    assert!(
-        model.forward(&big).is_err(),
-        "[wrong numbers] token id 5000 with vocab 1088 must return Err"
+    should_fail(
+        "Qwen2ModelWeek1::forward",
+        "token id 5000 with vocab 1088",
+        model.forward(&big),
     );
 }
 

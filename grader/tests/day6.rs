@@ -9,10 +9,10 @@
 use mlx_rs::{Array, Dtype};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tiny_llm_grader::fixture::fixtures_dir;
+use tiny_llm_grader::fixture::{checked_dir, checked_file};
 use tiny_llm_grader::imp::loader::load_weights;
 use tiny_llm_grader::imp::quantize::dequantize_affine;
-use tiny_llm_grader::{assert_close, check_cases, ok, Case, Tol};
+use tiny_llm_grader::{assert_close, check_cases, ok, should_fail, should_fail_naming, Case, Tol};
 
 const DAY: &str = "day6";
 
@@ -156,15 +156,16 @@ fn dequantize_rejects_bad_input() {
         }),
     ];
     for (what, r) in bad {
-        assert!(
-            r.is_err(),
-            "[wrong numbers] dequantize_affine with {what} must return Err"
+        should_fail(
+            "dequantize_affine",
+            &format!("dequantize_affine with {what}"),
+            r,
         );
     }
 }
 
 fn model_dir(name: &str) -> PathBuf {
-    fixtures_dir().join(name)
+    checked_dir(name)
 }
 
 /// Compares every weight with the tensor of the same name in
@@ -178,7 +179,7 @@ fn check_weights(
     dtype: Dtype,
     tol_dtype: Dtype,
 ) {
-    let path = fixtures_dir().join(DAY).join(format!("{case}.safetensors"));
+    let path = checked_file(&format!("{DAY}/{case}.safetensors"));
     let want = Array::load_safetensors(&path)
         .unwrap_or_else(|e| panic!("[fixture] cannot read {}: {e}", path.display()));
     let mut names: Vec<&String> = got.keys().collect();
@@ -311,18 +312,7 @@ impl Drop for Scratch {
 
 #[track_caller]
 fn expect_error_naming<T>(test: &str, r: tiny_llm_grader::imp::Result<T>, needles: &[&str]) {
-    match r {
-        Ok(_) => panic!("[wrong numbers] {test}: load_weights must return Err"),
-        Err(e) => {
-            let msg = e.to_string();
-            for needle in needles {
-                assert!(
-                    msg.contains(needle),
-                    "[wrong numbers] {test}: the error should name {needle:?}; it says: {msg}"
-                );
-            }
-        }
-    }
+    should_fail_naming("load_weights", test, r, needles);
 }
 
 /// A truncated `model.safetensors` is an error naming the file (checked

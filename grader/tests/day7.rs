@@ -19,12 +19,13 @@ use proptest::prelude::*;
 use std::cell::RefCell;
 use tiny_llm_common::{CausalLm, Tokenizer};
 use tiny_llm_common::{ChatMessage, Qwen2Config};
-use tiny_llm_grader::fixture::fixtures_dir;
+use tiny_llm_grader::fixture::checked_dir;
 use tiny_llm_grader::imp::generate::{simple_generate, FinishReason, StreamingDetokenizer};
 use tiny_llm_grader::imp::loader::load_weights;
 use tiny_llm_grader::imp::qwen2_week1::Qwen2ModelWeek1;
 use tiny_llm_grader::imp::sampler::{Sampler, SamplerConfig};
-use tiny_llm_grader::{cases, ok, Case};
+use tiny_llm_grader::prop::check as check_property;
+use tiny_llm_grader::{cases, ok, should_fail, should_fail_naming, Case};
 
 const DAY: &str = "day7";
 
@@ -150,13 +151,12 @@ fn sampler_rejects_bad_arguments() {
         ),
     ];
     for (name, config) in bad {
-        match Sampler::new(config) {
-            Ok(_) => panic!("[wrong numbers] Sampler::new({config:?}) must return Err"),
-            Err(e) => assert!(
-                e.to_string().contains(name),
-                "[wrong numbers] the error for {config:?} should name `{name}`: {e}"
-            ),
-        }
+        should_fail_naming(
+            "Sampler::new",
+            &format!("{config:?}"),
+            Sampler::new(config),
+            &[name],
+        );
     }
     let edge = SamplerConfig {
         temperature: 1.0,
@@ -170,9 +170,10 @@ fn sampler_rejects_bad_arguments() {
     for shape in [vec![2, 3], vec![0], vec![1, 0], vec![1, 1, 3], vec![]] {
         let n: i32 = shape.iter().product();
         let logits = Array::from_slice(&vec![0.5f32; n as usize], &shape);
-        assert!(
-            s.sample(&logits).is_err(),
-            "[wrong shape] Sampler::sample on logits of shape {shape:?} must return Err (expected [V] or [1, V])"
+        should_fail(
+            "Sampler::sample",
+            &format!("Sampler::sample on logits of shape {shape:?} (expected [V] or [1, V])"),
+            s.sample(&logits),
         );
     }
 }
@@ -301,74 +302,100 @@ fn probs(logits: &[f32]) -> Vec<f64> {
     e.iter().map(|v| v / z).collect()
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
-
-    /// Temperature 0 returns the index of the first largest logit.
-    #[test]
-    fn prop_greedy_is_argmax(logits in logits_strategy(), one_row in any::<bool>()) {
-        let n = logits.len() as i32;
-        let a = if one_row { Array::from_slice(&logits, &[1, n]) } else { row(&logits) };
-        let got = ok("Sampler::sample", greedy().sample(&a)) as usize;
-        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let first = logits.iter().position(|&l| l == max).unwrap();
-        prop_assert_eq!(got, first, "[wrong numbers] greedy over {:?}", logits);
-    }
-
-    /// Top-k draws one of the k largest: fewer than k logits are larger.
-    #[test]
-    fn prop_top_k_never_picks_excluded(
-        logits in logits_strategy(),
-        k in 1usize..8,
-        t in 0.2f32..3.0,
-        seed in any::<u64>(),
-    ) {
-        let mut s = sampler(t, Some(k), None, seed);
-        for _ in 0..4 {
-            let id = ok("Sampler::sample", s.sample(&row(&logits))) as usize;
-            prop_assert!(id < logits.len(), "[wrong numbers] id {} outside the vocabulary", id);
-            let larger = logits.iter().filter(|&&l| l > logits[id]).count();
-            prop_assert!(
-                larger < k,
-                "[wrong numbers] top_k {} at temperature {} drew token {} (logit {}), but {} logits are larger: {:?}",
-                k, t, id, logits[id], larger, logits
-            );
-        }
-    }
-
-    /// Top-p draws a token whose more likely tokens hold less than p
-    /// (probability at temperature 1), also combined with top-k.
-    #[test]
-    fn prop_top_p_never_picks_excluded(
-        logits in logits_strategy(),
-        p in 0.05f32..0.99,
-        k in prop::option::of(1usize..8),
-        t in 0.2f32..3.0,
-        seed in any::<u64>(),
-    ) {
-        let pr = probs(&logits);
-        let mut s = sampler(t, k, Some(p), seed);
-        for _ in 0..4 {
-            let id = ok("Sampler::sample", s.sample(&row(&logits))) as usize;
-            prop_assert!(id < logits.len(), "[wrong numbers] id {} outside the vocabulary", id);
-            let above: f64 = pr.iter().filter(|&&q| q > pr[id]).sum();
-            prop_assert!(
-                above < p as f64 + 1e-5,
-                "[wrong numbers] top_p {} drew token {} (prob {:.5}), but the more likely tokens already hold {:.5}: probs {:?}",
-                p, id, pr[id], above, pr
-            );
-            if let Some(k) = k {
-                let larger = logits.iter().filter(|&&l| l > logits[id]).count();
-                prop_assert!(larger < k, "[wrong numbers] top_k {} with top_p {} drew token {} with {} larger logits", k, p, id, larger);
-            }
-        }
-    }
+/// Temperature 0 returns the index of the first largest logit.
+#[test]
+fn prop_greedy_is_argmax() {
+    check_property(
+        "prop_greedy_is_argmax",
+        48,
+        (logits_strategy(), any::<bool>()),
+        |(logits, one_row)| {
+            let n = logits.len() as i32;
+            let a = if one_row {
+                Array::from_slice(&logits, &[1, n])
+            } else {
+                row(&logits)
+            };
+            let got = ok("Sampler::sample", greedy().sample(&a)) as usize;
+            let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let first = logits.iter().position(|&l| l == max).unwrap();
+            prop_assert_eq!(got, first, "[wrong numbers] greedy over {:?}", logits);
+            Ok(())
+        },
+    );
 }
 
+/// Top-k draws one of the k largest: fewer than k logits are larger.
+#[test]
+fn prop_top_k_never_picks_excluded() {
+    check_property(
+        "prop_top_k_never_picks_excluded",
+        48,
+        (logits_strategy(), 1usize..8, 0.2f32..3.0, any::<u64>()),
+        |(logits, k, t, seed)| {
+            let mut s = sampler(t, Some(k), None, seed);
+            for _ in 0..4 {
+                let id = ok("Sampler::sample", s.sample(&row(&logits))) as usize;
+                prop_assert!(
+                    id < logits.len(),
+                    "[wrong numbers] id {} outside the vocabulary",
+                    id
+                );
+                let larger = logits.iter().filter(|&&l| l > logits[id]).count();
+                prop_assert!(
+                    larger < k,
+                    "[wrong numbers] top_k {} at temperature {} drew token {} (logit {}), but {} logits are larger: {:?}",
+                    k, t, id, logits[id], larger, logits
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
+/// Top-p draws a token whose more likely tokens hold less than p
+/// (probability at temperature 1), also combined with top-k.
+#[test]
+fn prop_top_p_never_picks_excluded() {
+    check_property(
+        "prop_top_p_never_picks_excluded",
+        48,
+        (
+            logits_strategy(),
+            0.05f32..0.99,
+            prop::option::of(1usize..8),
+            0.2f32..3.0,
+            any::<u64>(),
+        ),
+        |(logits, p, k, t, seed)| {
+            let pr = probs(&logits);
+            let mut s = sampler(t, k, Some(p), seed);
+            for _ in 0..4 {
+                let id = ok("Sampler::sample", s.sample(&row(&logits))) as usize;
+                prop_assert!(
+                    id < logits.len(),
+                    "[wrong numbers] id {} outside the vocabulary",
+                    id
+                );
+                let above: f64 = pr.iter().filter(|&&q| q > pr[id]).sum();
+                prop_assert!(
+                    above < p as f64 + 1e-5,
+                    "[wrong numbers] top_p {} drew token {} (prob {:.5}), but the more likely tokens already hold {:.5}: probs {:?}",
+                    p, id, pr[id], above, pr
+                );
+                if let Some(k) = k {
+                    let larger = logits.iter().filter(|&&l| l > logits[id]).count();
+                    prop_assert!(larger < k, "[wrong numbers] top_k {} with top_p {} drew token {} with {} larger logits", k, p, id, larger);
+                }
+            }
+            Ok(())
+        },
+    );
+}
 // The detokenizer and the generation loop.
 
 fn tiny_tokenizer() -> Tokenizer {
-    let dir = fixtures_dir().join("tiny-qwen2");
+    let dir = checked_dir("tiny-qwen2");
     Tokenizer::from_dir(&dir).unwrap_or_else(|e| panic!("[fixture] {}: {e}", dir.display()))
 }
 
@@ -696,10 +723,7 @@ fn generate_rejects_empty_prompt() {
     let tok = tiny_tokenizer();
     let model = Scripted::new(vec![1, 2, 3], 0);
     let r = simple_generate(&model, &tok, &[], 3, &mut greedy(), |_| {});
-    assert!(
-        r.is_err(),
-        "[wrong numbers] simple_generate with an empty prompt must return Err"
-    );
+    should_fail("simple_generate", "simple_generate with an empty prompt", r);
 }
 
 /// The whole week-1 path on the tiny Qwen2 (float32): chat template, your
@@ -708,7 +732,7 @@ fn generate_rejects_empty_prompt() {
 /// (fixtures/gen/day7.py checked that no choice was a near-tie).
 #[test]
 fn generate_tiny_model_matches_mlx_lm() {
-    let dir = fixtures_dir().join("tiny-qwen2");
+    let dir = checked_dir("tiny-qwen2");
     let tok = tiny_tokenizer();
     let config =
         Qwen2Config::from_file(&dir.join("config.json")).expect("[fixture] tiny-qwen2 config");
