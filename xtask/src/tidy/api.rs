@@ -1,0 +1,582 @@
+//! The public API of one source file in comparable form: every public item,
+//! keyed by a stable name (`softmax`, `RoPE`, `RoPE.cos`, `RoPE::new`,
+//! `AttentionMask::Causal`, `impl Default for SamplerConfig`, ...), with its
+//! signature as a normalized token string, its doc comment, whether the doc
+//! calls it given, and its whole text without doc comments (for the given
+//! check). Parsed with `syn`; nothing is compiled or expanded.
+
+use proc_macro2::{Delimiter, TokenStream, TokenTree};
+use quote::ToTokens;
+use std::collections::BTreeMap;
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, Expr, Fields, FnArg, ImplItem, Item, Lit, Meta, Pat, Signature, TraitItem, Type,
+    UseTree, Visibility,
+};
+
+/// One public item of a file.
+#[derive(Debug, Clone)]
+pub struct ApiItem {
+    /// The line of the item in its file (1-based).
+    pub line: usize,
+    /// The signature as a token string: for a fn its `Signature`; for a
+    /// struct or enum its header with derives; for a field its type; for a
+    /// re-export its path. Comments, bodies and `mut` bindings are left out.
+    pub signature: String,
+    /// The doc comment, one entry per line, with rustdoc's leading space
+    /// removed.
+    pub docs: Vec<String>,
+    /// The whole item (body included) as tokens, doc comments removed.
+    pub full: String,
+    /// Identifiers used anywhere in the item (for the given check's
+    /// private helpers).
+    pub idents: Vec<String>,
+    /// For a type: the keys of its impl blocks (their text is in
+    /// [`FileApi::impls`]).
+    pub type_name: Option<String>,
+}
+
+impl ApiItem {
+    /// The doc says the item is given (`(given)`, `(given; ...)`,
+    /// `(Given: ...)`): not an exercise, so stub and reference must agree
+    /// token for token.
+    pub fn is_given(&self) -> bool {
+        self.docs
+            .iter()
+            .any(|l| l.to_ascii_lowercase().contains("(given"))
+    }
+}
+
+/// A private (not `pub`) top-level item: a possible helper of given code.
+#[derive(Debug, Clone)]
+pub struct PrivateItem {
+    pub line: usize,
+    pub full: String,
+    pub idents: Vec<String>,
+}
+
+/// Everything [`extract`] found in one file.
+#[derive(Debug, Default)]
+pub struct FileApi {
+    /// `//!` lines of the file.
+    pub module_docs: Vec<String>,
+    /// Public items by key.
+    pub items: BTreeMap<String, ApiItem>,
+    /// Impl blocks by the name of their self type: (line, tokens without
+    /// docs, identifiers used) in file order.
+    pub impls: BTreeMap<String, Vec<(usize, String, Vec<String>)>>,
+    /// Private top-level items by name.
+    pub private: BTreeMap<String, PrivateItem>,
+}
+
+/// Reads the public API of a parsed file. Items under `#[cfg(test)]` are
+/// skipped; inline `pub mod m { ... }` items are read with the prefix `m::`.
+pub fn extract(file: &syn::File) -> FileApi {
+    let mut api = FileApi {
+        module_docs: docs(&file.attrs),
+        ..Default::default()
+    };
+    let public_types: Vec<String> = file
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Struct(s) if is_pub(&s.vis) => Some(s.ident.to_string()),
+            Item::Enum(e) if is_pub(&e.vis) => Some(e.ident.to_string()),
+            Item::Union(u) if is_pub(&u.vis) => Some(u.ident.to_string()),
+            Item::Type(t) if is_pub(&t.vis) => Some(t.ident.to_string()),
+            _ => None,
+        })
+        .collect();
+    let private_types: Vec<String> = file
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Struct(s) if !is_pub(&s.vis) => Some(s.ident.to_string()),
+            Item::Enum(e) if !is_pub(&e.vis) => Some(e.ident.to_string()),
+            _ => None,
+        })
+        .collect();
+    for item in &file.items {
+        read_item(item, "", &public_types, &private_types, &mut api);
+    }
+    api
+}
+
+fn read_item(
+    item: &Item,
+    prefix: &str,
+    public_types: &[String],
+    private_types: &[String],
+    api: &mut FileApi,
+) {
+    let attrs: &[Attribute] = item_attrs(item);
+    if is_cfg_test(attrs) {
+        return;
+    }
+    let line = item.span().start().line;
+    let full = without_docs(item.to_token_stream());
+    let idents = idents_of(item.to_token_stream());
+    let entry = |signature: String| ApiItem {
+        line,
+        signature,
+        docs: docs(attrs),
+        full: full.clone(),
+        idents: idents.clone(),
+        type_name: None,
+    };
+    let add = |api: &mut FileApi, key: String, it: ApiItem| insert(api, prefix, key, it);
+    match item {
+        Item::Fn(f) if is_pub(&f.vis) => {
+            add(api, f.sig.ident.to_string(), entry(sig_text(&f.sig)));
+        }
+        Item::Struct(s) if is_pub(&s.vis) => {
+            let name = s.ident.to_string();
+            let private = s.fields.iter().any(|f| !is_pub(&f.vis));
+            let shape = match &s.fields {
+                Fields::Named(_) => " { .. }",
+                Fields::Unnamed(_) => " ( .. )",
+                Fields::Unit => " ;",
+            };
+            let sig = format!(
+                "{}struct {}{}{}{}",
+                derives(attrs),
+                tokens(&s.ident),
+                generics_text(&s.generics),
+                shape,
+                if private { " + private fields" } else { "" },
+            );
+            let mut it = entry(sig);
+            it.type_name = Some(name.clone());
+            add(api, name.clone(), it);
+            for (i, f) in s.fields.iter().enumerate() {
+                if !is_pub(&f.vis) {
+                    continue;
+                }
+                let field = f.ident.as_ref().map_or(i.to_string(), |x| x.to_string());
+                let fi = ApiItem {
+                    line: f.span().start().line,
+                    signature: format!("pub {}: {}", field, tokens(&f.ty)),
+                    docs: docs(&f.attrs),
+                    full: without_docs(f.to_token_stream()),
+                    idents: Vec::new(),
+                    type_name: None,
+                };
+                add(api, format!("{name}.{field}"), fi);
+            }
+        }
+        Item::Enum(e) if is_pub(&e.vis) => {
+            let name = e.ident.to_string();
+            let sig = format!(
+                "{}enum {}{}",
+                derives(attrs),
+                tokens(&e.ident),
+                generics_text(&e.generics)
+            );
+            let mut it = entry(sig);
+            it.type_name = Some(name.clone());
+            add(api, name.clone(), it);
+            for v in &e.variants {
+                let vi = ApiItem {
+                    line: v.span().start().line,
+                    signature: without_docs(v.to_token_stream()),
+                    docs: docs(&v.attrs),
+                    full: without_docs(v.to_token_stream()),
+                    idents: Vec::new(),
+                    type_name: None,
+                };
+                add(api, format!("{name}::{}", v.ident), vi);
+            }
+        }
+        Item::Trait(t) if is_pub(&t.vis) => {
+            let name = t.ident.to_string();
+            let sig = format!(
+                "trait {}{}{}",
+                tokens(&t.ident),
+                generics_text(&t.generics),
+                if t.supertraits.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", tokens(&t.supertraits))
+                }
+            );
+            add(api, name.clone(), entry(sig));
+            for ti in &t.items {
+                let (key, sig, attrs) = match ti {
+                    TraitItem::Fn(f) => (f.sig.ident.to_string(), sig_text(&f.sig), &f.attrs),
+                    TraitItem::Const(c) => (
+                        c.ident.to_string(),
+                        format!("const {}: {}", c.ident, tokens(&c.ty)),
+                        &c.attrs,
+                    ),
+                    TraitItem::Type(ty) => (
+                        ty.ident.to_string(),
+                        without_docs(ty.to_token_stream()),
+                        &ty.attrs,
+                    ),
+                    _ => continue,
+                };
+                let it = ApiItem {
+                    line: ti.span().start().line,
+                    signature: sig,
+                    docs: docs(attrs),
+                    full: without_docs(ti.to_token_stream()),
+                    idents: idents_of(ti.to_token_stream()),
+                    type_name: None,
+                };
+                add(api, format!("{name}::{key}"), it);
+            }
+        }
+        Item::Const(c) if is_pub(&c.vis) => {
+            let sig = format!("const {}: {}", c.ident, tokens(&c.ty));
+            add(api, c.ident.to_string(), entry(sig));
+        }
+        Item::Static(s) if is_pub(&s.vis) => {
+            let sig = format!("static {}: {}", s.ident, tokens(&s.ty));
+            add(api, s.ident.to_string(), entry(sig));
+        }
+        Item::Type(t) if is_pub(&t.vis) => {
+            let mut it = entry(without_docs(t.to_token_stream()));
+            it.type_name = Some(t.ident.to_string());
+            add(api, t.ident.to_string(), it);
+        }
+        Item::Use(u) if is_pub(&u.vis) => {
+            let mut paths = Vec::new();
+            flatten_use(&u.tree, String::new(), &mut paths);
+            for (name, path) in paths {
+                add(api, name, entry(format!("pub use {path}")));
+            }
+        }
+        Item::Mod(m) if is_pub(&m.vis) => {
+            if let Some((_, items)) = &m.content {
+                let inner = format!("{prefix}{}::", m.ident);
+                for i in items {
+                    read_item(i, &inner, public_types, private_types, api);
+                }
+            }
+        }
+        Item::Impl(imp) => {
+            let self_name = type_name(&imp.self_ty);
+            if private_types.contains(&self_name) {
+                // An impl of a private type is no one's API, but it may be a
+                // helper of given code.
+                private_item(api, &self_name, line, full, idents);
+                return;
+            }
+            api.impls.entry(self_name.clone()).or_default().push((
+                line,
+                full.clone(),
+                idents.clone(),
+            ));
+            let header = format!(
+                "impl{} {}{}",
+                generics_text(&imp.generics),
+                imp.trait_
+                    .as_ref()
+                    .map(|(path, _)| format!("{} for ", tokens(path)))
+                    .unwrap_or_default(),
+                tokens(&imp.self_ty)
+            );
+            let owner = match &imp.trait_ {
+                Some((path, _)) => {
+                    let trait_name = tokens(path);
+                    let key = format!("impl {trait_name} for {self_name}");
+                    add(api, key, entry(header.clone()));
+                    format!("<{self_name} as {trait_name}>")
+                }
+                None => self_name.clone(),
+            };
+            let in_trait = imp.trait_.is_some();
+            for ii in &imp.items {
+                let (key, sig, attrs, vis) = match ii {
+                    ImplItem::Fn(f) => {
+                        (f.sig.ident.to_string(), sig_text(&f.sig), &f.attrs, &f.vis)
+                    }
+                    ImplItem::Const(c) => (
+                        c.ident.to_string(),
+                        format!("const {}: {}", c.ident, tokens(&c.ty)),
+                        &c.attrs,
+                        &c.vis,
+                    ),
+                    ImplItem::Type(t) => (
+                        t.ident.to_string(),
+                        without_docs(t.to_token_stream()),
+                        &t.attrs,
+                        &t.vis,
+                    ),
+                    _ => continue,
+                };
+                if is_cfg_test(attrs) || !(in_trait || is_pub(vis)) {
+                    continue;
+                }
+                let it = ApiItem {
+                    line: ii.span().start().line,
+                    signature: format!("{header} {{ {sig} }}"),
+                    docs: docs(attrs),
+                    full: without_docs(ii.to_token_stream()),
+                    idents: idents_of(ii.to_token_stream()),
+                    type_name: None,
+                };
+                add(api, format!("{owner}::{key}"), it);
+            }
+        }
+        _ => {
+            if let Some(name) = private_name(item) {
+                private_item(api, &name, line, full, idents);
+            }
+        }
+    }
+}
+
+fn insert(api: &mut FileApi, prefix: &str, key: String, item: ApiItem) {
+    let mut key = format!("{prefix}{key}");
+    while api.items.contains_key(&key) {
+        key.push('\'');
+    }
+    api.items.insert(key, item);
+}
+
+fn private_item(api: &mut FileApi, name: &str, line: usize, full: String, idents: Vec<String>) {
+    let entry = api
+        .private
+        .entry(name.to_string())
+        .or_insert_with(|| PrivateItem {
+            line,
+            full: String::new(),
+            idents: Vec::new(),
+        });
+    entry.full.push_str(&full);
+    entry.idents.extend(idents);
+}
+
+/// The name of a private top-level item that code could call or name.
+fn private_name(item: &Item) -> Option<String> {
+    Some(match item {
+        Item::Fn(f) => f.sig.ident.to_string(),
+        Item::Const(c) => c.ident.to_string(),
+        Item::Static(s) => s.ident.to_string(),
+        Item::Struct(s) => s.ident.to_string(),
+        Item::Enum(e) => e.ident.to_string(),
+        Item::Type(t) => t.ident.to_string(),
+        Item::Macro(m) => m.ident.as_ref()?.to_string(),
+        _ => return None,
+    })
+}
+
+fn item_attrs(item: &Item) -> &[Attribute] {
+    match item {
+        Item::Const(i) => &i.attrs,
+        Item::Enum(i) => &i.attrs,
+        Item::ExternCrate(i) => &i.attrs,
+        Item::Fn(i) => &i.attrs,
+        Item::ForeignMod(i) => &i.attrs,
+        Item::Impl(i) => &i.attrs,
+        Item::Macro(i) => &i.attrs,
+        Item::Mod(i) => &i.attrs,
+        Item::Static(i) => &i.attrs,
+        Item::Struct(i) => &i.attrs,
+        Item::Trait(i) => &i.attrs,
+        Item::TraitAlias(i) => &i.attrs,
+        Item::Type(i) => &i.attrs,
+        Item::Union(i) => &i.attrs,
+        Item::Use(i) => &i.attrs,
+        _ => &[],
+    }
+}
+
+pub fn is_pub(vis: &Visibility) -> bool {
+    matches!(vis, Visibility::Public(_))
+}
+
+/// `#[cfg(test)]`.
+fn is_cfg_test(attrs: &[Attribute]) -> bool {
+    attrs.iter().any(|a| match &a.meta {
+        Meta::List(l) if l.path.is_ident("cfg") => l.tokens.to_string().trim() == "test",
+        _ => false,
+    })
+}
+
+/// The doc lines of `attrs` (`///` or `//!`, and `#[doc = "..."]`).
+pub fn docs(attrs: &[Attribute]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for a in attrs {
+        if let Meta::NameValue(nv) = &a.meta {
+            if !nv.path.is_ident("doc") {
+                continue;
+            }
+            if let Expr::Lit(lit) = &nv.value {
+                if let Lit::Str(s) = &lit.lit {
+                    for l in s.value().split('\n') {
+                        let l = l.strip_prefix(' ').unwrap_or(l);
+                        lines.push(l.trim_end().to_string());
+                    }
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// `#[derive(A, B)] ` with the derived traits sorted, or nothing; plus
+/// `#[non_exhaustive] ` when present (both change what users may do).
+fn derives(attrs: &[Attribute]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    let mut out = String::new();
+    for a in attrs {
+        match &a.meta {
+            Meta::List(l) if l.path.is_ident("derive") => names.extend(
+                l.tokens
+                    .to_string()
+                    .split(',')
+                    .map(|s| s.replace(' ', ""))
+                    .filter(|s| !s.is_empty()),
+            ),
+            Meta::Path(p) if p.is_ident("non_exhaustive") => out.push_str("#[non_exhaustive] "),
+            _ => {}
+        }
+    }
+    names.sort();
+    if !names.is_empty() {
+        out.insert_str(0, &format!("#[derive({})] ", names.join(", ")));
+    }
+    out
+}
+
+/// A fn signature without `mut` on its bindings (`mut x: T` and `x: T` are
+/// the same API).
+fn sig_text(sig: &Signature) -> String {
+    let mut sig = sig.clone();
+    for input in sig.inputs.iter_mut() {
+        match input {
+            FnArg::Receiver(r) => r.mutability = None,
+            FnArg::Typed(pt) => {
+                if let Pat::Ident(pi) = &mut *pt.pat {
+                    pi.mutability = None;
+                }
+            }
+        }
+    }
+    tokens(&sig)
+}
+
+fn generics_text(g: &syn::Generics) -> String {
+    let mut s = tokens(g);
+    if let Some(w) = &g.where_clause {
+        s.push(' ');
+        s.push_str(&tokens(w));
+    }
+    s
+}
+
+/// The last path segment of a type (`StreamingDetokenizer<'t>` ->
+/// `StreamingDetokenizer`); the whole type's tokens otherwise.
+fn type_name(ty: &Type) -> String {
+    match ty {
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .map_or_else(|| tokens(ty), |s| s.ident.to_string()),
+        _ => tokens(ty),
+    }
+}
+
+/// `(exported name, full path)` for every leaf of a `use` tree.
+fn flatten_use(tree: &UseTree, prefix: String, out: &mut Vec<(String, String)>) {
+    match tree {
+        UseTree::Path(p) => flatten_use(&p.tree, format!("{prefix}{}::", p.ident), out),
+        UseTree::Name(n) => out.push((n.ident.to_string(), format!("{prefix}{}", n.ident))),
+        UseTree::Rename(r) => out.push((
+            r.rename.to_string(),
+            format!("{prefix}{} as {}", r.ident, r.rename),
+        )),
+        UseTree::Glob(_) => out.push((format!("{prefix}*"), format!("{prefix}*"))),
+        UseTree::Group(g) => {
+            for t in &g.items {
+                flatten_use(t, prefix.clone(), out);
+            }
+        }
+    }
+}
+
+pub fn tokens<T: ToTokens>(t: &T) -> String {
+    t.to_token_stream().to_string()
+}
+
+/// The tokens' text with every `#[doc = ...]` / `#![doc = ...]` removed, at
+/// any depth.
+pub fn without_docs(ts: TokenStream) -> String {
+    strip_docs(ts).to_string()
+}
+
+fn strip_docs(ts: TokenStream) -> TokenStream {
+    let tts: Vec<TokenTree> = ts.into_iter().collect();
+    let mut out = Vec::with_capacity(tts.len());
+    let mut i = 0;
+    while i < tts.len() {
+        if let TokenTree::Punct(p) = &tts[i] {
+            if p.as_char() == '#' {
+                let bang =
+                    matches!(tts.get(i + 1), Some(TokenTree::Punct(q)) if q.as_char() == '!');
+                let at = if bang { i + 2 } else { i + 1 };
+                if let Some(TokenTree::Group(g)) = tts.get(at) {
+                    let first = g.stream().into_iter().next();
+                    if g.delimiter() == Delimiter::Bracket
+                        && matches!(&first, Some(TokenTree::Ident(id)) if id == "doc")
+                    {
+                        i = at + 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push(match &tts[i] {
+            TokenTree::Group(g) => {
+                let mut ng = proc_macro2::Group::new(g.delimiter(), strip_docs(g.stream()));
+                ng.set_span(g.span());
+                TokenTree::Group(ng)
+            }
+            t => t.clone(),
+        });
+        i += 1;
+    }
+    out.into_iter().collect()
+}
+
+/// Every identifier in the tokens, at any depth.
+fn idents_of(ts: TokenStream) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in ts {
+        match t {
+            TokenTree::Ident(id) => out.push(id.to_string()),
+            TokenTree::Group(g) => out.extend(idents_of(g.stream())),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A token string made readable for a report (`Option < & Array >` ->
+/// `Option<&Array>`). Only for display: comparisons use the raw tokens.
+pub fn pretty(tokens: &str) -> String {
+    let mut s = tokens.to_string();
+    for (from, to) in [
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" : ", ": "),
+        (" ,", ","),
+        (" ;", ";"),
+        ("& ", "&"),
+        (" (", "("),
+        ("( ", "("),
+        (" )", ")"),
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        ("[ ", "["),
+        (" ]", "]"),
+        ("# [", "#["),
+    ] {
+        s = s.replace(from, to);
+    }
+    s.replace("->", " -> ").replace("  ", " ")
+}
