@@ -5,14 +5,14 @@
 //! calls it given, and its whole text without doc comments (for the given
 //! check). Parsed with `syn`; nothing is compiled or expanded.
 
-use proc_macro2::{Delimiter, TokenStream, TokenTree};
+use super::text::{
+    derives, docs, flatten_use, generics_text, idents_of, is_cfg_test, is_pub, sig_text, tokens,
+    type_name, without_docs,
+};
 use quote::ToTokens;
 use std::collections::BTreeMap;
 use syn::spanned::Spanned;
-use syn::{
-    Attribute, Expr, Fields, FnArg, ImplItem, Item, Lit, Meta, Pat, Signature, TraitItem, Type,
-    UseTree, Visibility,
-};
+use syn::{Attribute, Fields, ImplItem, Item, TraitItem};
 
 /// One public item of a file.
 #[derive(Debug, Clone)]
@@ -113,7 +113,7 @@ fn read_item(
     if is_cfg_test(attrs) {
         return;
     }
-    let line = item.span().start().line;
+    let line = item_line(item);
     let full = without_docs(item.to_token_stream());
     let idents = idents_of(item.to_token_stream());
     let entry = |signature: String| ApiItem {
@@ -154,7 +154,7 @@ fn read_item(
                 }
                 let field = f.ident.as_ref().map_or(i.to_string(), |x| x.to_string());
                 let fi = ApiItem {
-                    line: f.span().start().line,
+                    line: line_of(f.ident.as_ref().map_or_else(|| f.ty.span(), |i| i.span())),
                     signature: format!("pub {}: {}", field, tokens(&f.ty)),
                     docs: docs(&f.attrs),
                     full: without_docs(f.to_token_stream()),
@@ -177,7 +177,7 @@ fn read_item(
             add(api, name.clone(), it);
             for v in &e.variants {
                 let vi = ApiItem {
-                    line: v.span().start().line,
+                    line: line_of(v.ident.span()),
                     signature: without_docs(v.to_token_stream()),
                     docs: docs(&v.attrs),
                     full: without_docs(v.to_token_stream()),
@@ -216,7 +216,7 @@ fn read_item(
                     _ => continue,
                 };
                 let it = ApiItem {
-                    line: ti.span().start().line,
+                    line: trait_item_line(ti),
                     signature: sig,
                     docs: docs(attrs),
                     full: without_docs(ti.to_token_stream()),
@@ -305,11 +305,17 @@ fn read_item(
                     ),
                     _ => continue,
                 };
-                if is_cfg_test(attrs) || !(in_trait || is_pub(vis)) {
+                if is_cfg_test(attrs) {
+                    continue;
+                }
+                if !(in_trait || is_pub(vis)) {
+                    // A private method: a possible helper of given code.
+                    let (l, t) = (impl_item_line(ii), ii.to_token_stream());
+                    private_item(api, &key, l, without_docs(t.clone()), idents_of(t));
                     continue;
                 }
                 let it = ApiItem {
-                    line: ii.span().start().line,
+                    line: impl_item_line(ii),
                     signature: format!("{header} {{ {sig} }}"),
                     docs: docs(attrs),
                     full: without_docs(ii.to_token_stream()),
@@ -325,6 +331,47 @@ fn read_item(
             }
         }
     }
+}
+
+fn line_of(span: proc_macro2::Span) -> usize {
+    span.start().line
+}
+
+/// The line of an item's name (not of its doc comment or attributes).
+pub fn item_line(item: &Item) -> usize {
+    line_of(match item {
+        Item::Const(i) => i.ident.span(),
+        Item::Enum(i) => i.ident.span(),
+        Item::Fn(i) => i.sig.ident.span(),
+        Item::Impl(i) => i.impl_token.span,
+        Item::Macro(i) => i.mac.path.span(),
+        Item::Mod(i) => i.ident.span(),
+        Item::Static(i) => i.ident.span(),
+        Item::Struct(i) => i.ident.span(),
+        Item::Trait(i) => i.ident.span(),
+        Item::Type(i) => i.ident.span(),
+        Item::Union(i) => i.ident.span(),
+        Item::Use(i) => i.use_token.span,
+        other => other.span(),
+    })
+}
+
+fn trait_item_line(item: &TraitItem) -> usize {
+    line_of(match item {
+        TraitItem::Fn(f) => f.sig.ident.span(),
+        TraitItem::Const(c) => c.ident.span(),
+        TraitItem::Type(t) => t.ident.span(),
+        other => other.span(),
+    })
+}
+
+fn impl_item_line(item: &ImplItem) -> usize {
+    line_of(match item {
+        ImplItem::Fn(f) => f.sig.ident.span(),
+        ImplItem::Const(c) => c.ident.span(),
+        ImplItem::Type(t) => t.ident.span(),
+        other => other.span(),
+    })
 }
 
 fn insert(api: &mut FileApi, prefix: &str, key: String, item: ApiItem) {
@@ -381,202 +428,4 @@ fn item_attrs(item: &Item) -> &[Attribute] {
         Item::Use(i) => &i.attrs,
         _ => &[],
     }
-}
-
-pub fn is_pub(vis: &Visibility) -> bool {
-    matches!(vis, Visibility::Public(_))
-}
-
-/// `#[cfg(test)]`.
-fn is_cfg_test(attrs: &[Attribute]) -> bool {
-    attrs.iter().any(|a| match &a.meta {
-        Meta::List(l) if l.path.is_ident("cfg") => l.tokens.to_string().trim() == "test",
-        _ => false,
-    })
-}
-
-/// The doc lines of `attrs` (`///` or `//!`, and `#[doc = "..."]`).
-pub fn docs(attrs: &[Attribute]) -> Vec<String> {
-    let mut lines = Vec::new();
-    for a in attrs {
-        if let Meta::NameValue(nv) = &a.meta {
-            if !nv.path.is_ident("doc") {
-                continue;
-            }
-            if let Expr::Lit(lit) = &nv.value {
-                if let Lit::Str(s) = &lit.lit {
-                    for l in s.value().split('\n') {
-                        let l = l.strip_prefix(' ').unwrap_or(l);
-                        lines.push(l.trim_end().to_string());
-                    }
-                }
-            }
-        }
-    }
-    lines
-}
-
-/// `#[derive(A, B)] ` with the derived traits sorted, or nothing; plus
-/// `#[non_exhaustive] ` when present (both change what users may do).
-fn derives(attrs: &[Attribute]) -> String {
-    let mut names: Vec<String> = Vec::new();
-    let mut out = String::new();
-    for a in attrs {
-        match &a.meta {
-            Meta::List(l) if l.path.is_ident("derive") => names.extend(
-                l.tokens
-                    .to_string()
-                    .split(',')
-                    .map(|s| s.replace(' ', ""))
-                    .filter(|s| !s.is_empty()),
-            ),
-            Meta::Path(p) if p.is_ident("non_exhaustive") => out.push_str("#[non_exhaustive] "),
-            _ => {}
-        }
-    }
-    names.sort();
-    if !names.is_empty() {
-        out.insert_str(0, &format!("#[derive({})] ", names.join(", ")));
-    }
-    out
-}
-
-/// A fn signature without `mut` on its bindings (`mut x: T` and `x: T` are
-/// the same API).
-fn sig_text(sig: &Signature) -> String {
-    let mut sig = sig.clone();
-    for input in sig.inputs.iter_mut() {
-        match input {
-            FnArg::Receiver(r) => r.mutability = None,
-            FnArg::Typed(pt) => {
-                if let Pat::Ident(pi) = &mut *pt.pat {
-                    pi.mutability = None;
-                }
-            }
-        }
-    }
-    tokens(&sig)
-}
-
-fn generics_text(g: &syn::Generics) -> String {
-    let mut s = tokens(g);
-    if let Some(w) = &g.where_clause {
-        s.push(' ');
-        s.push_str(&tokens(w));
-    }
-    s
-}
-
-/// The last path segment of a type (`StreamingDetokenizer<'t>` ->
-/// `StreamingDetokenizer`); the whole type's tokens otherwise.
-fn type_name(ty: &Type) -> String {
-    match ty {
-        Type::Path(p) => p
-            .path
-            .segments
-            .last()
-            .map_or_else(|| tokens(ty), |s| s.ident.to_string()),
-        _ => tokens(ty),
-    }
-}
-
-/// `(exported name, full path)` for every leaf of a `use` tree.
-fn flatten_use(tree: &UseTree, prefix: String, out: &mut Vec<(String, String)>) {
-    match tree {
-        UseTree::Path(p) => flatten_use(&p.tree, format!("{prefix}{}::", p.ident), out),
-        UseTree::Name(n) => out.push((n.ident.to_string(), format!("{prefix}{}", n.ident))),
-        UseTree::Rename(r) => out.push((
-            r.rename.to_string(),
-            format!("{prefix}{} as {}", r.ident, r.rename),
-        )),
-        UseTree::Glob(_) => out.push((format!("{prefix}*"), format!("{prefix}*"))),
-        UseTree::Group(g) => {
-            for t in &g.items {
-                flatten_use(t, prefix.clone(), out);
-            }
-        }
-    }
-}
-
-pub fn tokens<T: ToTokens>(t: &T) -> String {
-    t.to_token_stream().to_string()
-}
-
-/// The tokens' text with every `#[doc = ...]` / `#![doc = ...]` removed, at
-/// any depth.
-pub fn without_docs(ts: TokenStream) -> String {
-    strip_docs(ts).to_string()
-}
-
-fn strip_docs(ts: TokenStream) -> TokenStream {
-    let tts: Vec<TokenTree> = ts.into_iter().collect();
-    let mut out = Vec::with_capacity(tts.len());
-    let mut i = 0;
-    while i < tts.len() {
-        if let TokenTree::Punct(p) = &tts[i] {
-            if p.as_char() == '#' {
-                let bang =
-                    matches!(tts.get(i + 1), Some(TokenTree::Punct(q)) if q.as_char() == '!');
-                let at = if bang { i + 2 } else { i + 1 };
-                if let Some(TokenTree::Group(g)) = tts.get(at) {
-                    let first = g.stream().into_iter().next();
-                    if g.delimiter() == Delimiter::Bracket
-                        && matches!(&first, Some(TokenTree::Ident(id)) if id == "doc")
-                    {
-                        i = at + 1;
-                        continue;
-                    }
-                }
-            }
-        }
-        out.push(match &tts[i] {
-            TokenTree::Group(g) => {
-                let mut ng = proc_macro2::Group::new(g.delimiter(), strip_docs(g.stream()));
-                ng.set_span(g.span());
-                TokenTree::Group(ng)
-            }
-            t => t.clone(),
-        });
-        i += 1;
-    }
-    out.into_iter().collect()
-}
-
-/// Every identifier in the tokens, at any depth.
-fn idents_of(ts: TokenStream) -> Vec<String> {
-    let mut out = Vec::new();
-    for t in ts {
-        match t {
-            TokenTree::Ident(id) => out.push(id.to_string()),
-            TokenTree::Group(g) => out.extend(idents_of(g.stream())),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// A token string made readable for a report (`Option < & Array >` ->
-/// `Option<&Array>`). Only for display: comparisons use the raw tokens.
-pub fn pretty(tokens: &str) -> String {
-    let mut s = tokens.to_string();
-    for (from, to) in [
-        (" :: ", "::"),
-        (":: ", "::"),
-        (" : ", ": "),
-        (" ,", ","),
-        (" ;", ";"),
-        ("& ", "&"),
-        (" (", "("),
-        ("( ", "("),
-        (" )", ")"),
-        (" <", "<"),
-        ("< ", "<"),
-        (" >", ">"),
-        ("[ ", "["),
-        (" ]", "]"),
-        ("# [", "#["),
-    ] {
-        s = s.replace(from, to);
-    }
-    s.replace("->", " -> ").replace("  ", " ")
 }

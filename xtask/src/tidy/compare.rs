@@ -7,7 +7,8 @@
 //! paragraph is a run of lines up to a blank line (blank lines inside a
 //! fenced code block do not end one).
 
-use super::api::{pretty, ApiItem, FileApi};
+use super::api::{ApiItem, FileApi};
+use super::text::pretty;
 use super::{Finding, Loc};
 use std::collections::BTreeSet;
 
@@ -145,9 +146,10 @@ fn doc_finding(
         return;
     }
     let i = s.iter().zip(&r).take_while(|(a, b)| a == b).count();
-    let show = |v: &[String]| {
-        v.get(i)
-            .map_or("(the doc ends here)".to_string(), |l| format!("`{l}`"))
+    let show = |v: &[String]| match v.get(i) {
+        None => "(the doc ends here)".to_string(),
+        Some(l) if l.is_empty() => "(the paragraph ends here)".to_string(),
+        Some(l) => format!("`{l}`"),
     };
     let mut detail = vec![
         format!("stub:      {}", show(&s)),
@@ -176,6 +178,10 @@ fn doc_finding(
 fn paragraph_at(lines: &[String], i: usize) -> &[String] {
     if i >= lines.len() {
         return &[];
+    }
+    if lines[i].is_empty() {
+        // a paragraph break: the paragraph that follows it
+        return paragraph_at(lines, i + 1);
     }
     let start = lines[..i]
         .iter()

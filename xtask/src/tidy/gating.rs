@@ -13,8 +13,9 @@
 //! Result}`) must agree as in any other module. (That each module's files
 //! exist is `course::validate`'s check.)
 
-use super::api::{self, tokens};
+use super::api;
 use super::compare::{self, Side};
+use super::text::{is_pub, tokens};
 use super::{parse, Finding, Loc};
 use crate::course::Course;
 use std::collections::{BTreeMap, BTreeSet};
@@ -91,10 +92,10 @@ fn read_lib(mut file: syn::File, path: &str, out: &mut Vec<Finding>) -> Lib {
         rest: file,
     };
     for item in items {
-        let line = syn::spanned::Spanned::span(&item).start().line;
+        let line = api::item_line(&item);
         match &item {
             Item::Mod(m) if m.content.is_none() => {
-                if !api::is_pub(&m.vis) {
+                if !is_pub(&m.vis) {
                     out.push(Finding::new(
                         Loc::new(path, line),
                         &m.ident.to_string(),

@@ -17,6 +17,7 @@ mod compare;
 mod gating;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
