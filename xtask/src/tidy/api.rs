@@ -76,17 +76,6 @@ pub fn extract(file: &syn::File) -> FileApi {
         module_docs: docs(&file.attrs),
         ..Default::default()
     };
-    let public_types: Vec<String> = file
-        .items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Struct(s) if is_pub(&s.vis) => Some(s.ident.to_string()),
-            Item::Enum(e) if is_pub(&e.vis) => Some(e.ident.to_string()),
-            Item::Union(u) if is_pub(&u.vis) => Some(u.ident.to_string()),
-            Item::Type(t) if is_pub(&t.vis) => Some(t.ident.to_string()),
-            _ => None,
-        })
-        .collect();
     let private_types: Vec<String> = file
         .items
         .iter()
@@ -97,18 +86,12 @@ pub fn extract(file: &syn::File) -> FileApi {
         })
         .collect();
     for item in &file.items {
-        read_item(item, "", &public_types, &private_types, &mut api);
+        read_item(item, "", &private_types, &mut api);
     }
     api
 }
 
-fn read_item(
-    item: &Item,
-    prefix: &str,
-    public_types: &[String],
-    private_types: &[String],
-    api: &mut FileApi,
-) {
+fn read_item(item: &Item, prefix: &str, private_types: &[String], api: &mut FileApi) {
     let attrs: &[Attribute] = item_attrs(item);
     if is_cfg_test(attrs) {
         return;
@@ -250,7 +233,7 @@ fn read_item(
             if let Some((_, items)) = &m.content {
                 let inner = format!("{prefix}{}::", m.ident);
                 for i in items {
-                    read_item(i, &inner, public_types, private_types, api);
+                    read_item(i, &inner, private_types, api);
                 }
             }
         }
