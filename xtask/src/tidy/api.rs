@@ -38,12 +38,13 @@ pub struct ApiItem {
 
 impl ApiItem {
     /// The doc says the item is given (`(given)`, `(given; ...)`,
-    /// `(Given: ...)`): not an exercise, so stub and reference must agree
-    /// token for token.
+    /// `(Given: ...)`, `Hints: given code: ...`): not an exercise, so stub
+    /// and reference must agree token for token.
     pub fn is_given(&self) -> bool {
-        self.docs
-            .iter()
-            .any(|l| l.to_ascii_lowercase().contains("(given"))
+        self.docs.iter().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("(given") || l.contains("given code")
+        })
     }
 }
 

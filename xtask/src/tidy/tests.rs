@@ -104,6 +104,13 @@ fn helper(x: i32) -> i32 {
     x
 }
 
+/// The neutral element.
+///
+/// Hints: given code: nothing to implement here.
+pub fn zero() -> i32 {
+    0
+}
+
 /// A state you may implement as you like.
 pub struct Counter {
     #[allow(dead_code)]
@@ -143,6 +150,11 @@ impl Pair {
 
 fn helper(x: i32) -> i32 {
     x
+}
+
+/// The neutral element.
+pub fn zero() -> i32 {
+    0
 }
 
 /// A state you may implement as you like.
@@ -383,6 +395,23 @@ fn given_code_must_be_token_identical_with_its_helpers() {
         "private helper `helper`, which differs",
     );
     assert_eq!(f.at.line, 31, "{f}");
+
+    // "Hints: given code" in the stub marks given code too.
+    let dir = mini();
+    edit(
+        dir.path(),
+        "solutions/src/alpha.rs",
+        "pub fn zero() -> i32 {\n    0",
+        "pub fn zero() -> i32 {\n    1",
+    );
+    let f = only_finding(
+        dir.path(),
+        "exercises/src/alpha.rs",
+        "zero",
+        "given code differs",
+    );
+    assert_eq!(f.detail[1], "stub:      pub fn zero() -> i32 { 0 }");
+    assert_eq!(f.detail[2], "reference: pub fn zero() -> i32 { 1 }");
 
     // Formatting and comments are not tokens.
     let dir = mini();

@@ -198,8 +198,12 @@ pub fn pretty(tokens: &str) -> String {
         ("[ ", "["),
         (" ]", "]"),
         ("# [", "#["),
+        (" . ", "."),
     ] {
         s = s.replace(from, to);
     }
-    s.replace("->", " -> ").replace("  ", " ")
+    s.replace("->", " -> ")
+        .replace("  ", " ")
+        .trim()
+        .to_string()
 }
