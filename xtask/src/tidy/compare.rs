@@ -70,6 +70,17 @@ pub fn compare(stub: &Side, reference: &Side, module_docs: bool, out: &mut Vec<F
                 vec![format!("reference: {}", pretty(&r.signature))],
             )),
             (Some(s), Some(r)) => {
+                let documented_elsewhere = key.starts_with('<')
+                    || key.starts_with("impl ")
+                    || s.signature.starts_with("pub use ");
+                if s.docs.is_empty() && r.docs.is_empty() && !documented_elsewhere {
+                    out.push(Finding::new(
+                        stub.at(s.line),
+                        key,
+                        "has no doc comment in either crate (every public item states its contract: shapes, dtypes, errors, source)".into(),
+                        Vec::new(),
+                    ));
+                }
                 if s.signature != r.signature {
                     out.push(Finding::new(
                         stub.at(s.line),

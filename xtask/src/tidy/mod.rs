@@ -2,10 +2,16 @@
 //! (`exercises/`) must mirror the reference (`solutions/`):
 //!
 //! - the same module files (lib.rs aside);
-//! - in each module, the same public items with the same signatures and the
-//!   same doc contract ([`compare`]);
-//! - given code (an item whose doc says "(given)") token-identical, with the
-//!   private helpers it uses;
+//! - in each module, the same public items (fns, structs and their pub
+//!   fields, enums and variants, traits, consts, statics, type aliases, pub
+//!   methods of inherent and trait impls, re-exports) with the same
+//!   signatures (normalized token streams; `mut` bindings aside) and the
+//!   same doc contract ([`compare`]): doc comments identical except for
+//!   paragraphs starting `Hints:` (stub only) or `Implementation:`
+//!   (reference only), module docs (`//!`) likewise;
+//! - given code (an item whose doc says "(given...)" or "given code")
+//!   token-identical, with its impl blocks (for a type) and the private
+//!   helpers it names; or it lives in common/ and both re-export it;
 //! - the day gating of `exercises/src/lib.rs`, the `ref-dayN` features of
 //!   `exercises/Cargo.toml`, the modules of `solutions/src/lib.rs` and the
 //!   `modules` of each day in `course.toml` in agreement ([`gating`]).

@@ -455,6 +455,20 @@ fn missing_and_extra_items_are_reported() {
 }
 
 #[test]
+fn a_public_item_without_docs_is_reported() {
+    let dir = mini();
+    for f in ["exercises/src/beta.rs", "solutions/src/beta.rs"] {
+        edit(dir.path(), f, "/// Quickly.\n", "");
+    }
+    only_finding(
+        dir.path(),
+        "exercises/src/beta.rs",
+        "Mode::Fast",
+        "has no doc comment",
+    );
+}
+
+#[test]
 fn a_module_gated_to_the_wrong_day_is_reported() {
     let dir = mini();
     edit(
