@@ -2,7 +2,7 @@
 //! `N passed, N failed` line. This is the README's test command.
 
 use crate::check::{self, CheckArgs};
-use crate::{fixtures, setup, util};
+use crate::{fixtures, setup, tidy, util};
 use anyhow::Result;
 use std::process::Command;
 use std::time::Instant;
@@ -40,6 +40,9 @@ pub fn run() -> Result<bool> {
     });
     stage("fixtures check", &mut || {
         fixtures::check(true).map(|_| true)
+    });
+    stage("tidy: exercises mirror solutions", &mut || {
+        tidy::run(&Default::default())
     });
     stage("every day against the reference", &mut || {
         check::run(&check_args("all", true, false))

@@ -14,6 +14,7 @@ mod progress;
 mod report;
 mod run;
 mod setup;
+mod tidy;
 mod util;
 mod venv;
 mod watch;
@@ -61,6 +62,8 @@ enum Cmd {
     Run(run::RunArgs),
     /// Measure speed and memory against mlx-lm (`bench week1`; see the README's Benchmarks).
     Bench(bench::BenchArgs),
+    /// Check that exercises/ mirrors solutions/ (API, doc contracts, given code, day gating).
+    Tidy(tidy::TidyArgs),
 }
 
 fn course() -> Result<course::Course> {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::Models(args) => models::run(&args).map(|_| true),
         Cmd::Run(args) => run::run(&args).map(|_| true),
         Cmd::Bench(args) => bench::run(&args).map(|_| true),
+        Cmd::Tidy(args) => tidy::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
