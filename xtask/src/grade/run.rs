@@ -112,7 +112,7 @@ pub fn run_one(t: &TestRun, hangs: &mut Hangs) -> Result<Outcome> {
         let elapsed = started.elapsed();
         if let Some(early) = early.filter(|e| !looked_early && elapsed >= *e) {
             looked_early = true;
-            if let Some(o) = look_early(&mut child, hangs, elapsed, early) {
+            if let Some(o) = look_early(&mut child, t, hangs, elapsed, early) {
                 return Ok(o);
             }
         }
@@ -136,21 +136,28 @@ pub fn run_one(t: &TestRun, hangs: &mut Hangs) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// Where gdb finds a test binary's symbols without its debug info.
+fn symbols(t: &TestRun) -> std::path::PathBuf {
+    stack::symbols_for(t.exe, &t.scratch.with_file_name("stacks"))
+}
+
 /// A test still running after the short limit, after an earlier hang: is it
 /// in a function known to hang? `Some(outcome)` when it was stopped.
 fn look_early(
     child: &mut Child,
+    t: &TestRun,
     hangs: &Hangs,
     elapsed: Duration,
     early: Duration,
 ) -> Option<Outcome> {
     match hangs.debugger {
         Some(debugger) => {
-            let frames = stack::sample(debugger, child.id(), false, SAMPLE_LIMIT)?;
-            let (site, test) = hangs
-                .known
-                .iter()
-                .find(|(site, _)| frames.iter().any(|f| f.function == site.function))?;
+            let frames = stack::sample(debugger, child.id(), &symbols(t), SAMPLE_LIMIT)?;
+            let (site, test) = hangs.known.iter().find(|(site, _)| {
+                frames
+                    .iter()
+                    .any(|f| stack::same_function(&f.function, &site.function))
+            })?;
             stop(child);
             Some(Outcome::Timeout {
                 seconds: elapsed.as_secs().max(1),
@@ -174,17 +181,28 @@ fn look_early(
 
 /// The full limit passed: read where it is, stop it, remember the site.
 fn timed_out(child: &mut Child, t: &TestRun, hangs: &mut Hangs) -> Outcome {
+    let pid = child.id();
     let frames = hangs
         .debugger
-        .and_then(|d| stack::sample(d, child.id(), true, SAMPLE_LIMIT));
+        .and_then(|d| stack::sample(d, pid, &symbols(t), SAMPLE_LIMIT));
+    let base = stack::load_base(pid, t.exe);
     stop(child);
     if frames.is_none() {
         // no debugger, or it could not attach: plain time limits from now on
         hangs.debugger = None;
     }
-    let site = frames.and_then(|f| stack::learner_frame(&f, t.code));
+    let line = |f: &stack::Frame| {
+        let offset = f.pc?.checked_sub(base?)?.checked_sub(1)?;
+        stack::line_of(t.exe, offset)
+    };
+    let site = frames.and_then(|f| stack::learner_frame(&f, t.code, line));
     match &site {
-        Some(s) if !hangs.known.iter().any(|(k, _)| k.function == s.function) => {
+        Some(s)
+            if !hangs
+                .known
+                .iter()
+                .any(|(k, _)| stack::same_function(&k.function, &s.function)) =>
+        {
             hangs.known.push((s.clone(), t.test.to_string()));
         }
         Some(_) => {}
