@@ -615,6 +615,34 @@ mod fixture_course_tests {
     }
 
     #[test]
+    fn after_a_pass_the_next_day_is_named() {
+        let course = course();
+        let ctx = Context {
+            days: &course.days,
+            grader_package: "g".into(),
+            feature_flags: String::new(),
+            src_dir: "src".into(),
+            learner_package: "l".into(),
+            style: Style { color: false },
+        };
+        let day1 = course.days[0].clone();
+        let passed = all_tests(&day1, Outcome::Pass);
+        let args = CheckArgs {
+            target: "day1".into(),
+            ..Default::default()
+        };
+        let text = what_next(&ctx, &course, &[(day1.clone(), passed)], &args);
+        assert!(
+            text.contains("day 1 passed. Next: day 2 (w1d2): Panic and hang")
+                && text.contains("files: src/looping.rs")
+                && text.contains("`cargo xtask check day2`"),
+            "{text}"
+        );
+        let failed = all_tests(&day1, Outcome::Missing);
+        assert_eq!(what_next(&ctx, &course, &[(day1, failed)], &args), "");
+    }
+
+    #[test]
     fn a_compile_error_is_told_once_per_day() {
         let course = course();
         let results = grade(&course.days, &["broken"], None, "broken");

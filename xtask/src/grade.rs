@@ -160,10 +160,10 @@ impl LearnerCode {
     /// removed).
     pub fn relative(&self, path: &str) -> String {
         let root = self.workspace.to_string_lossy();
-        let p = path.strip_prefix(root.as_ref()).unwrap_or(path);
-        p.trim_start_matches('/')
-            .trim_start_matches("./")
-            .to_string()
+        match path.strip_prefix(root.as_ref()) {
+            Some(inside) if inside.starts_with('/') => inside.trim_start_matches('/').to_string(),
+            _ => path.trim_start_matches("./").to_string(),
+        }
     }
 
     /// Whether `path` (`file` or `file:line:col`) is in the learner's sources.

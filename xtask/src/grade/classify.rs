@@ -78,7 +78,7 @@ fn classify_panic(location: &str, message: &str, code_of: &LearnerCode) -> Outco
         };
     }
     Outcome::Panic {
-        message: strip_build_paths(message),
+        message: strip_build_paths(&plain_exception(message)),
         location: Some(code_of.relative(location)),
         your_line: None,
     }
@@ -163,7 +163,9 @@ fn case_of(message: &str) -> Option<String> {
 }
 
 /// Removes the ` at /build/path/file.cpp:123` that mlx-c appends to MLX's
-/// error messages: it names a file of the machine that built MLX.
+/// error messages (a file of the machine that built MLX), and the
+/// ` at /rustc/<hash>/library/...rs:250:5` that mlx-rs adds (a line of the
+/// standard library): neither says anything about the learner's code.
 pub fn strip_build_paths(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
@@ -171,13 +173,14 @@ pub fn strip_build_paths(message: &str) -> String {
         out.push_str(&rest[..at]);
         let tail = &rest[at + " at ".len()..];
         let end = tail
-            .find(|c: char| c.is_whitespace() || c == ')' || c == ',' || c == ';')
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | ',' | ';' | '"'))
             .unwrap_or(tail.len());
         let token = &tail[..end];
         let file = strip_line_col(token);
         let is_source = [".cpp", ".cc", ".c", ".h", ".hpp", ".cu", ".mm"]
             .iter()
-            .any(|ext| file.ends_with(ext));
+            .any(|ext| file.ends_with(ext))
+            || file.starts_with("/rustc/");
         if is_source && file.len() < token.len() {
             rest = &tail[end..];
         } else {
@@ -187,6 +190,25 @@ pub fn strip_build_paths(message: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// An mlx-rs exception unwrapped in a panic prints as its Debug form,
+/// `Exception { what: "...", location: Location { file: .., line: .., column: .. } }`;
+/// keep only MLX's text: `MLX: "..."`.
+fn plain_exception(message: &str) -> String {
+    const HEAD: &str = "Exception { what: \"";
+    let Some(at) = message.find(HEAD) else {
+        return message.to_string();
+    };
+    let rest = &message[at + HEAD.len()..];
+    let Some(end) = rest.find("\", location: Location {") else {
+        return message.to_string();
+    };
+    let after = rest[end..]
+        .find("} }")
+        .map(|i| &rest[end + i + "} }".len()..])
+        .unwrap_or("");
+    format!("{}MLX: \"{}\"{after}", &message[..at], &rest[..end])
 }
 
 /// `(location, message)` of the first panic in libtest's output.
@@ -361,6 +383,50 @@ mod tests {
             matches!(&o, Outcome::ReturnedError { location: Some(l), case: None, .. } if l == "grader/tests/day1.rs:12:5"),
             "{o:?}"
         );
+    }
+
+    #[test]
+    fn mlx_rs_errors_lose_both_paths() {
+        // as `tiny_llm_common::Error::Mlx` prints an mlx-rs exception
+        let m = "linear returned an error: MLX: \"[matmul] Last dimension of first input with shape (1,16) must match second to last dimension of second input with shape (8,16). at /work/main/target/mlx/mlx-c-src/mlx/c/ops.cpp:2291\" at /rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/core/src/ops/function.rs:250:5";
+        assert_eq!(
+            strip_build_paths(m),
+            "linear returned an error: MLX: \"[matmul] Last dimension of first input with shape (1,16) must match second to last dimension of second input with shape (8,16).\""
+        );
+    }
+
+    #[test]
+    fn an_unwrapped_mlx_exception_reads_as_mlx_text() {
+        let o = c(&out_at(
+            "/root/.cargo/registry/src/x/mlx-rs-0.33.0/src/array/operators.rs:56:1",
+            "called `Result::unwrap()` on an `Err` value: Exception { what: \"[broadcast_shapes] Shapes (7,10) and (7) cannot be broadcast. at /work/main/target/mlx/mlx-c-src/mlx/c/ops.cpp:4004\", location: Location { file: \"/rustc/5980/library/core/src/ops/function.rs\", line: 250, column: 5 } }",
+        ));
+        let Outcome::Panic {
+            message, location, ..
+        } = o
+        else {
+            panic!("{o:?}")
+        };
+        assert_eq!(
+            message,
+            "called `Result::unwrap()` on an `Err` value: MLX: \"[broadcast_shapes] Shapes (7,10) and (7) cannot be broadcast.\""
+        );
+        assert!(location.unwrap().starts_with("/root/.cargo/registry/"));
+    }
+
+    #[test]
+    fn paths_outside_the_workspace_stay_absolute() {
+        let l = learner();
+        assert_eq!(
+            l.relative("/root/.cargo/registry/src/x/mlx-rs-0.33.0/src/ops.rs:5:1"),
+            "/root/.cargo/registry/src/x/mlx-rs-0.33.0/src/ops.rs:5:1"
+        );
+        assert_eq!(
+            l.relative("/w/exercises/src/a.rs:1"),
+            "exercises/src/a.rs:1"
+        );
+        assert_eq!(l.relative("./exercises/src/a.rs:1"), "exercises/src/a.rs:1");
+        assert_eq!(l.relative("/wx/a.rs"), "/wx/a.rs");
     }
 
     #[test]
