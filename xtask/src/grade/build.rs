@@ -136,7 +136,8 @@ fn parse_cargo_line(line: &str) -> CargoLine {
 fn follow_progress(stderr: impl Read, show: bool) -> Vec<String> {
     let on_terminal = show && std::io::stderr().is_terminal();
     let bar = on_terminal.then(|| {
-        let bar = indicatif::ProgressBar::new(0);
+        // length 1 until cargo says how many units there are (0/0 draws full)
+        let bar = indicatif::ProgressBar::new(1);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "  building the tests [{bar:30}] {pos}/{len} crates: {msg} ({elapsed})",
@@ -186,12 +187,8 @@ fn follow_progress(stderr: impl Read, show: bool) -> Vec<String> {
                 CargoLine::Progress { done, total } => {
                     counts = (done, total);
                     if let Some(bar) = &bar {
-                        bar.set_length(total as u64);
+                        bar.set_length(total.max(1) as u64);
                         bar.set_position(done as u64);
-                        if bar.is_hidden() {
-                            continue;
-                        }
-                        bar.tick();
                     }
                 }
                 CargoLine::Other => {
