@@ -13,12 +13,14 @@
 mod not_implemented;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::Parser;
 use mlx_rs::Dtype;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+use tiny_llm_common::device::{self, DType, Device};
 use tiny_llm_common::{ChatMessage, Qwen2Config, Tokenizer};
 
 #[cfg(not(feature = "solutions"))]
@@ -33,23 +35,6 @@ use imp::sampler::{Sampler, SamplerConfig};
 
 /// The model used without `--model` (converted by `cargo xtask models fetch`).
 const DEFAULT_MODEL: &str = "qwen2.5-coder-0.5b";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum DtypeArg {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl DtypeArg {
-    fn dtype(self) -> Dtype {
-        match self {
-            DtypeArg::F32 => Dtype::Float32,
-            DtypeArg::F16 => Dtype::Float16,
-            DtypeArg::Bf16 => Dtype::Bfloat16,
-        }
-    }
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,35 +66,21 @@ struct Args {
     seed: u64,
     /// Dtype of the weights and activations [default: f32 on the CPU, where
     /// MLX is many times slower in f16/bf16; bf16 on a GPU].
-    #[arg(long, value_enum)]
-    dtype: Option<DtypeArg>,
+    #[arg(long, value_parser = PossibleValuesParser::new(DType::NAMES).map(|s| s.parse::<DType>().expect("a DType name")))]
+    dtype: Option<DType>,
     /// A system message (the chat template's default otherwise).
     #[arg(long)]
     system: Option<String>,
     /// cpu or gpu [default: gpu when MLX has a usable one].
-    #[arg(long, value_enum)]
-    device: Option<DeviceArg>,
+    #[arg(long, value_parser = PossibleValuesParser::new(Device::NAMES).map(|s| s.parse::<Device>().expect("a Device name")))]
+    device: Option<Device>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum DeviceArg {
-    Cpu,
-    Gpu,
-}
-
-/// Makes the chosen device MLX's default. Asks `gpu_available` first: MLX
-/// ends the process when given a GPU it does not have.
-fn select_device(device: Option<DeviceArg>) -> Result<()> {
-    let gpu = tiny_llm_common::gpu::gpu_available();
-    match device {
-        Some(DeviceArg::Gpu) if !gpu => bail!(
-            "no GPU is available: this MLX has no usable GPU backend (on Linux with an NVIDIA GPU: `cargo xtask setup --backend cuda`); use --device cpu"
-        ),
-        Some(DeviceArg::Gpu) => mlx_rs::Device::set_default(&mlx_rs::Device::gpu()),
-        Some(DeviceArg::Cpu) => mlx_rs::Device::set_default(&mlx_rs::Device::cpu()),
-        None if gpu => mlx_rs::Device::set_default(&mlx_rs::Device::gpu()),
-        None => {}
-    }
+/// Makes the chosen device (default: the GPU when MLX has a usable one)
+/// MLX's default; `--device gpu` without a GPU is an error, asked before MLX
+/// is given the GPU (it ends the process when given one it lacks).
+fn select_device(requested: Option<Device>) -> Result<()> {
+    device::select(requested)?;
     Ok(())
 }
 
@@ -160,11 +131,8 @@ fn on_gpu() -> bool {
 
 fn run(args: &Args) -> Result<()> {
     select_device(args.device)?;
-    let dtype = match args.dtype {
-        Some(d) => d.dtype(),
-        None if on_gpu() => Dtype::Bfloat16,
-        None => Dtype::Float32,
-    };
+    let on = if on_gpu() { Device::Gpu } else { Device::Cpu };
+    let dtype: Dtype = device::mlx_dtype(args.dtype.unwrap_or(DType::default_for(on)));
     let dir = model_dir(args.model.as_deref())?;
 
     let started = Instant::now();

@@ -87,15 +87,10 @@ pub fn shape_error(what: &str, array: &Array, expected: &str) -> Error {
     }
 }
 
+/// `--device cpu|gpu` and `--dtype f32|f16|bf16` on the MLX side.
+pub mod device;
+
 /// `${TINY_LLM_CACHE:-$HOME/.cache/tiny-llm-rs}`: where `cargo xtask models
-/// fetch` keeps the converted offline models (`models/<name>/`).
-pub fn cache_dir() -> std::path::PathBuf {
-    match std::env::var_os("TINY_LLM_CACHE") {
-        Some(dir) if !dir.is_empty() => std::path::PathBuf::from(dir),
-        _ => std::env::var_os("HOME")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| ".".into())
-            .join(".cache")
-            .join("tiny-llm-rs"),
-    }
-}
+/// fetch` keeps the converted offline models (`models/<name>/`). Defined in
+/// `tiny-llm-course`, re-exported so callers keep working.
+pub use tiny_llm_course::cache_dir;

@@ -29,7 +29,7 @@ pub struct CheckArgs {
     #[arg(long, hide = true)]
     pub expect_stubs: bool,
     /// MLX device: gpu or cpu (default: gpu when one is usable).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::device::arg_parser())]
     pub device: Option<crate::device::Device>,
     /// Use the test binaries of the last build instead of building (for a
     /// machine without a Rust toolchain, such as a lent GPU machine).
@@ -208,24 +208,9 @@ pub fn list_tests(exe: &Path) -> Result<Vec<String>> {
 
 /// The model-checks pseudo-day (`check models`).
 fn model_checks_day(course: &Course) -> Result<Day> {
-    let m = course
-        .model_checks
-        .as_ref()
-        .context("course.toml has no [model_checks] yet")?;
-    Ok(Day {
-        number: 0,
-        week: 0,
-        title: "real-model checks against mlx-lm".into(),
-        modules: vec![],
-        fixtures: vec!["real".into()],
-        test_files: vec![m.file.clone()],
-        tests: m.tests.clone(),
-        hint: String::new(),
-        needs_model: true,
-        timeout_s: Some(1200),
-        tolerance: Default::default(),
-        tolerance_gpu: Default::default(),
-    })
+    course
+        .model_checks_day()
+        .context("course.toml has no [model_checks] yet")
 }
 
 /// Runs `cargo xtask check`; returns whether everything asked for held.

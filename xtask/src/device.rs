@@ -3,23 +3,18 @@
 //! Asking for the GPU where there is none is an error (exit code 2).
 
 use crate::util;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::process::Command;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    Cpu,
-    Gpu,
-}
+use clap::builder::TypedValueParser;
 
-impl Device {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Gpu => "gpu",
-        }
-    }
+pub use tiny_llm_course::Device;
+
+/// clap's parser for `--device cpu|gpu` (the names come from
+/// `tiny-llm-course`, which has no clap).
+pub fn arg_parser() -> impl clap::builder::TypedValueParser<Value = Device> {
+    clap::builder::PossibleValuesParser::new(Device::NAMES)
+        .map(|s| s.parse::<Device>().expect("one of Device::NAMES"))
 }
 
 /// `cargo run -p tiny-llm-common --example gpu_probe`: prints `cuda`,
@@ -61,33 +56,15 @@ pub fn probe() -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Resolves the requested device (None = automatic).
+/// Resolves the requested device (None = automatic): probes MLX unless the
+/// CPU was asked for; `--device gpu` without a GPU is [`NoGpu`].
 pub fn resolve(requested: Option<Device>) -> Result<Device> {
     if requested == Some(Device::Cpu) {
         return Ok(Device::Cpu);
     }
     let found = probe()?;
-    match (requested, found.as_str()) {
-        (_, "cuda" | "metal") => Ok(Device::Gpu),
-        (Some(Device::Gpu), _) => bail!(NoGpu),
-        _ => Ok(Device::Cpu),
-    }
+    Ok(Device::choose(
+        requested,
+        matches!(found.as_str(), "cuda" | "metal"),
+    )?)
 }
-
-/// The error for `--device gpu` on a machine without a usable GPU; `main`
-/// turns it into exit code 2.
-#[derive(Debug)]
-pub struct NoGpu;
-
-impl std::fmt::Display for NoGpu {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "no GPU is available: MLX here has no usable GPU backend (CPU-only MLX, or no NVIDIA device/driver). \
-             On Linux with an NVIDIA GPU run `cargo xtask setup --backend cuda`; on a Mac the GPU is used by default. \
-             Use `--device cpu` to run on the CPU."
-        )
-    }
-}
-
-impl std::error::Error for NoGpu {}

@@ -64,7 +64,9 @@ enum Cmd {
 }
 
 fn course() -> Result<course::Course> {
-    course::Course::load(&util::project_root().join("course.toml"))
+    Ok(course::Course::load(
+        &util::project_root().join("course.toml"),
+    )?)
 }
 
 fn main() -> ExitCode {

@@ -42,7 +42,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub system: Option<String>,
     /// cpu or gpu [default: gpu when one is usable].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::device::arg_parser())]
     pub device: Option<crate::device::Device>,
     /// Days taken from the reference while running your code, e.g. `1-6`.
     #[arg(long = "ref", value_name = "DAYS")]

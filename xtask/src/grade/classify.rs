@@ -2,7 +2,8 @@
 //! exit status. The grader's panics start with a tag (the lead's interface
 //! (b)): `[wrong numbers]`, `[wrong shape]`, `[error]`, `[should fail]`,
 //! `[skipped]`, `[fixture]`; a `todo!("day N: item")` reads as "not
-//! implemented"; any other panic is a panic.
+//! implemented" (parsed by `tiny_llm_course::Todo`); any other panic is a
+//! panic.
 
 use super::{LearnerCode, Outcome};
 
@@ -35,15 +36,15 @@ pub fn classify(
 
 /// Classifies one panic by its message.
 fn classify_panic(location: &str, message: &str, code_of: &LearnerCode) -> Outcome {
-    // proptest reports a panic in a property as `Test failed: <message>.`
-    let message = message.strip_prefix("Test failed: ").unwrap_or(message);
-    if let Some(item) = todo_item(message) {
+    if let Some(todo) = tiny_llm_course::Todo::parse(message) {
         return Outcome::NotImplemented {
-            owner_day: item.as_deref().and_then(todo_day),
-            item,
+            owner_day: todo.day,
+            item: (!todo.text.is_empty()).then_some(todo.text),
             file: Some(code_of.relative(strip_line_col(location))),
         };
     }
+    // proptest reports a panic in a property as `Test failed: <message>.`
+    let message = message.strip_prefix("Test failed: ").unwrap_or(message);
     if let Some(report) = message.strip_prefix("[wrong numbers] ") {
         return Outcome::WrongNumbers {
             report: report.to_string(),
@@ -82,30 +83,6 @@ fn classify_panic(location: &str, message: &str, code_of: &LearnerCode) -> Outco
         location: Some(code_of.relative(location)),
         your_line: None,
     }
-}
-
-/// The item of a `todo!()` panic: `Some(Some("day 1: softmax"))`,
-/// `Some(None)` for a bare `todo!()`/`unimplemented!()`, `None` otherwise.
-fn todo_item(message: &str) -> Option<Option<String>> {
-    let rest = message
-        .strip_prefix("not yet implemented")
-        .or_else(|| message.strip_prefix("not implemented"))?;
-    let item = rest.trim_start_matches(':').trim();
-    // proptest's wrapper adds `; minimal failing input: ...`
-    let item = item.split("; minimal failing input").next().unwrap_or("");
-    let item = item.trim().trim_end_matches('.').trim();
-    Some((!item.is_empty()).then(|| item.to_string()))
-}
-
-/// The day of a `todo!("day N: item")` message (`day 4: rms_norm` -> 4).
-pub fn todo_day(item: &str) -> Option<u32> {
-    let rest = item.trim().strip_prefix("day")?.trim_start();
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let after = &rest[digits.len()..];
-    if !after.is_empty() && !after.starts_with(':') {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 /// `exercises/src/basics.rs:41:5` -> `exercises/src/basics.rs`.
@@ -304,14 +281,6 @@ mod tests {
             matches!(&o, Outcome::NotImplemented { item: Some(i), owner_day: Some(1), .. } if i == "day 1: softmax"),
             "{o:?}"
         );
-    }
-
-    #[test]
-    fn todo_day_reads_only_day_numbers() {
-        assert_eq!(todo_day("day 12: x"), Some(12));
-        assert_eq!(todo_day("day12"), Some(12));
-        assert_eq!(todo_day("daylight"), None);
-        assert_eq!(todo_day("softmax"), None);
     }
 
     #[test]
