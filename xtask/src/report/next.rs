@@ -54,7 +54,7 @@ pub fn details(ctx: &Context, day: &Day, t: &TestResult, day_tests: &[TestResult
             for a in evidence::advice(&t.name, report, day_tests) {
                 s.push_str(&format!("evidence: {a}\n"));
             }
-            if let Some(seed) = seed {
+            if let Some(seed) = seed.filter(|_| !report.contains("PROPTEST_SEED=")) {
                 s.push_str(&format!(
                     "the property failed for the inputs of seed {seed}; rerun exactly them: PROPTEST_SEED={seed} {rerun}\n"
                 ));

@@ -25,5 +25,6 @@ fn scaled_f16() {
 
 #[test]
 fn property_fails() {
-    panic!("[wrong numbers] property rows_sum_to_one failed with seed 1234 (rerun: PROPTEST_SEED=1234)\n  row 0 of x = [[1000.0, 1001.0]] sums to NaN, expected 1");
+    // as tiny-llm-grader's `prop::check` reports a failed property
+    panic!("[wrong numbers] property rows_sum_to_one failed with seed 1234: row 0 sums to NaN, expected 1\n  minimal failing input: [[1000.0, 1001.0]]\n  rerun: PROPTEST_SEED=1234 cargo test -p fixture-grader --test day1 property_fails");
 }
