@@ -103,18 +103,19 @@ pub fn run_one(t: &TestRun, hangs: &mut Hangs) -> Result<Outcome> {
     let log_path = t.scratch.join(format!("{}.log", t.test));
     let mut child = spawn(t, &log_path, false)?;
     let started = Instant::now();
-    let early = hangs.any().then(|| hangs.short.min(t.timeout));
-    let mut looked_early = false;
+    // after a hang: look every `short` whether it is stuck in the same place
+    let short = hangs.short.min(t.timeout);
+    let mut next_look = hangs.any().then_some(short);
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
         let elapsed = started.elapsed();
-        if let Some(early) = early.filter(|e| !looked_early && elapsed >= *e) {
-            looked_early = true;
-            if let Some(o) = look_early(&mut child, t, hangs, elapsed, early) {
+        if next_look.is_some_and(|at| elapsed >= at) {
+            if let Some(o) = look_early(&mut child, t, hangs, elapsed, short) {
                 return Ok(o);
             }
+            next_look = Some(started.elapsed() + short);
         }
         if elapsed >= t.timeout {
             return Ok(timed_out(&mut child, t, hangs));
@@ -141,8 +142,9 @@ fn symbols(t: &TestRun) -> std::path::PathBuf {
     stack::symbols_for(t.exe, &t.scratch.with_file_name("stacks"))
 }
 
-/// A test still running after the short limit, after an earlier hang: is it
-/// in a function known to hang? `Some(outcome)` when it was stopped.
+/// A test still running after the short limit (or another short limit
+/// later), after an earlier hang: is it in a function known to hang?
+/// `Some(outcome)` when it was stopped.
 fn look_early(
     child: &mut Child,
     t: &TestRun,
