@@ -2,13 +2,15 @@
 //! grades days through the grader's tests, one process per test.
 
 use crate::course::{Course, Day};
-use crate::grade::{self, Build, Built, Outcome};
+use crate::grade::run::TestRun;
+use crate::grade::{self, Build, Built, Hangs, LearnerCode, Outcome};
 use crate::report::{self, DayResult, Style, TestResult};
 use crate::{fixtures, progress, setup, util};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct CheckArgs {
@@ -33,6 +35,10 @@ pub struct CheckArgs {
     /// machine without a Rust toolchain, such as a lent GPU machine).
     #[arg(long)]
     pub no_build: bool,
+    /// Seconds one test may run before it is stopped (default: the day's
+    /// `timeout_s` in course.toml).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 }
 
 /// Parses `1-4`, `1,2,4`, `day1,w1d3` into day numbers.
@@ -55,47 +61,75 @@ pub fn parse_days(spec: &str, course: &Course) -> Result<BTreeSet<u32>> {
     Ok(set)
 }
 
+/// One grading run: what to build, whose code it is, and where tests run.
+pub struct Grading {
+    pub build: Build,
+    /// Days not graded, with the reason (taken from the reference).
+    pub skip: BTreeMap<u32, String>,
+    /// Folder for the tests' output logs.
+    pub scratch: PathBuf,
+    /// Environment of every test process.
+    pub env: Vec<(String, String)>,
+    /// Use the binaries of the last build (`--no-build`).
+    pub no_build: bool,
+    /// Overrides every day's `timeout_s` (`--timeout`).
+    pub timeout: Option<Duration>,
+    pub code: LearnerCode,
+    /// What hangs so far taught (see `grade::run`).
+    pub hangs: Hangs,
+}
+
+/// What [`grade_days`] reports as it goes, for printing each result as soon
+/// as it is known.
+pub enum Event<'a> {
+    DayStarted(&'a Day),
+    Test(&'a TestResult),
+    DayDone(&'a Day, &'a DayResult),
+}
+
+/// The limit after a first hang: a tenth of the day's limit, 3 s at least.
+fn short_limit(timeout: Duration) -> Duration {
+    (timeout / 10).max(Duration::from_secs(3)).min(timeout)
+}
+
 /// Grades `days` of a course: builds once, lists every test binary's tests,
-/// runs each listed test alone. Days in `skip` are reported as skipped.
+/// runs each listed test alone, telling `on` about every result as it comes.
 pub fn grade_days(
     days: &[Day],
-    build: &Build,
-    skip: &BTreeMap<u32, String>,
-    scratch: &Path,
-    env: &[(String, String)],
-    no_build: bool,
+    g: &mut Grading,
+    on: &mut dyn FnMut(Event),
 ) -> Result<Vec<(Day, DayResult)>> {
-    let built = if no_build {
-        grade::last_build(build)?
+    let built = if g.no_build {
+        grade::last_build(&g.build)?
     } else {
-        grade::build(build)?
+        grade::build(&g.build)?
     };
     let exes = match built {
         Built::Failed { first_error } => {
-            return Ok(days
-                .iter()
-                .map(|d| {
-                    let o = Outcome::DoesNotCompile {
-                        first_error: first_error.clone(),
-                    };
-                    (d.clone(), all_tests(d, o))
-                })
-                .collect())
+            let o = Outcome::DoesNotCompile { first_error };
+            let mut results = Vec::new();
+            for d in days {
+                let r = all_tests(d, o.clone());
+                on(Event::DayStarted(d));
+                on(Event::DayDone(d, &r));
+                results.push((d.clone(), r));
+            }
+            return Ok(results);
         }
         Built::Ok(exes) => exes,
     };
     let mut results = Vec::new();
     for day in days {
-        if let Some(reason) = skip.get(&day.number) {
-            results.push((
-                day.clone(),
-                all_tests(
-                    day,
-                    Outcome::Skipped {
-                        reason: reason.clone(),
-                    },
-                ),
-            ));
+        on(Event::DayStarted(day));
+        if let Some(reason) = g.skip.get(&day.number) {
+            let r = all_tests(
+                day,
+                Outcome::Skipped {
+                    reason: reason.clone(),
+                },
+            );
+            on(Event::DayDone(day, &r));
+            results.push((day.clone(), r));
             continue;
         }
         let mut where_is: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -107,27 +141,39 @@ pub fn grade_days(
                 where_is.insert(name, exe.clone());
             }
         }
+        let timeout = g.timeout.unwrap_or_else(|| day.timeout());
+        g.hangs.set_short(short_limit(timeout));
+        let scratch = g.scratch.join(day.id());
         let mut tests = Vec::new();
         for name in &day.tests {
             let outcome = match where_is.get(name) {
                 None => Outcome::Missing,
                 Some(exe) => {
-                    grade::run_one(exe, name, day.timeout(), &scratch.join(day.id()), env)?
+                    let run = TestRun {
+                        exe,
+                        test: name,
+                        timeout,
+                        scratch: &scratch,
+                        env: &g.env,
+                        code: &g.code,
+                    };
+                    grade::run_one(&run, &mut g.hangs)?
                 }
             };
-            tests.push(TestResult {
+            let t = TestResult {
                 name: name.clone(),
                 outcome,
-            });
+            };
+            on(Event::Test(&t));
+            tests.push(t);
         }
-        results.push((
-            day.clone(),
-            DayResult {
-                day: day.number,
-                title: day.title.clone(),
-                tests,
-            },
-        ));
+        let r = DayResult {
+            day: day.number,
+            title: day.title.clone(),
+            tests,
+        };
+        on(Event::DayDone(day, &r));
+        results.push((day.clone(), r));
     }
     Ok(results)
 }
@@ -226,25 +272,73 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
     let build = Build {
         workspace: root.clone(),
         package: "tiny-llm-grader".into(),
-        features,
+        // a reference build leaves the learner's crate out (it may not compile)
+        no_default_features: args.solution,
+        features: features.clone(),
         target_dir: None,
+        show_progress: true,
     };
-    let scratch = util::target_dir()
-        .join("xtask-check")
-        .join(if args.solution { "ref" } else { "learner" });
+    let feature_flags = match (args.solution, features.is_empty()) {
+        (true, _) => " --no-default-features --features solutions".to_string(),
+        (false, true) => String::new(),
+        (false, false) => format!(" --features {}", features.join(",")),
+    };
+    let code = if args.solution {
+        LearnerCode {
+            crate_name: "tiny_llm_ref".into(),
+            src_dir: "solutions/src".into(),
+            workspace: root.clone(),
+        }
+    } else {
+        LearnerCode {
+            crate_name: "tiny_llm".into(),
+            src_dir: "exercises/src".into(),
+            workspace: root.clone(),
+        }
+    };
     let mut env = vec![("TINY_LLM_DEVICE".to_string(), device.as_str().to_string())];
     if args.expect_stubs || !args.solution {
         // failures of unwritten code are not regressions worth recording
         env.push(("PROPTEST_DISABLE_FAILURE_PERSISTENCE".into(), "1".into()));
     }
-    let results = grade_days(&days, &build, &skip, &scratch, &env, args.no_build)?;
-    if args.json {
+    let mut grading = Grading {
+        build,
+        skip,
+        scratch: util::target_dir()
+            .join("xtask-check")
+            .join(if args.solution { "ref" } else { "learner" }),
+        env,
+        no_build: args.no_build,
+        timeout: args.timeout.map(Duration::from_secs),
+        code: code.clone(),
+        hangs: Hangs::new(),
+    };
+    let ctx = report::Context {
+        days: &course.days,
+        grader_package: "tiny-llm-grader".into(),
+        feature_flags,
+        src_dir: code.src_dir.clone(),
+        learner_package: if args.solution {
+            "tiny-llm-ref"
+        } else {
+            "tiny-llm"
+        }
+        .into(),
+        style: Style {
+            color: std::io::stdout().is_terminal(),
+        },
+    };
+    let json = args.json;
+    let results = grade_days(&days, &mut grading, &mut |event| {
+        if !json {
+            print_event(&ctx, event)
+        }
+    })?;
+    if json {
         println!("{}", report::render_json(&results));
     } else {
-        let style = Style {
-            color: std::io::stdout().is_terminal(),
-        };
-        print!("{}", report::render(&results, style));
+        print!("{}", report::total(&results));
+        print!("{}", what_next(&ctx, &course, &results, args));
     }
     if !args.solution && args.target != "models" && !args.expect_stubs {
         progress::record(&results)?;
@@ -267,78 +361,61 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
         }
         bad.is_empty()
     } else {
-        results.iter().all(|(_, r)| {
-            r.tests
-                .iter()
-                .all(|t| t.outcome.is_pass() || matches!(t.outcome, Outcome::Skipped { .. }))
-        })
+        results
+            .iter()
+            .all(|(_, r)| r.tests.iter().all(|t| !t.outcome.is_failure()))
     })
 }
 
-#[cfg(test)]
-mod fixture_course_tests {
-    //! Grades `xtask/tests/fixture-course`, a tiny course with one test per
-    //! outcome, and snapshots the report a learner would read.
-    use super::*;
-    use crate::report::{render, Style};
+/// Prints one event of a grading run at once (stdout is flushed, so a
+/// learner sees each test as it finishes).
+fn print_event(ctx: &report::Context, event: Event) {
+    let text = match event {
+        Event::DayStarted(day) => report::heading(ctx, day),
+        Event::Test(t) => report::test_line(ctx, t),
+        Event::DayDone(day, r) => report::day_end(ctx, day, r),
+    };
+    print!("{text}");
+    std::io::stdout().flush().ok();
+}
 
-    fn course_dir() -> PathBuf {
-        util::project_root().join("xtask/tests/fixture-course")
+/// After a run: when the last day graded passed, the next day to do.
+fn what_next(
+    ctx: &report::Context,
+    course: &Course,
+    results: &[(Day, DayResult)],
+    args: &CheckArgs,
+) -> String {
+    if args.solution || args.expect_stubs || args.target == "models" {
+        return String::new();
     }
-
-    fn grade(features: &[&str]) -> Vec<(Day, DayResult)> {
-        let course = Course::load(&course_dir().join("course.toml")).unwrap();
-        let build = Build {
-            workspace: course_dir(),
-            package: "fixture-grader".into(),
-            features: features.iter().map(|f| f.to_string()).collect(),
-            target_dir: Some(util::target_dir().join("fixture-course")),
-        };
-        let scratch = util::target_dir().join("fixture-course-scratch");
-        grade_days(&course.days, &build, &BTreeMap::new(), &scratch, &[], false).unwrap()
+    let Some((last, r)) = results.last() else {
+        return String::new();
+    };
+    let all_passed = results
+        .iter()
+        .all(|(_, r)| r.passed() > 0 && r.failed() == 0);
+    if !all_passed || r.tests.iter().all(|t| t.outcome.is_skipped()) {
+        return String::new();
     }
-
-    #[test]
-    fn every_outcome_is_reported_and_trouble_is_contained() {
-        let results = grade(&[]);
-        let labels: Vec<(String, &str)> = results
-            .iter()
-            .flat_map(|(d, r)| {
-                r.tests
-                    .iter()
-                    .map(move |t| (format!("{}/{}", d.number, t.name), t.outcome.label()))
-            })
-            .collect();
-        let want = [
-            ("1/passes", "pass"),
-            ("1/not_implemented", "not implemented"),
-            ("1/wrong_numbers", "wrong numbers"),
-            ("2/panics", "panic"),
-            ("2/hangs", "timeout"),
-            ("2/listed_but_absent", "missing test"),
-            ("3/passes_too", "pass"),
-            ("3/returns_error", "returned error"),
-        ];
-        let want: Vec<(String, &str)> = want.iter().map(|(a, b)| (a.to_string(), *b)).collect();
-        assert_eq!(labels, want);
-        insta::assert_snapshot!(
-            "fixture_course_report",
-            render(&results, Style { color: false })
-        );
-    }
-
-    #[test]
-    fn a_compile_error_names_file_and_line_for_every_test() {
-        let results = grade(&["broken"]);
-        for (_, r) in &results {
-            for t in &r.tests {
-                assert_eq!(t.outcome.label(), "does not compile", "{}", t.name);
-            }
-        }
-        let day1 = vec![results[0].clone()];
-        insta::assert_snapshot!(
-            "fixture_course_compile_error",
-            render(&day1, Style { color: false })
-        );
+    match course.day(last.number + 1) {
+        Some(next) => format!(
+            "\n{} passed. Next: {}\n  files: {}\n  `cargo xtask hint day{n}`, then `cargo xtask check day{n}`\n",
+            if results.len() == 1 {
+                format!("day {}", last.number)
+            } else {
+                "every day graded".to_string()
+            },
+            next.label(),
+            report::files_of(ctx, next),
+            n = next.number
+        ),
+        None => format!(
+            "\nday {} passed: that is the last day of the course so far. `cargo xtask check all` to see everything pass.\n",
+            last.number
+        ),
     }
 }
+
+#[cfg(test)]
+mod fixture_course_tests;

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         Cmd::Hint { day } => course().and_then(|c| {
             let d = c.select(&day)?;
             for d in d {
-                println!("{}\n{}", d.label(), d.hint.trim_end());
+                print!("{}", progress::hint(d));
             }
             Ok(true)
         }),

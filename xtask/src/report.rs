@@ -1,9 +1,16 @@
-//! Text and JSON reports of a grading run: one line per test, the details of
-//! each failure with the next thing to do, and a summary.
+//! Text and JSON reports of a grading run. The text comes in pieces so
+//! `check` can print each test's line as soon as it is known: a day's
+//! heading, one line per test, then (when the day is done) what went wrong
+//! with the next thing to do, and the day's summary.
+
+mod evidence;
+mod next;
 
 use crate::course::Day;
 use crate::grade::Outcome;
 use std::fmt::Write;
+
+pub use next::files_of;
 
 /// Results of one day.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -24,13 +31,23 @@ impl DayResult {
     pub fn passed(&self) -> usize {
         self.tests.iter().filter(|t| t.outcome.is_pass()).count()
     }
+    pub fn skipped(&self) -> usize {
+        self.tests.iter().filter(|t| t.outcome.is_skipped()).count()
+    }
     pub fn failed(&self) -> usize {
-        self.tests.len() - self.passed()
+        self.tests.iter().filter(|t| t.outcome.is_failure()).count()
+    }
+    /// The first error when the tests did not compile.
+    pub fn compile_error(&self) -> Option<&str> {
+        self.tests.iter().find_map(|t| match &t.outcome {
+            Outcome::DoesNotCompile { first_error } => Some(first_error.as_str()),
+            _ => None,
+        })
     }
 }
 
 /// ANSI colours, used only when writing to a terminal.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Style {
     pub color: bool,
 }
@@ -53,153 +70,178 @@ impl Style {
     }
 }
 
+/// What the report needs besides the results.
+pub struct Context<'a> {
+    /// Every day of the course (to tell which day owns a file).
+    pub days: &'a [Day],
+    /// The package of the grader's tests (`tiny-llm-grader`).
+    pub grader_package: String,
+    /// Flags that rebuild what was graded (` --features tiny-llm/ref-day4`).
+    pub feature_flags: String,
+    /// The learner's sources (`exercises/src`).
+    pub src_dir: String,
+    /// The learner's package (`tiny-llm`).
+    pub learner_package: String,
+    pub style: Style,
+}
+
+impl Context<'_> {
+    /// The day whose module is this file (`exercises/src/mlp.rs:3` -> 4).
+    pub fn day_of_file(&self, path: &str) -> Option<u32> {
+        let file = crate::grade::classify::strip_line_col(path);
+        let module = file.rsplit('/').next()?.strip_suffix(".rs")?;
+        self.days
+            .iter()
+            .find(|d| d.modules.iter().any(|m| m == module))
+            .map(|d| d.number)
+    }
+}
+
 fn indent(text: &str, by: &str) -> String {
     text.lines().map(|l| format!("{by}{l}\n")).collect()
 }
 
-/// What to do next about a failed test.
-fn next_action(day: &Day, test: &str, o: &Outcome) -> String {
-    let n = day.number;
-    let files: Vec<String> = day
-        .modules
-        .iter()
-        .map(|m| format!("exercises/src/{m}.rs"))
-        .collect();
-    let files = if files.is_empty() {
-        "exercises/src".to_string()
-    } else {
-        files.join(", ")
-    };
-    let rerun = format!(
-        "cargo test -p tiny-llm-grader --test {} {test} -- --exact --nocapture",
-        day.test_files().first().cloned().unwrap_or_default()
-    );
-    match o {
-        Outcome::Pass | Outcome::Skipped { .. } => String::new(),
-        Outcome::NotImplemented { item } => {
-            let what = item.clone().unwrap_or_else(|| "a todo!()".into());
-            format!("reached `{what}`; next: implement it in {files} (`cargo xtask hint day{n}`)")
-        }
-        Outcome::WrongNumbers { report } => format!(
-            "{report}\nnext: the output is close in shape but not in value; compare each step with the formula in the doc comment (`cargo xtask hint day{n}`)"
-        ),
-        Outcome::WrongShape { report } => format!(
-            "{report}\nnext: check the shapes and dtype your code returns against the doc comment"
-        ),
-        Outcome::ReturnedError { message } => {
-            format!("{message}\nnext: your code returned Err for valid input; see where that error is made")
-        }
-        Outcome::Panic { message, location } => format!(
-            "{message}\n  at {}\nnext: fix the panic; to see it whole: {rerun}",
-            location.as_deref().unwrap_or("?")
-        ),
-        Outcome::Timeout { seconds } => format!(
-            "stopped after {seconds} s; next: look for a loop that never ends (or run it alone: {rerun})"
-        ),
-        Outcome::Crashed { how } => format!("{how}; next: run it alone to see its output: {rerun}"),
-        Outcome::DoesNotCompile { first_error } => format!(
-            "{first_error}\nnext: fix this compile error first (`cargo build -p tiny-llm` shows them all)"
-        ),
-        Outcome::Missing => format!(
-            "course.toml lists `{test}` but grader/tests has no such test for day {n} (a kit bug: please report it)"
-        ),
-    }
+/// The day's heading.
+pub fn heading(ctx: &Context, day: &Day) -> String {
+    format!("{}\n", ctx.style.paint("1", &day.label()))
 }
 
-/// The text report: for each day a heading, one line per test, then the
-/// details of every failure, then a per-day summary; a closing total line
-/// `N passed, N failed` for the whole run.
-pub fn render(results: &[(Day, DayResult)], style: Style) -> String {
+/// One test's line.
+pub fn test_line(ctx: &Context, t: &TestResult) -> String {
+    format!("  {} {}\n", ctx.style.outcome(&t.outcome), t.name)
+}
+
+/// Everything after the test lines: each failure with its next step, the
+/// `todo!()`s reached, skipped tests, and the day's summary. A compile error
+/// stands for the whole day (the test lines are left out).
+pub fn day_end(ctx: &Context, day: &Day, r: &DayResult) -> String {
+    let style = ctx.style;
     let mut s = String::new();
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for (day, r) in results {
-        let _ = writeln!(s, "{}", style.paint("1", &day.label()));
+    if let Some(error) = r.compile_error() {
+        let _ = writeln!(
+            s,
+            "  {} ({} tests not run)",
+            style.paint("31", &format!("{:<17}", "does not compile")),
+            r.tests.len()
+        );
+        let text = format!(
+            "{error}\nnext: fix this compile error first (`cargo build -p {}` shows them all)",
+            ctx.learner_package
+        );
+        s.push_str(&indent(&text, "      "));
+    } else {
+        let mut first = true;
         for t in &r.tests {
-            let _ = writeln!(s, "  {} {}", style.outcome(&t.outcome), t.name);
-        }
-        let failures = r.tests.iter().filter(|t| {
-            !matches!(
-                t.outcome,
-                Outcome::Pass | Outcome::Skipped { .. } | Outcome::NotImplemented { .. }
-            )
-        });
-        let mut shown_compile_error = false;
-        for (i, t) in failures.enumerate() {
-            if i == 0 {
-                let _ = writeln!(s);
-            }
-            if let Outcome::DoesNotCompile { .. } = t.outcome {
-                // one compile error stops every test: say it once
-                if shown_compile_error {
-                    continue;
-                }
-                shown_compile_error = true;
-                let _ = writeln!(s, "  {} every test:", style.paint("31", "x"));
-                s.push_str(&indent(&next_action(day, &t.name, &t.outcome), "      "));
+            let text = next::details(ctx, day, t, &r.tests);
+            if text.is_empty() {
                 continue;
             }
+            if std::mem::take(&mut first) {
+                s.push('\n');
+            }
             let _ = writeln!(s, "  {} {}:", style.paint("31", "x"), t.name);
-            s.push_str(&indent(&next_action(day, &t.name, &t.outcome), "      "));
+            s.push_str(&indent(&text, "      "));
         }
         let todo: Vec<&TestResult> = r
             .tests
             .iter()
             .filter(|t| matches!(t.outcome, Outcome::NotImplemented { .. }))
             .collect();
-        if let Some(t) = todo.first() {
+        if !todo.is_empty() {
             let _ = writeln!(
                 s,
-                "\n  {} {} test(s) not implemented yet:",
+                "\n  {} {} not implemented yet, reaching:",
                 style.paint("33", "-"),
-                todo.len()
+                plural(todo.len(), "test")
             );
-            s.push_str(&indent(&next_action(day, &t.name, &t.outcome), "      "));
+            s.push_str(&indent(&next::not_implemented(ctx, day, &todo), "      "));
         }
-        let sk = r
-            .tests
-            .iter()
-            .filter(|t| matches!(t.outcome, Outcome::Skipped { .. }))
-            .count();
-        if let Some(Outcome::Skipped { reason }) = r.tests.first().map(|t| &t.outcome) {
-            let _ = writeln!(s, "  ({reason})");
-        }
-        let _ = writeln!(
-            s,
-            "{}: {} passed, {} failed{}\n",
-            if day.number == 0 {
-                "model checks".to_string()
-            } else {
-                format!("day {}", day.number)
-            },
-            r.passed(),
-            r.failed() - sk,
-            if sk > 0 {
-                format!(", {sk} skipped")
-            } else {
-                String::new()
-            }
-        );
-        passed += r.passed();
-        failed += r.failed() - sk;
-        skipped += sk;
     }
-    let _ = write!(s, "{passed} passed, {failed} failed");
+    let mut reasons: Vec<&str> = Vec::new();
+    for t in &r.tests {
+        if let Outcome::Skipped { reason } = &t.outcome {
+            if !reasons.contains(&reason.as_str()) {
+                reasons.push(reason);
+            }
+        }
+    }
+    for reason in reasons {
+        let _ = writeln!(s, "  (skipped: {reason})");
+    }
+    let _ = writeln!(
+        s,
+        "{}: {}\n",
+        if day.number == 0 {
+            "model checks".to_string()
+        } else {
+            format!("day {}", day.number)
+        },
+        counts(r.passed(), r.failed(), r.skipped())
+    );
+    s
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn counts(passed: usize, failed: usize, skipped: usize) -> String {
+    let mut s = format!("{passed} passed, {failed} failed");
     if skipped > 0 {
         let _ = write!(s, ", {skipped} skipped");
     }
-    s.push('\n');
+    s
+}
+
+/// The closing line of a run over several days (none for one day, whose
+/// summary says it all).
+pub fn total(results: &[(Day, DayResult)]) -> String {
+    if results.len() < 2 {
+        return String::new();
+    }
+    let sum = |f: fn(&DayResult) -> usize| results.iter().map(|(_, r)| f(r)).sum::<usize>();
+    format!(
+        "all {} days: {}\n",
+        results.len(),
+        counts(
+            sum(DayResult::passed),
+            sum(DayResult::failed),
+            sum(DayResult::skipped)
+        )
+    )
+}
+
+/// The whole text report, as `check` prints it piece by piece (xtask's
+/// tests snapshot it).
+#[cfg(test)]
+pub fn render(ctx: &Context, results: &[(Day, DayResult)]) -> String {
+    let mut s = String::new();
+    for (day, r) in results {
+        s.push_str(&heading(ctx, day));
+        if r.compile_error().is_none() {
+            for t in &r.tests {
+                s.push_str(&test_line(ctx, t));
+            }
+        }
+        s.push_str(&day_end(ctx, day, r));
+    }
+    s.push_str(&total(results));
     s
 }
 
 /// The JSON report (`--json`).
 pub fn render_json(results: &[(Day, DayResult)]) -> String {
     let days: Vec<&DayResult> = results.iter().map(|(_, r)| r).collect();
-    let passed: usize = days.iter().map(|d| d.passed()).sum();
-    let total: usize = days.iter().map(|d| d.tests.len()).sum();
+    let sum = |f: fn(&DayResult) -> usize| days.iter().map(|d| f(d)).sum::<usize>();
     serde_json::to_string_pretty(&serde_json::json!({
         "days": days,
-        "passed": passed,
-        "failed": total - passed,
+        "passed": sum(DayResult::passed),
+        "failed": sum(DayResult::failed),
+        "skipped": sum(DayResult::skipped),
     }))
     .expect("serialisable")
 }
