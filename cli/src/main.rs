@@ -1,22 +1,32 @@
-//! `tiny-llm-chat`: one chat turn with a real model through the week-1 path
-//! (chat template, prefill, decode without a KV cache, streaming output),
-//! then the prompt and decode speeds.
+//! `tiny-llm-chat`: chat with a real model through the week-1 path (chat
+//! template, prefill, decode without a KV cache, streaming output), then the
+//! prompt and decode speeds.
+//!
+//! Three ways in: a prompt (`tiny-llm-chat "Hi"`), a whole conversation
+//! (`--messages FILE.json`, see [`messages`]), or an interactive chat that
+//! keeps the history (`--chat`, one line a turn, from a terminal or a pipe;
+//! see [`chat`]). `--show-prompt` prints the prompt the chat template made.
 //!
 //! It runs the learner's crate `tiny-llm` by default and the reference with
-//! the feature `solutions`. `cargo xtask run` builds and starts it (and
-//! provisions MLX and the default model first).
+//! the feature `solutions`. `cargo xtask run` and `cargo xtask chat` build
+//! and start it (and provision MLX and the default model first).
 //!
 //! Exit codes: 0 done; 1 an error (message on stderr); 2 bad arguments;
 //! 3 the learner's code reached a `todo!()` ("day N is not implemented yet",
 //! with that day's hint from course.toml).
 
+mod chat;
+mod limits;
+mod messages;
 mod not_implemented;
+mod progress;
+mod session;
 
 use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
 use mlx_rs::Dtype;
-use std::io::Write;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -28,7 +38,6 @@ use tiny_llm as imp;
 #[cfg(feature = "solutions")]
 use tiny_llm_ref as imp;
 
-use imp::generate::simple_generate;
 use imp::loader::load_weights;
 use imp::qwen2_week1::Qwen2ModelWeek1;
 use imp::sampler::{Sampler, SamplerConfig};
@@ -42,14 +51,27 @@ const DEFAULT_MODEL: &str = "qwen2.5-coder-0.5b";
     about = "Chat with a Qwen2-family model through tiny-llm's week-1 path"
 )]
 struct Args {
-    /// The user's message.
-    prompt: String,
+    /// The user's message (or give --messages, or --chat).
+    #[arg(required_unless_present_any = ["messages", "chat"])]
+    prompt: Option<String>,
+    /// A whole conversation: a JSON list of {"role", "content"} messages as
+    /// the OpenAI chat API writes them (or {"messages": [...]}); the model
+    /// answers its last turn.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["prompt", "system", "chat"])]
+    messages: Option<PathBuf>,
+    /// Chat: read one message a line from stdin (a terminal or a pipe),
+    /// answer each with the whole history; `/reset` clears it, `/quit` ends.
+    #[arg(long, conflicts_with = "prompt")]
+    chat: bool,
+    /// Print the prompt the chat template made (on stderr) before answering.
+    #[arg(long)]
+    show_prompt: bool,
     /// A model directory (config.json, model.safetensors, tokenizer.json), a
     /// model converted by `cargo xtask models fetch` (qwen2.5-coder-0.5b,
     /// smollm2-135m), or a Hugging Face id (Qwen/Qwen2-0.5B-Instruct-MLX).
     #[arg(long)]
     model: Option<String>,
-    /// Most tokens to generate.
+    /// Most tokens to generate (cut to what the model's context leaves).
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
@@ -129,7 +151,24 @@ fn on_gpu() -> bool {
     )
 }
 
+/// The conversation to answer: `--messages`, or `--system` and the prompt.
+fn conversation(args: &Args) -> Result<Vec<ChatMessage>> {
+    if let Some(path) = &args.messages {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return messages::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg);
+    }
+    let mut m = Vec::new();
+    if let Some(system) = &args.system {
+        m.push(ChatMessage::system(system.as_str()));
+    }
+    m.push(ChatMessage::user(args.prompt.clone().unwrap_or_default()));
+    Ok(m)
+}
+
 fn run(args: &Args) -> Result<()> {
+    // a malformed --messages file is reported before the model loads
+    let conversation = conversation(args)?;
     select_device(args.device)?;
     let on = if on_gpu() { Device::Gpu } else { Device::Cpu };
     let dtype: Dtype = device::mlx_dtype(args.dtype.unwrap_or(DType::default_for(on)));
@@ -151,7 +190,7 @@ fn run(args: &Args) -> Result<()> {
         top_p: args.top_p,
         seed: args.seed,
     };
-    let mut sampler = Sampler::new(sampler_config)?;
+    let sampler = Sampler::new(sampler_config)?;
     eprintln!(
         "[{} ({} layers, {dtype:?}) loaded in {:.1} s]",
         dir.display(),
@@ -159,38 +198,38 @@ fn run(args: &Args) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let mut messages = Vec::new();
-    if let Some(system) = &args.system {
-        messages.push(ChatMessage::system(system.as_str()));
-    }
-    messages.push(ChatMessage::user(args.prompt.as_str()));
-    let text = tokenizer.apply_chat_template(&messages, true)?;
-    let prompt_ids = tokenizer.encode(&text, false)?;
-
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let stats = simple_generate(
-        &model,
-        &tokenizer,
-        &prompt_ids,
-        args.max_tokens,
-        &mut sampler,
-        |piece| {
-            // a closed pipe (`| head`) is not an error worth a panic
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
+    let mut session = session::Session {
+        model,
+        tokenizer,
+        sampler,
+        options: session::Options {
+            max_tokens: args.max_tokens,
+            context: usize::try_from(config.max_position_embeddings).unwrap_or(0),
+            show_prompt: args.show_prompt,
+            shape: progress::Shape::of(&config),
+            half: dtype != Dtype::Float32,
+            gpu: on_gpu(),
         },
-    )?;
-    let _ = writeln!(out);
-    drop(out);
-    eprintln!(
-        "[prompt: {} tokens, {:.2} tok/s | decode: {} tokens, {:.2} tok/s | {:?} | {:.1} s in all]",
-        stats.prompt_tokens,
-        stats.prefill_tokens_per_second(),
-        stats.generated_tokens(),
-        stats.decode_tokens_per_second(),
-        stats.finish_reason,
-        stats.prefill_seconds + stats.decode_seconds,
-    );
+    };
+    let stdout = std::io::stdout();
+    if args.chat {
+        eprintln!(
+            "[chat: one message a line; /reset clears the history, /quit or end of input ends. \
+             Week 1 has no KV cache, so each turn re-reads the whole conversation: turns get \
+             slower as it grows]"
+        );
+        let stdin = std::io::stdin();
+        let mut stderr = std::io::stderr();
+        let prompt: Option<&mut dyn std::io::Write> = if stdin.is_terminal() {
+            Some(&mut stderr)
+        } else {
+            None
+        };
+        chat::run(stdin.lock(), args.system.as_deref(), prompt, |history| {
+            session.answer(history, &mut stdout.lock())
+        })?;
+        return Ok(());
+    }
+    session.answer(&conversation, &mut stdout.lock())?;
     Ok(())
 }

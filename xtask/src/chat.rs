@@ -1,0 +1,57 @@
+//! `cargo xtask chat [--solution] [--ref DAYS] [--device D] [...]`: an
+//! interactive multi-turn chat with a real model through the week-1 path.
+//!
+//! One message a line, from a terminal or a pipe
+//! (`printf 'hi\nand then?\n' | cargo xtask chat --solution`); every turn
+//! sends the whole history (week 1 has no KV cache, so each turn re-reads
+//! it). `/reset` clears the history, `/quit` or the end of input ends the
+//! chat. Everything else is `run`'s ([`crate::run::ModelArgs`]): it starts
+//! `tiny-llm-chat --chat`.
+
+use crate::run::{launch, ModelArgs};
+use anyhow::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// The chat program's mode flag.
+fn tail() -> Vec<String> {
+    vec!["--chat".into()]
+}
+
+/// `cargo xtask chat`; exits the process with the chat's code when it fails.
+pub fn run(args: &ChatArgs) -> Result<()> {
+    launch(&args.model, tail())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        chat: ChatArgs,
+    }
+
+    #[test]
+    fn chat_takes_run_s_options_and_no_prompt() {
+        let cli = Cli::parse_from([
+            "chat",
+            "--solution",
+            "--system",
+            "Be brief.",
+            "--max-tokens",
+            "9",
+        ]);
+        assert!(cli.chat.model.solution);
+        assert_eq!(cli.chat.model.system.as_deref(), Some("Be brief."));
+        assert_eq!(cli.chat.model.max_tokens, Some(9));
+        assert!(Cli::try_parse_from(["chat", "hello"]).is_err());
+        assert_eq!(tail(), ["--chat"]);
+    }
+}
