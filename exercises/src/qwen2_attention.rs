@@ -16,28 +16,9 @@ use mlx_rs::Array;
 #[allow(unused_imports)]
 use tiny_llm_common::{shape_error, Error, Result};
 
-/// The checkpoint tensors of one attention layer
-/// (`model.layers.{i}.self_attn.*`), in checkpoint layout (`out x in`)
-/// (given).
-#[derive(Debug, Clone)]
-pub struct Qwen2AttentionWeights {
-    /// `q_proj.weight`, `H_q*D x E`.
-    pub q_proj: Array,
-    /// `k_proj.weight`, `H_kv*D x E`.
-    pub k_proj: Array,
-    /// `v_proj.weight`, `H_kv*D x E`.
-    pub v_proj: Array,
-    /// `o_proj.weight`, `E x H_q*D`.
-    pub o_proj: Array,
-    /// `q_proj.bias`, `H_q*D` (Qwen2 has it; Llama usually not).
-    pub q_proj_bias: Option<Array>,
-    /// `k_proj.bias`, `H_kv*D`.
-    pub k_proj_bias: Option<Array>,
-    /// `v_proj.bias`, `H_kv*D`.
-    pub v_proj_bias: Option<Array>,
-    /// `o_proj.bias`, `E` (never in Qwen2; Llama with `attention_bias`).
-    pub o_proj_bias: Option<Array>,
-}
+/// The checkpoint tensors of one attention layer (given; defined in
+/// `tiny_llm_common` so that every day passes the same type).
+pub use tiny_llm_common::Qwen2AttentionWeights;
 
 /// Qwen2 (and Llama) self-attention with grouped-query heads and RoPE.
 ///

@@ -12,28 +12,14 @@ use crate::mlp::Qwen2Mlp;
 use crate::qwen2_attention::{Qwen2AttentionWeights, Qwen2MultiHeadAttention};
 use mlx_rs::Array;
 use std::collections::HashMap;
-use tiny_llm_common::{shape_error, Error, Qwen2Config, Result};
+// `Error` is named by the doc comments.
+#[allow(unused_imports)]
+use tiny_llm_common::Error;
+use tiny_llm_common::{Qwen2Config, Result};
 
-/// `weights[key]`, checked to be a float array of shape `shape` (given).
-///
-/// Errors: [`Error::Invalid`] naming `key` when it is missing or not a
-/// float array (e.g. still quantized); [`Error::Shape`] naming `key` when
-/// its shape differs.
-pub fn take_weight(weights: &HashMap<String, Array>, key: &str, shape: &[i32]) -> Result<Array> {
-    let w = weights
-        .get(key)
-        .ok_or_else(|| Error::Invalid(format!("missing weight `{key}`")))?;
-    if !w.dtype().is_float() {
-        return Err(Error::Invalid(format!(
-            "weight `{key}` must be a float array, got {:?} (dequantize it first)",
-            w.dtype()
-        )));
-    }
-    if w.shape() != shape {
-        return Err(shape_error(key, w, &format!("{shape:?}")));
-    }
-    Ok(w.clone())
-}
+/// `weights[key]`, checked to be a float array of shape `shape` (given;
+/// defined in `tiny_llm_common` so that every day uses the same function).
+pub use tiny_llm_common::take_weight;
 
 /// One decoder layer of Qwen2 (and Llama):
 ///

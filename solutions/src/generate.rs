@@ -94,53 +94,10 @@ fn common_prefix(a: &str, b: &str) -> usize {
         .map_or(a.len().min(b.len()), |((i, _), _)| i)
 }
 
-/// Why generation stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// The model produced an end-of-sequence token.
-    Stop,
-    /// `max_tokens` tokens were generated.
-    Length,
-}
-
-/// What `simple_generate` did, and how fast.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerationStats {
-    /// Tokens in the prompt.
-    pub prompt_tokens: usize,
-    /// The sampled token ids in order; the end-of-sequence id that stopped
-    /// generation is included (its text is not emitted).
-    pub tokens: Vec<u32>,
-    /// Why generation stopped.
-    pub finish_reason: FinishReason,
-    /// Seconds from the start to the first sampled token (the prompt's
-    /// forward pass, the first sample).
-    pub prefill_seconds: f64,
-    /// Seconds from the first sampled token to the last one.
-    pub decode_seconds: f64,
-}
-
-impl GenerationStats {
-    /// Tokens sampled (the end-of-sequence token included).
-    pub fn generated_tokens(&self) -> usize {
-        self.tokens.len()
-    }
-
-    /// Prompt tokens per second of prefill.
-    pub fn prefill_tokens_per_second(&self) -> f64 {
-        self.prompt_tokens as f64 / self.prefill_seconds.max(f64::MIN_POSITIVE)
-    }
-
-    /// Tokens per second of decoding: the tokens after the first (the first
-    /// one comes out of the prefill), over the decode time; 0 when fewer than
-    /// two tokens were sampled.
-    pub fn decode_tokens_per_second(&self) -> f64 {
-        match self.tokens.len() {
-            0 | 1 => 0.0,
-            n => (n - 1) as f64 / self.decode_seconds.max(f64::MIN_POSITIVE),
-        }
-    }
-}
+/// Why generation stopped, and what a generation measured (given; defined in
+/// `tiny_llm_common` so that the cli, the bench and every day pass the same
+/// types).
+pub use tiny_llm_common::{FinishReason, GenerationStats};
 
 /// Generates up to `max_tokens` tokens after `prompt_ids`, streaming the text.
 ///

@@ -337,7 +337,7 @@ fn build(side: Side) -> Result<Built> {
         "short",
     ]);
     if side == Side::Reference {
-        cmd.args(["--features", "solutions"]);
+        cmd.args(["--no-default-features", "--features", "solutions"]);
     }
     let log = bench_dir()
         .join("logs")

@@ -242,6 +242,7 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
         workspace: root.clone(),
         package: "tiny-llm-grader".into(),
         features,
+        no_default_features: args.solution,
         target_dir: None,
     };
     let scratch = util::target_dir()
@@ -307,6 +308,7 @@ mod fixture_course_tests {
             workspace: course_dir(),
             package: "fixture-grader".into(),
             features: features.iter().map(|f| f.to_string()).collect(),
+            no_default_features: false,
             target_dir: Some(util::target_dir().join("fixture-course")),
         };
         let scratch = util::target_dir().join("fixture-course-scratch");

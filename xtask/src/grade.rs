@@ -90,6 +90,9 @@ pub struct Build {
     pub package: String,
     /// `--features` value (may be empty).
     pub features: Vec<String>,
+    /// Pass `--no-default-features` (the reference build: the learner's
+    /// crate, the grader's default feature, is then not compiled).
+    pub no_default_features: bool,
     /// `CARGO_TARGET_DIR` override (the fixture course uses its own).
     pub target_dir: Option<PathBuf>,
 }
@@ -107,6 +110,9 @@ pub fn build(b: &Build) -> Result<Built> {
     cmd.current_dir(&b.workspace)
         .args(["test", "--no-run", "--message-format=json", "--package"])
         .arg(&b.package);
+    if b.no_default_features {
+        cmd.arg("--no-default-features");
+    }
     if !b.features.is_empty() {
         cmd.arg("--features").arg(b.features.join(","));
     }

@@ -14,6 +14,7 @@ mod progress;
 mod report;
 mod run;
 mod setup;
+mod swap_check;
 mod util;
 mod venv;
 mod watch;
@@ -59,6 +60,9 @@ enum Cmd {
     Models(models::ModelsArgs),
     /// Chat with a real model through your week-1 code (--solution: the reference).
     Run(run::RunArgs),
+    /// Check that the grader's tests compile with each day alone, and each day
+    /// but one, taken from the reference (the per-day swap).
+    SwapCheck,
     /// Measure speed and memory against mlx-lm (`bench week1`; see the README's Benchmarks).
     Bench(bench::BenchArgs),
 }
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Cmd::Models(args) => models::run(&args).map(|_| true),
         Cmd::Run(args) => run::run(&args).map(|_| true),
         Cmd::Bench(args) => bench::run(&args).map(|_| true),
+        Cmd::SwapCheck => swap_check::run(),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
