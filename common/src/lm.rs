@@ -16,4 +16,11 @@ pub trait CausalLm {
     /// - `inputs`: `N x L` int32 token ids.
     /// - returns: `N x vocab` logits for the token after position `L - 1`.
     fn forward_last(&self, inputs: &Array) -> Result<Array>;
+
+    /// The most positions one sequence may have (prompt and generated
+    /// tokens together), or `None` when the model sets no limit (the
+    /// default). Generation refuses a longer prompt and stops there.
+    fn context_len(&self) -> Option<usize> {
+        None
+    }
 }

@@ -63,7 +63,7 @@ impl Embedding {
     ///
     /// Errors: [`Error::Shape`] when `x`'s last dimension is not `E`.
     ///
-    /// Hint: the weight is already in [`linear`]'s `out x in` layout.
+    /// Hints: the weight is already in [`linear`]'s `out x in` layout.
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
         let _ = x;
         todo!("day 5: Embedding::as_linear")

@@ -66,8 +66,10 @@ impl<'t> StreamingDetokenizer<'t> {
         todo!("day 7: StreamingDetokenizer::push")
     }
 
-    /// Returns whatever is still held back (with U+FFFD where a character
-    /// never completed; empty when nothing is) and empties the detokenizer.
+    /// Returns the complete text still held back and empties the
+    /// detokenizer. An incomplete final character (generation cut a
+    /// multi-byte character short, e.g. at `max_tokens`) is dropped, not
+    /// returned as U+FFFD; empty when nothing is held back.
     ///
     /// Errors: the tokenizer's.
     pub fn flush(&mut self) -> Result<String> {
@@ -84,29 +86,38 @@ pub use tiny_llm_common::{FinishReason, GenerationStats};
 ///
 /// - `model`: any [`CausalLm`] (your `Qwen2ModelWeek1` from day 5).
 /// - `prompt_ids`: the prompt, already tokenized (chat template applied).
+/// - `max_tokens`: any size; generation also stops when prompt and answer
+///   fill the model's context (`model.context_len()`).
 /// - `sampler`: picks each token from the last position's logits.
 /// - `on_text`: called with each piece of text as soon as it is whole UTF-8
-///   (never with an empty piece), and once more at the end with what was held
-///   back, if anything.
+///   (never with an empty piece), and once more at the end with what
+///   `StreamingDetokenizer::flush` returns, if it is not empty.
 ///
 /// Steps: run `model.forward_last` on the prompt (`1 x L` int32), sample the
 /// first token (the prefill); then, until an id of
-/// `tokenizer.eos_token_ids()` or `max_tokens` tokens, append the token and
-/// run the whole sequence again (week 1 has no KV cache). End-of-sequence
-/// ids stop generation, are kept in `tokens`, and are not detokenized.
+/// `tokenizer.eos_token_ids()`, `max_tokens` tokens or a full context, append
+/// the token and run the whole sequence again (week 1 has no KV cache).
+/// End-of-sequence ids stop generation ([`FinishReason::Stop`]), are kept in
+/// `tokens`, and are not detokenized; `max_tokens` and a full context stop it
+/// with [`FinishReason::Length`].
 ///
 /// Speed: let the sampler's read of the token be the only evaluation of a
 /// step (no `eval` of the logits, no extra casts), and keep the tokenizer
 /// out of the loop except for the detokenizer's short window.
 ///
 /// Stats: `prefill_seconds` from the start to the first sampled token,
-/// `decode_seconds` from then to the last one (`Instant::now()`).
+/// `decode_seconds` from then to the last one (`Instant::now()`); both 0
+/// when no token was sampled (`max_tokens = 0`).
 ///
-/// Errors: [`Error::Invalid`] for an empty prompt; the model's, sampler's or
-/// tokenizer's errors.
+/// Errors: [`Error::Invalid`] for an empty prompt, and for a prompt that
+/// does not fit the model's context (its length and the context are named);
+/// the model's, sampler's or tokenizer's errors.
 ///
 /// Reference: mlx-lm `generate_step` / `stream_generate` (which use a KV
 /// cache).
+///
+/// Hints: do not reserve `max_tokens` slots up front (it may be
+/// `usize::MAX`).
 pub fn simple_generate(
     model: &impl CausalLm,
     tokenizer: &Tokenizer,

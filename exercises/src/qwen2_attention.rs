@@ -69,7 +69,7 @@ impl Qwen2MultiHeadAttention {
     /// `[H_q*D, E]`, `[H_kv*D, E]`, `[H_kv*D, E]`, `[E, H_q*D]`, the biases
     /// (when present) `[H_q*D]`, `[H_kv*D]`, `[H_kv*D]`, `[E]`.
     ///
-    /// Hint: build the RoPE here with `RoPE::new(d, max_seq_len, rope_theta,
+    /// Hints: build the RoPE here with `RoPE::new(d, max_seq_len, rope_theta,
     /// false)` (your day-2 code).
     pub fn new(
         num_heads: i32,
@@ -95,7 +95,7 @@ impl Qwen2MultiHeadAttention {
     /// Errors: [`Error::Shape`] when `x` is not `N x L x E`; RoPE's errors
     /// when the positions exceed its `seq_len`.
     ///
-    /// Hints, as `mlx_lm.models.qwen2.Attention.__call__`: project with
+    /// Hints: as `mlx_lm.models.qwen2.Attention.__call__`: project with
     /// [`linear`] (with the biases), reshape `N x L x H*D` to `N x L x H x D`,
     /// apply `self.rope` to queries and keys (RoPE takes `N x L x H x D`, so
     /// before the transpose), transpose to `N x H x L x D`, attend with

@@ -77,7 +77,7 @@ impl Qwen2ModelWeek1 {
     /// Errors: [`Error::Shape`] when `inputs` is not `N x L`;
     /// [`Error::Invalid`] for ids outside `0..vocab`.
     ///
-    /// Hint: embed, every layer with `AttentionMask::Causal` and offset 0,
+    /// Hints: embed, every layer with `AttentionMask::Causal` and offset 0,
     /// `norm`, then `lm_head` ([`linear`]) or `embed_tokens.as_linear`.
     pub fn forward(&self, inputs: &Array) -> Result<Array> {
         let _ = inputs;
@@ -92,7 +92,7 @@ impl Qwen2ModelWeek1 {
     ///
     /// Errors: as [`Self::forward`].
     ///
-    /// Hint: take `h[.., L - 1, ..]` before the norm, with
+    /// Hints: take `h[.., L - 1, ..]` before the norm, with
     /// `h.try_index((.., l - 1, ..))?` (`mlx_rs::ops::indexing::TryIndexOp`).
     pub fn forward_last(&self, inputs: &Array) -> Result<Array> {
         let _ = inputs;
@@ -104,5 +104,9 @@ impl Qwen2ModelWeek1 {
 impl CausalLm for Qwen2ModelWeek1 {
     fn forward_last(&self, inputs: &Array) -> Result<Array> {
         Qwen2ModelWeek1::forward_last(self, inputs)
+    }
+
+    fn context_len(&self) -> Option<usize> {
+        Some(self.config.rope_positions() as usize)
     }
 }

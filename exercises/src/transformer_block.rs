@@ -50,8 +50,9 @@ impl Qwen2TransformerBlock {
     /// `post_attention_layernorm.weight`, `mlp.{gate,up,down}_proj.weight`.
     ///
     /// The weights are used in the dtype they come in. RoPE covers
-    /// `config.max_position_embeddings` positions with base
-    /// `config.rope_theta`.
+    /// `config.rope_positions()` positions (`max_position_embeddings`,
+    /// capped so that a huge claimed context cannot exhaust memory) with
+    /// base `config.rope_theta`.
     ///
     /// Errors: a missing, non-float or wrongly shaped weight, naming its key
     /// ([`take_weight`]); [`Error::Invalid`] for a bad head configuration.
@@ -74,7 +75,7 @@ impl Qwen2TransformerBlock {
     /// Errors: those of the layers (a wrong `x` shape, positions past RoPE's
     /// table).
     ///
-    /// Hint: `mlx_lm.models.qwen2.TransformerBlock.__call__`, four lines.
+    /// Hints: `mlx_lm.models.qwen2.TransformerBlock.__call__`, four lines.
     pub fn forward(&self, x: &Array, offset: i32, mask: AttentionMask) -> Result<Array> {
         let _ = (x, offset, mask);
         todo!("day 5: Qwen2TransformerBlock::forward")

@@ -70,14 +70,20 @@ impl<'t> StreamingDetokenizer<'t> {
         Ok(piece)
     }
 
-    /// Returns whatever is still held back (with U+FFFD where a character
-    /// never completed) and empties the detokenizer.
+    /// Returns the complete text still held back and empties the
+    /// detokenizer. An incomplete final character (generation cut a
+    /// multi-byte character short, e.g. at `max_tokens`) is dropped, not
+    /// returned as U+FFFD; empty when nothing is held back.
     ///
     /// Errors: the tokenizer's.
     pub fn flush(&mut self) -> Result<String> {
         let before = self.tokenizer.decode(&self.ids[self.prefix..self.read])?;
         let now = self.tokenizer.decode(&self.ids[self.prefix..])?;
-        let rest = now[common_prefix(&before, &now)..].to_string();
+        // An incomplete final character decodes to U+FFFD: drop it (no
+        // more tokens will complete it).
+        let rest = now[common_prefix(&before, &now)..]
+            .trim_end_matches('\u{FFFD}')
+            .to_string();
         self.ids.clear();
         self.prefix = 0;
         self.read = 0;
@@ -101,22 +107,36 @@ pub use tiny_llm_common::{FinishReason, GenerationStats};
 
 /// Generates up to `max_tokens` tokens after `prompt_ids`, streaming the text.
 ///
-/// - `model`: any [`CausalLm`] (`Qwen2ModelWeek1` from day 5).
+/// - `model`: any [`CausalLm`] (your `Qwen2ModelWeek1` from day 5).
 /// - `prompt_ids`: the prompt, already tokenized (chat template applied).
+/// - `max_tokens`: any size; generation also stops when prompt and answer
+///   fill the model's context (`model.context_len()`).
 /// - `sampler`: picks each token from the last position's logits.
-/// - `on_text`: called with each piece of text as soon as it is whole UTF-8,
-///   and once more at the end with what was held back, if anything.
+/// - `on_text`: called with each piece of text as soon as it is whole UTF-8
+///   (never with an empty piece), and once more at the end with what
+///   `StreamingDetokenizer::flush` returns, if it is not empty.
 ///
-/// Steps: run `forward_last` on the prompt (`1 x L` int32), sample the first
-/// token (the prefill); then, until an end-of-sequence id of the tokenizer or
-/// `max_tokens`, append the token and run the whole sequence again (week 1
-/// has no KV cache). Sampling reads one integer per step: that is the only
-/// evaluation. End-of-sequence ids stop generation and are not detokenized.
+/// Steps: run `model.forward_last` on the prompt (`1 x L` int32), sample the
+/// first token (the prefill); then, until an id of
+/// `tokenizer.eos_token_ids()`, `max_tokens` tokens or a full context, append
+/// the token and run the whole sequence again (week 1 has no KV cache).
+/// End-of-sequence ids stop generation ([`FinishReason::Stop`]), are kept in
+/// `tokens`, and are not detokenized; `max_tokens` and a full context stop it
+/// with [`FinishReason::Length`].
 ///
-/// Errors: [`Error::Invalid`] for an empty prompt; the model's, sampler's or
-/// tokenizer's errors.
+/// Speed: let the sampler's read of the token be the only evaluation of a
+/// step (no `eval` of the logits, no extra casts), and keep the tokenizer
+/// out of the loop except for the detokenizer's short window.
 ///
-/// Reference: mlx-lm `generate_step` / `stream_generate` (which uses a KV
+/// Stats: `prefill_seconds` from the start to the first sampled token,
+/// `decode_seconds` from then to the last one (`Instant::now()`); both 0
+/// when no token was sampled (`max_tokens = 0`).
+///
+/// Errors: [`Error::Invalid`] for an empty prompt, and for a prompt that
+/// does not fit the model's context (its length and the context are named);
+/// the model's, sampler's or tokenizer's errors.
+///
+/// Reference: mlx-lm `generate_step` / `stream_generate` (which use a KV
 /// cache).
 pub fn simple_generate(
     model: &impl CausalLm,
@@ -131,11 +151,21 @@ pub fn simple_generate(
             "simple_generate: the prompt has no tokens".into(),
         ));
     }
+    let context = model.context_len();
+    if let Some(ctx) = context {
+        if prompt_ids.len() > ctx {
+            return Err(Error::Invalid(format!(
+                "simple_generate: the prompt has {} tokens, more than the model's context of {ctx}",
+                prompt_ids.len()
+            )));
+        }
+    }
     let eos = tokenizer.eos_token_ids();
     let mut ids: Vec<i32> = prompt_ids.iter().map(|&t| t as i32).collect();
     let mut stats = GenerationStats {
         prompt_tokens: prompt_ids.len(),
-        tokens: Vec::with_capacity(max_tokens),
+        // max_tokens may be usize::MAX: reserve what is plausible.
+        tokens: Vec::with_capacity(max_tokens.min(4096)),
         finish_reason: FinishReason::Length,
         prefill_seconds: 0.0,
         decode_seconds: 0.0,
@@ -144,6 +174,9 @@ pub fn simple_generate(
     let start = Instant::now();
     let mut first_token_at = start;
     for step in 0..max_tokens {
+        if context.is_some_and(|ctx| ids.len() >= ctx) {
+            break; // the context is full: FinishReason::Length
+        }
         let input = Array::from_slice(&ids, &[1, ids.len() as i32]);
         let logits = model.forward_last(&input)?;
         let token = sampler.sample(&logits)?;

@@ -45,8 +45,9 @@ impl Qwen2TransformerBlock {
     /// `post_attention_layernorm.weight`, `mlp.{gate,up,down}_proj.weight`.
     ///
     /// The weights are used in the dtype they come in. RoPE covers
-    /// `config.max_position_embeddings` positions with base
-    /// `config.rope_theta`.
+    /// `config.rope_positions()` positions (`max_position_embeddings`,
+    /// capped so that a huge claimed context cannot exhaust memory) with
+    /// base `config.rope_theta`.
     ///
     /// Errors: a missing, non-float or wrongly shaped weight, naming its key
     /// ([`take_weight`]); [`Error::Invalid`] for a bad head configuration.
@@ -84,7 +85,7 @@ impl Qwen2TransformerBlock {
                 config.num_kv_heads(),
                 attn,
                 config.rope_theta,
-                config.max_position_embeddings,
+                config.rope_positions(),
             )?,
             post_attention_layernorm: RmsNorm::new(
                 w("post_attention_layernorm.weight", &[e])?,
