@@ -6,7 +6,8 @@
 //! Week-1 rule: array ops only (`reshape`, `expand_dims`, `matmul`,
 //! `broadcast_to`, `arange`, `le`, `select`, ...) and your day-1
 //! `crate::basics::softmax`. No `mlx_rs::fast`, no `mlx_rs::nn`.
-//! Check your work with `cargo xtask check day3`.
+//!
+//! Hints: Check your work with `cargo xtask check day3`.
 
 #[allow(unused_imports)]
 use crate::basics::softmax;

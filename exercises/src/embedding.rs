@@ -2,7 +2,8 @@
 //!
 //! Week-1 rule: array ops only (`take_axis`, `min`, `max`, ...) and your
 //! day-1 `crate::basics::linear`. No `mlx_rs::nn::Embedding`.
-//! Check your work with `cargo xtask check day5`.
+//!
+//! Hints: Check your work with `cargo xtask check day5`.
 
 #[allow(unused_imports)]
 use crate::basics::linear;
@@ -32,7 +33,9 @@ impl Embedding {
         todo!("day 5: Embedding::new")
     }
 
-    /// `vocab`, the number of rows (given).
+    /// `vocab`, the number of rows.
+    ///
+    /// Hints: given code: nothing to implement here.
     pub fn vocab_size(&self) -> i32 {
         self.weight.dim(0)
     }

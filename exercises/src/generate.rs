@@ -6,8 +6,9 @@
 //! the text out as soon as it is whole UTF-8 (`StreamingDetokenizer`).
 //!
 //! Week-1 rule: array ops only (the model's `forward_last` and the sampler).
-//! Check your work with `cargo xtask check day7`; chat with
-//! `cargo xtask run "your question"`.
+//!
+//! Hints: Check your work with `cargo xtask check day7`; chat with `cargo xtask
+//! run "your question"`.
 
 use crate::sampler::Sampler;
 #[allow(unused_imports)]
@@ -47,7 +48,9 @@ pub struct StreamingDetokenizer<'t> {
 }
 
 impl<'t> StreamingDetokenizer<'t> {
-    /// An empty detokenizer for `tokenizer` (given).
+    /// An empty detokenizer for `tokenizer`.
+    ///
+    /// Hints: given code: nothing to implement here.
     pub fn new(tokenizer: &'t Tokenizer) -> Self {
         StreamingDetokenizer {
             tokenizer,

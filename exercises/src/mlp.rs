@@ -2,7 +2,8 @@
 //!
 //! Week-1 rule: array ops only (`exp`, `negative`, `divide`, ...) and
 //! your day-1 `crate::basics::linear`. No `mlx_rs::nn`, no `ops::sigmoid`.
-//! Check your work with `cargo xtask check day4`.
+//!
+//! Hints: Check your work with `cargo xtask check day4`.
 
 #[allow(unused_imports)]
 use crate::basics::linear;

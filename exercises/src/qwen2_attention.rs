@@ -4,7 +4,8 @@
 //! Week-1 rule: array ops only, plus your own `crate::basics::linear`,
 //! `crate::positional_encoding::RoPE` and
 //! `crate::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped}`.
-//! Check your work with `cargo xtask check day3`.
+//!
+//! Hints: Check your work with `cargo xtask check day3`.
 
 use crate::attention_grouped::AttentionMask;
 #[allow(unused_imports)]

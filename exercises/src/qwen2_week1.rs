@@ -2,7 +2,8 @@
 //! norm and the output layer. No KV cache: every call runs the full sequence.
 //!
 //! Week-1 rule: array ops only, plus your own days 1-5.
-//! Check your work with `cargo xtask check day5`.
+//!
+//! Hints: Check your work with `cargo xtask check day5`.
 
 #[allow(unused_imports)]
 use crate::attention_grouped::AttentionMask;
@@ -63,7 +64,9 @@ impl Qwen2ModelWeek1 {
         todo!("day 5: Qwen2ModelWeek1::new")
     }
 
-    /// The configuration the model was built with (given).
+    /// The configuration the model was built with.
+    ///
+    /// Hints: given code: nothing to implement here.
     pub fn config(&self) -> &Qwen2Config {
         &self.config
     }

@@ -9,7 +9,8 @@
 //! Week-1 rule: array ops only (`argmax_axis`, `logsumexp_axis`, `sort_axis`,
 //! `cumsum`, `argpartition_axis`, `take_along_axis`, `put_along_axis`,
 //! `select`, ...); MLX random ops (`mlx_rs::random`) are allowed for the draw.
-//! Check your work with `cargo xtask check day7`.
+//!
+//! Hints: Check your work with `cargo xtask check day7`.
 
 use mlx_rs::random::RandomState;
 use mlx_rs::Array;
@@ -29,7 +30,7 @@ pub use tiny_llm_common::SamplerConfig;
 /// samplers built from the same config return the same tokens for the same
 /// logits.
 ///
-/// You may change the private fields.
+/// Hints: You may change the private fields.
 #[derive(Debug)]
 pub struct Sampler {
     #[allow(dead_code)]

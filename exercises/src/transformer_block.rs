@@ -3,7 +3,8 @@
 //!
 //! Week-1 rule: array ops only, plus your own days 2-4
 //! (`crate::qwen2_attention`, `crate::layer_norm`, `crate::mlp`).
-//! Check your work with `cargo xtask check day5`.
+//!
+//! Hints: Check your work with `cargo xtask check day5`.
 
 use crate::attention_grouped::AttentionMask;
 use crate::layer_norm::RmsNorm;

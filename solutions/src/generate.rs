@@ -18,14 +18,15 @@ use tiny_llm_common::{CausalLm, Error, Result};
 ///
 /// Byte-level BPE tokens are bytes, not characters: a character of 2-4 bytes
 /// (é, 中, 🦀) may be split over several tokens, and decoding a prefix of
-/// them gives the replacement character U+FFFD. The detokenizer decodes a
-/// short window of recent ids and holds new text back while it ends in
-/// U+FFFD. Each push decodes a window of a few tokens, not the whole text.
+/// them gives the replacement character U+FFFD. Decode a short window of
+/// recent ids and hold new text back while it ends in U+FFFD. Do not decode
+/// the whole text at every token: that grows with the answer.
 ///
-/// Window: `ids[prefix..read]` is text already emitted (kept as context, so
-/// that a tokenizer whose decoding depends on the previous token stays
-/// right); `ids[read..]` is pending. The piece to emit is
-/// `decode(ids[prefix..]) - decode(ids[prefix..read])`.
+/// Window: `ids[prefix..read]` is text already emitted (kept as context);
+/// `ids[read..]` is pending. The piece to emit is
+/// `decode(ids[prefix..])` minus its start `decode(ids[prefix..read])`; once
+/// emitted, `prefix` moves to `read` and `read` to the end.
+/// Decode with `tokenizer.decode(ids)` (special tokens kept).
 ///
 /// Reference: the incremental detokenization of Hugging Face
 /// text-generation-inference and vLLM (prefix/read offsets).
@@ -48,7 +49,7 @@ impl<'t> StreamingDetokenizer<'t> {
     }
 
     /// Adds one token; returns the text that became complete (often the
-    /// token's own text, empty while a character is still incomplete).
+    /// token's own text; empty while a character is still incomplete).
     ///
     /// Errors: the tokenizer's, for an id outside its vocabulary.
     pub fn push(&mut self, id: u32) -> Result<String> {

@@ -1,4 +1,7 @@
 //! Day 4: SiLU and Qwen2's gated MLP (SwiGLU).
+//!
+//! Week-1 rule: array ops only (`exp`, `negative`, `divide`, ...) and
+//! your day-1 `crate::basics::linear`. No `mlx_rs::nn`, no `ops::sigmoid`.
 
 use crate::basics::linear;
 use mlx_rs::{Array, Dtype};
@@ -44,10 +47,11 @@ pub struct Qwen2Mlp {
 
 impl Qwen2Mlp {
     /// Builds the MLP, checking the weights' shapes (`E`, `I` read from
-    /// `gate_proj`).
+    /// `gate_proj`): `gate_proj` `[I, E]`, `up_proj` `[I, E]`, `down_proj`
+    /// `[E, I]`.
     ///
     /// Errors: [`tiny_llm_common::Error::Shape`] naming the weight whose
-    /// shape is wrong.
+    /// shape is wrong (e.g. `"down_proj.weight"`, with [`shape_error`]).
     pub fn new(gate_proj: Array, up_proj: Array, down_proj: Array) -> Result<Self> {
         if gate_proj.ndim() != 2 {
             return Err(shape_error("gate_proj.weight", &gate_proj, "[I, E]"));
@@ -78,7 +82,7 @@ impl Qwen2Mlp {
     /// - returns: `N.. x E`, in `x`'s dtype.
     ///
     /// Errors: [`tiny_llm_common::Error::Shape`] when `x`'s last dimension is
-    /// not `E`.
+    /// not `E` ([`linear`] checks it).
     pub fn forward(&self, x: &Array) -> Result<Array> {
         let gate = silu(&linear(x, &self.gate_proj, None)?)?;
         let up = linear(x, &self.up_proj, None)?;

@@ -2,7 +2,10 @@
 //!
 //! Each pair of features of a head is rotated by an angle proportional to the
 //! token's position, so that `q . k` depends on the *relative* position only.
-//! Week-1 rule: array ops only (no `mlx_rs::fast::rope`).
+//!
+//! Week-1 rule: array ops only (`arange`, `exp`, `cos`, `sin`, `multiply`,
+//! `reshape`, `try_index`, `concatenate`, `stack`, ...). No
+//! `mlx_rs::fast::rope`, no `mlx_rs::nn`.
 
 use mlx_rs::ops::indexing::{Ellipsis, TryIndexOp};
 use mlx_rs::ops::{arange, concatenate, stack};
@@ -60,10 +63,9 @@ impl RoPE {
     /// Errors: [`Error::Invalid`] when `dims` is not positive and even,
     /// `seq_len` is not positive, or `base` is not finite and > 0.
     ///
-    /// Implementation: the tables stay lazy until the first forward pass
-    /// reads them; a clone of the `RoPE` shares them (a clone of an `Array`
-    /// shares its buffer), which is how a model keeps one table for all its
-    /// layers.
+    /// Implementation: the tables stay lazy until the first forward pass reads
+    /// them; a clone of the `RoPE` shares them (a clone of an `Array` shares
+    /// its buffer), which is how a model keeps one table for all its layers.
     pub fn new(dims: i32, seq_len: i32, base: f32, traditional: bool) -> Result<Self> {
         if dims <= 0 || dims % 2 != 0 {
             return Err(Error::Invalid(format!(
@@ -97,7 +99,8 @@ impl RoPE {
     ///   any float dtype.
     /// - `offset`: the position of the first token (the number of tokens
     ///   before it, e.g. in a KV cache).
-    /// - returns: same shape and dtype as `x` (computed in float32).
+    /// - returns: same shape and dtype as `x` (compute in float32 and cast
+    ///   back).
     ///
     /// Errors: [`Error::Shape`] when `x` has fewer than 3 dims or
     /// `D != dims`; [`Error::Invalid`] when `offset < 0` or

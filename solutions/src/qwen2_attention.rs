@@ -1,5 +1,9 @@
 //! Day 3: Qwen2's attention layer: q/k/v projections with biases, RoPE on
 //! queries and keys, grouped-query attention, the output projection.
+//!
+//! Week-1 rule: array ops only, plus your own `crate::basics::linear`,
+//! `crate::positional_encoding::RoPE` and
+//! `crate::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped}`.
 
 use crate::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped, AttentionMask};
 use crate::basics::linear;
@@ -55,8 +59,10 @@ impl Qwen2MultiHeadAttention {
     ///
     /// Errors: [`Error::Invalid`] when `num_heads`/`num_kv_heads` are not
     /// positive or `H_kv` does not divide `H_q`, and RoPE's errors;
-    /// [`Error::Shape`] naming the tensor (e.g. `"k_proj.weight"`) whose
-    /// shape is wrong.
+    /// [`Error::Shape`] naming the tensor (e.g. `"k_proj.weight"`, built
+    /// with [`shape_error`]) whose shape is wrong: the weights must be
+    /// `[H_q*D, E]`, `[H_kv*D, E]`, `[H_kv*D, E]`, `[E, H_q*D]`, the biases
+    /// (when present) `[H_q*D]`, `[H_kv*D]`, `[H_kv*D]`, `[E]`.
     pub fn new(
         num_heads: i32,
         num_kv_heads: i32,

@@ -1,5 +1,7 @@
 //! Day 5: the whole week-1 model: embeddings, the decoder layers, the final
 //! norm and the output layer. No KV cache: every call runs the full sequence.
+//!
+//! Week-1 rule: array ops only, plus your own days 1-5.
 
 use crate::attention_grouped::AttentionMask;
 use crate::basics::linear;

@@ -1,5 +1,8 @@
 //! Day 5: one Qwen2 decoder layer: pre-norm attention and MLP, each with a
 //! residual connection.
+//!
+//! Week-1 rule: array ops only, plus your own days 2-4
+//! (`crate::qwen2_attention`, `crate::layer_norm`, `crate::mlp`).
 
 use crate::attention_grouped::AttentionMask;
 use crate::layer_norm::RmsNorm;
