@@ -11,7 +11,10 @@ pub mod config;
 pub mod generation;
 pub mod gpu;
 pub mod hub;
+pub mod kv_cache;
+pub mod linear;
 pub mod lm;
+pub mod step;
 pub mod tokenizer;
 pub mod weights;
 
@@ -22,7 +25,10 @@ pub use attention_mask::AttentionMask;
 pub use config::Qwen2Config;
 pub use generation::{FinishReason, GenerationStats, SamplerConfig};
 pub use hub::resolve_model;
-pub use lm::CausalLm;
+pub use kv_cache::{ConcatKvCache, KvCache};
+pub use linear::{Linear, LinearWeight};
+pub use lm::{CachedLm, CausalLm};
+pub use step::{Cached, Generation, Recompute, StepModel, TokenEvent, TokenSampler};
 pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 pub use weights::{take_weight, Qwen2AttentionWeights};
 

@@ -94,3 +94,10 @@ impl Sampler {
         todo!("day 7: Sampler::sample")
     }
 }
+
+/// Day 7's sampler drives the per-step generation API (given).
+impl tiny_llm_common::TokenSampler for Sampler {
+    fn sample(&mut self, logits: &Array) -> Result<u32> {
+        Sampler::sample(self, logits)
+    }
+}

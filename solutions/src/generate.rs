@@ -175,7 +175,7 @@ pub fn simple_generate(
     let start = Instant::now();
     let mut first_token_at = start;
     for step in 0..max_tokens {
-        if context.is_some_and(|ctx| ids.len() >= ctx) {
+        if context.is_some_and(|ctx| ids.len() > ctx) {
             break; // the context is full: FinishReason::Length
         }
         let input = Array::from_slice(&ids, &[1, ids.len() as i32]);

@@ -157,4 +157,8 @@ impl CausalLm for Qwen2ModelWeek1 {
     fn context_len(&self) -> Option<usize> {
         Some(self.config.rope_positions() as usize)
     }
+
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.config.vocab_size as usize)
+    }
 }

@@ -162,3 +162,10 @@ fn token_id(id: &Array) -> Result<u32> {
     id.try_item_exact::<u32>()
         .map_err(|e| Error::Invalid(format!("reading the sampled token id: {e}")))
 }
+
+/// Day 7's sampler drives the per-step generation API (given).
+impl tiny_llm_common::TokenSampler for Sampler {
+    fn sample(&mut self, logits: &Array) -> Result<u32> {
+        Sampler::sample(self, logits)
+    }
+}
