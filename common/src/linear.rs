@@ -181,6 +181,49 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// The layer `prefix` (e.g. `model.layers.0.self_attn.q_proj`) from
+    /// checkpoint tensors: quantized when `{prefix}.scales` is present (with
+    /// `{prefix}.weight` packed and `{prefix}.biases`, at `quantization` =
+    /// `(group_size, bits)` from `config.json`), else dense from
+    /// `{prefix}.weight`; `{prefix}.bias` when present.
+    ///
+    /// Errors: [`Error::Invalid`] naming the key that is missing, or
+    /// `quantization` when a quantized layer has none; the errors of
+    /// [`Linear::dense`] and [`Linear::quantized`].
+    pub fn from_weights(
+        weights: &std::collections::HashMap<String, Array>,
+        prefix: &str,
+        quantization: Option<(i32, i32)>,
+    ) -> Result<Linear> {
+        let get = |name: &str| {
+            let key = format!("{prefix}.{name}");
+            weights
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| Error::Invalid(format!("missing weight `{key}`")))
+        };
+        let bias = weights.get(&format!("{prefix}.bias")).cloned();
+        if weights.contains_key(&format!("{prefix}.scales")) {
+            let (group_size, bits) = quantization.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "`{prefix}.scales` is quantized but no quantization (group_size, bits) was given"
+                ))
+            })?;
+            Linear::quantized(
+                get("weight")?,
+                get("scales")?,
+                get("biases")?,
+                group_size,
+                bits,
+                bias,
+            )
+        } else {
+            Linear::dense(get("weight")?, bias)
+        }
+    }
+}
+
 fn check_bias(bias: &Option<Array>, o: i32) -> Result<()> {
     match bias {
         Some(b) if b.shape() != [o] => Err(shape_error("bias", b, &format!("[{o}]"))),
@@ -235,6 +278,36 @@ mod tests {
         let want: f32 = codes.iter().map(|&q| 0.5 * q as f32 - 1.0).sum();
         let got = y.as_slice::<f32>()[0];
         assert!((got - want).abs() < 1e-4, "got {got}, want {want}");
+    }
+
+    #[test]
+    fn from_weights_picks_dense_or_quantized() {
+        let mut w = std::collections::HashMap::new();
+        w.insert(
+            "d.weight".to_string(),
+            Array::from_slice(&[1.0f32, 2.0], &[1, 2]),
+        );
+        w.insert(
+            "q.weight".to_string(),
+            Array::from_slice(&[0u32; 4], &[1, 4]),
+        );
+        w.insert(
+            "q.scales".to_string(),
+            Array::from_slice(&[1.0f32], &[1, 1]),
+        );
+        w.insert(
+            "q.biases".to_string(),
+            Array::from_slice(&[0.0f32], &[1, 1]),
+        );
+        let d = Linear::from_weights(&w, "d", None).unwrap();
+        assert!(!d.is_quantized());
+        let q = Linear::from_weights(&w, "q", Some((32, 4))).unwrap();
+        assert!(q.is_quantized());
+        assert_eq!(q.in_features(), 32);
+        let e = Linear::from_weights(&w, "q", None).unwrap_err().to_string();
+        assert!(e.contains("q.scales"), "{e}");
+        let e = Linear::from_weights(&w, "x", None).unwrap_err().to_string();
+        assert!(e.contains("missing weight `x.weight`"), "{e}");
     }
 
     #[test]

@@ -194,10 +194,13 @@ impl<M: StepModel, S: TokenSampler> Generation<M, S> {
     ///
     /// Errors: the model's or sampler's.
     pub fn step(&mut self) -> Result<Option<TokenEvent>> {
-        if self.finished || self.started.is_none() {
+        if self.finished {
             return Ok(None);
         }
-        let last = *self.stats.tokens.last().expect("a token after prefill");
+        // No token yet: prefill was not called, or it failed.
+        let Some(&last) = self.stats.tokens.last() else {
+            return Ok(None);
+        };
         self.advance(&[last]).map(Some)
     }
 
