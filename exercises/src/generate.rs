@@ -112,9 +112,11 @@ pub use tiny_llm_common::{FinishReason, GenerationStats};
 /// `decode_seconds` from then to the last one (`Instant::now()`); both 0
 /// when no token was sampled (`max_tokens = 0`).
 ///
-/// Errors: [`Error::Invalid`] for an empty prompt, and for a prompt that
-/// does not fit the model's context (its length and the context are named);
-/// the model's, sampler's or tokenizer's errors.
+/// Errors: [`Error::Invalid`] for an empty prompt, for a prompt that does
+/// not fit the model's context (its length and the context are named), and
+/// for a prompt id outside the model's vocabulary (`model.vocab_size()`,
+/// checked here on the host, before anything reaches the device); the
+/// model's, sampler's or tokenizer's errors.
 ///
 /// Reference: mlx-lm `generate_step` / `stream_generate` (which use a KV
 /// cache).

@@ -133,9 +133,11 @@ pub use tiny_llm_common::{FinishReason, GenerationStats};
 /// `decode_seconds` from then to the last one (`Instant::now()`); both 0
 /// when no token was sampled (`max_tokens = 0`).
 ///
-/// Errors: [`Error::Invalid`] for an empty prompt, and for a prompt that
-/// does not fit the model's context (its length and the context are named);
-/// the model's, sampler's or tokenizer's errors.
+/// Errors: [`Error::Invalid`] for an empty prompt, for a prompt that does
+/// not fit the model's context (its length and the context are named), and
+/// for a prompt id outside the model's vocabulary (`model.vocab_size()`,
+/// checked here on the host, before anything reaches the device); the
+/// model's, sampler's or tokenizer's errors.
 ///
 /// Reference: mlx-lm `generate_step` / `stream_generate` (which use a KV
 /// cache).
@@ -158,6 +160,17 @@ pub fn simple_generate(
             return Err(Error::Invalid(format!(
                 "simple_generate: the prompt has {} tokens, more than the model's context of {ctx}",
                 prompt_ids.len()
+            )));
+        }
+    }
+    if let Some(vocab) = model.vocab_size() {
+        if let Some((i, id)) = prompt_ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab)
+        {
+            return Err(Error::Invalid(format!(
+                "simple_generate: prompt token {i} is id {id}, outside the vocabulary 0..{vocab}"
             )));
         }
     }
