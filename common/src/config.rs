@@ -47,6 +47,11 @@ pub struct Qwen2Config {
     pub attention_bias: Option<bool>,
 }
 
+/// The most positions a model's RoPE table covers ([`Qwen2Config::rope_positions`]):
+/// 128 Ki positions, a 32 MiB float32 `cos` + `sin` table at `D = 64`, and far
+/// more than week 1's full-recompute generation can use.
+pub const MAX_ROPE_POSITIONS: i32 = 1 << 17;
+
 fn default_rope_theta() -> f32 {
     10000.0
 }
@@ -144,6 +149,14 @@ impl Qwen2Config {
             .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
+    /// The positions a model's RoPE table covers, and so its context length:
+    /// `max_position_embeddings`, capped at [`MAX_ROPE_POSITIONS`] (at least
+    /// 1). A config may claim a huge context (1e9 positions would be a
+    /// 256 GiB table at `D = 64`); the table is sized to what can be used.
+    pub fn rope_positions(&self) -> i32 {
+        self.max_position_embeddings.clamp(1, MAX_ROPE_POSITIONS)
+    }
+
     /// Whether q/k/v carry biases: always for Qwen2, `attention_bias` for Llama.
     pub fn qkv_bias(&self) -> bool {
         self.attention_bias.unwrap_or(self.model_type == "qwen2")
@@ -191,5 +204,18 @@ mod tests {
     fn llama_has_no_qkv_bias_by_default() {
         let text = TINY.replace("qwen2", "llama");
         assert!(!Qwen2Config::from_json(&text, "c").unwrap().qkv_bias());
+    }
+
+    #[test]
+    fn rope_positions_are_capped() {
+        let c = Qwen2Config::from_json(TINY, "tiny").unwrap();
+        assert_eq!(c.rope_positions(), 32768); // the default
+        let huge = TINY.replace(
+            "\"tie_word_embeddings\"",
+            "\"max_position_embeddings\": 1000000000, \"tie_word_embeddings\"",
+        );
+        let c = Qwen2Config::from_json(&huge, "tiny").unwrap();
+        assert_eq!(c.max_position_embeddings, 1_000_000_000);
+        assert_eq!(c.rope_positions(), MAX_ROPE_POSITIONS);
     }
 }

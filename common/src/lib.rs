@@ -1,23 +1,37 @@
 //! What the kit gives the learner's crate (`tiny-llm`) and the reference
 //! (`tiny-llm-ref`) alike, so that a day taken from the reference fits the
-//! learner's own code: the error type, shape checks, and the model's
-//! configuration. None of it is an exercise.
+//! learner's own code: the error type, shape checks, the model's
+//! configuration, and every type that crosses a day boundary (the attention
+//! mask, attention weights, sampler settings, generation stats). None of it
+//! is an exercise.
 
+pub mod attention_mask;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod config;
+pub mod generation;
 pub mod gpu;
 pub mod hub;
+pub mod kv_cache;
+pub mod linear;
 pub mod lm;
+pub mod step;
 pub mod tokenizer;
+pub mod weights;
 
 #[cfg(test)]
 mod test_util;
 
+pub use attention_mask::AttentionMask;
 pub use config::Qwen2Config;
+pub use generation::{FinishReason, GenerationStats, SamplerConfig};
 pub use hub::resolve_model;
-pub use lm::CausalLm;
+pub use kv_cache::{ConcatKvCache, KvCache};
+pub use linear::{Linear, LinearWeight};
+pub use lm::{CachedLm, CausalLm};
+pub use step::{Cached, Generation, Recompute, StepModel, TokenEvent, TokenSampler};
 pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
+pub use weights::{take_weight, Qwen2AttentionWeights};
 
 use mlx_rs::Array;
 

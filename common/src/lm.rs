@@ -1,11 +1,13 @@
-//! `CausalLm`: what text generation needs from a model (given code: not an
-//! exercise).
+//! What text generation needs from a model (given code: not an exercise).
 //!
-//! Day 7's `simple_generate` is generic over this trait rather than tied to
+//! Day 7's `simple_generate` is generic over [`CausalLm`] rather than tied to
 //! one crate's `Qwen2ModelWeek1`, so that a day taken from the reference
 //! (`ref-day7`) still drives the learner's own model, and the reference's
-//! generation loop can be tested with a scripted model.
+//! generation loop can be tested with a scripted model. [`CachedLm`] is the
+//! week-2 seam: a model that runs only the new tokens, keeping the keys and
+//! values of the earlier ones in a [`KvCache`] per layer.
 
+use crate::kv_cache::KvCache;
 use crate::Result;
 use mlx_rs::Array;
 
@@ -16,4 +18,49 @@ pub trait CausalLm {
     /// - `inputs`: `N x L` int32 token ids.
     /// - returns: `N x vocab` logits for the token after position `L - 1`.
     fn forward_last(&self, inputs: &Array) -> Result<Array>;
+
+    /// The most positions one sequence may have (prompt and generated
+    /// tokens together), or `None` when the model sets no limit (the
+    /// default). Generation refuses a longer prompt and stops there.
+    fn context_len(&self) -> Option<usize> {
+        None
+    }
+
+    /// The number of token ids the model knows (`0..vocab`), or `None` when
+    /// it does not say (the default). Generation checks the prompt's ids
+    /// against it on the host, before anything reaches the device.
+    fn vocab_size(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// A causal language model with a key/value cache (week 2).
+///
+/// A forward pass takes only the tokens not yet in the cache; their
+/// positions start at the caches' offset (all layers' caches have the same
+/// offset), and attention uses day 3's `causal_mask(L, offset + L)`.
+pub trait CachedLm {
+    /// Empty caches, one per decoder layer, in layer order.
+    fn new_cache(&self) -> Vec<Box<dyn KvCache>>;
+
+    /// The logits of the last new position.
+    ///
+    /// - `inputs`: `N x L` int32 ids of the new tokens (`L >= 1`), at
+    ///   positions `offset..offset + L`.
+    /// - `cache`: the caches from [`CachedLm::new_cache`]; each grows by `L`.
+    /// - returns: `N x vocab`.
+    ///
+    /// Errors: the model's (shapes, a cache of the wrong length, positions
+    /// past the context).
+    fn forward_last_cached(&self, inputs: &Array, cache: &mut [Box<dyn KvCache>]) -> Result<Array>;
+
+    /// As [`CausalLm::context_len`].
+    fn context_len(&self) -> Option<usize> {
+        None
+    }
+
+    /// As [`CausalLm::vocab_size`].
+    fn vocab_size(&self) -> Option<usize> {
+        None
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Shapes follow the course: `Q: N.. x L x D`, `K, V: N.. x S x D` for the
 //! function; hidden states `N x L x E` with `E = H x D` for the layer.
-//! Check your work with `cargo xtask check day1`.
+//!
+//! Hints: Check your work with `cargo xtask check day1`.
 
 #[allow(unused_imports)]
 use crate::basics::{linear, softmax};
@@ -58,7 +59,9 @@ pub struct SimpleMultiHeadAttention {
 
 impl SimpleMultiHeadAttention {
     /// Builds the layer, checking that `H` divides `E` and every weight is
-    /// `E x E` (given: not part of the exercise).
+    /// `E x E`.
+    ///
+    /// Hints: given code: nothing to implement here.
     pub fn new(
         hidden_size: i32,
         num_heads: i32,

@@ -6,7 +6,8 @@
 //! Week-1 rule: array ops only (`reshape`, `expand_dims`, `matmul`,
 //! `broadcast_to`, `arange`, `le`, `select`, ...) and your day-1
 //! `crate::basics::softmax`. No `mlx_rs::fast`, no `mlx_rs::nn`.
-//! Check your work with `cargo xtask check day3`.
+//!
+//! Hints: Check your work with `cargo xtask check day3`.
 
 #[allow(unused_imports)]
 use crate::basics::softmax;
@@ -14,16 +15,9 @@ use mlx_rs::{Array, Dtype};
 #[allow(unused_imports)]
 use tiny_llm_common::{expect_min_ndim, shape_error, Error, Result};
 
-/// The mask an attention layer applies to its scores (given).
-#[derive(Debug, Clone, Copy)]
-pub enum AttentionMask<'a> {
-    /// Every query sees every key.
-    None,
-    /// Query `i` sees keys `0..=i + (S - L)` ([`causal_mask`]).
-    Causal,
-    /// An additive mask broadcastable to `N x H_q x L x S`.
-    Array(&'a Array),
-}
+/// The mask an attention layer applies to its scores (given; defined in
+/// `tiny_llm_common` so that every day passes the same type).
+pub use tiny_llm_common::AttentionMask;
 
 /// The additive causal mask: `L x S`, `0` where query `i` may see key `j`
 /// (`j <= i + S - L`) and `-inf` above that diagonal.

@@ -2,7 +2,8 @@
 //!
 //! Week-1 rule: array ops only (`matmul`, `exp`, `max_axis`, `sum_axis`,
 //! `transpose`, ...). No `mlx_rs::fast`, no `mlx_rs::nn`, no `ops::softmax`.
-//! Check your work with `cargo xtask check day1`.
+//!
+//! Hints: Check your work with `cargo xtask check day1`.
 
 use mlx_rs::Array;
 #[allow(unused_imports)]

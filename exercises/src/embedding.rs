@@ -2,7 +2,8 @@
 //!
 //! Week-1 rule: array ops only (`take_axis`, `min`, `max`, ...) and your
 //! day-1 `crate::basics::linear`. No `mlx_rs::nn::Embedding`.
-//! Check your work with `cargo xtask check day5`.
+//!
+//! Hints: Check your work with `cargo xtask check day5`.
 
 #[allow(unused_imports)]
 use crate::basics::linear;
@@ -32,7 +33,9 @@ impl Embedding {
         todo!("day 5: Embedding::new")
     }
 
-    /// `vocab`, the number of rows (given).
+    /// `vocab`, the number of rows.
+    ///
+    /// Hints: given code: nothing to implement here.
     pub fn vocab_size(&self) -> i32 {
         self.weight.dim(0)
     }
@@ -63,7 +66,7 @@ impl Embedding {
     ///
     /// Errors: [`Error::Shape`] when `x`'s last dimension is not `E`.
     ///
-    /// Hint: the weight is already in [`linear`]'s `out x in` layout.
+    /// Hints: the weight is already in [`linear`]'s `out x in` layout.
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
         let _ = x;
         todo!("day 5: Embedding::as_linear")

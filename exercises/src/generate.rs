@@ -6,8 +6,9 @@
 //! the text out as soon as it is whole UTF-8 (`StreamingDetokenizer`).
 //!
 //! Week-1 rule: array ops only (the model's `forward_last` and the sampler).
-//! Check your work with `cargo xtask check day7`; chat with
-//! `cargo xtask run "your question"`.
+//!
+//! Hints: Check your work with `cargo xtask check day7`; chat with `cargo xtask
+//! run "your question"`.
 
 use crate::sampler::Sampler;
 #[allow(unused_imports)]
@@ -47,7 +48,9 @@ pub struct StreamingDetokenizer<'t> {
 }
 
 impl<'t> StreamingDetokenizer<'t> {
-    /// An empty detokenizer for `tokenizer` (given).
+    /// An empty detokenizer for `tokenizer`.
+    ///
+    /// Hints: given code: nothing to implement here.
     pub fn new(tokenizer: &'t Tokenizer) -> Self {
         StreamingDetokenizer {
             tokenizer,
@@ -66,8 +69,10 @@ impl<'t> StreamingDetokenizer<'t> {
         todo!("day 7: StreamingDetokenizer::push")
     }
 
-    /// Returns whatever is still held back (with U+FFFD where a character
-    /// never completed; empty when nothing is) and empties the detokenizer.
+    /// Returns the complete text still held back and empties the
+    /// detokenizer. An incomplete final character (generation cut a
+    /// multi-byte character short, e.g. at `max_tokens`) is dropped, not
+    /// returned as U+FFFD; empty when nothing is held back.
     ///
     /// Errors: the tokenizer's.
     pub fn flush(&mut self) -> Result<String> {
@@ -75,81 +80,49 @@ impl<'t> StreamingDetokenizer<'t> {
     }
 }
 
-/// Why generation stopped (given).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// The model produced an end-of-sequence token.
-    Stop,
-    /// `max_tokens` tokens were generated.
-    Length,
-}
-
-/// What `simple_generate` did, and how fast (given).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerationStats {
-    /// Tokens in the prompt.
-    pub prompt_tokens: usize,
-    /// The sampled token ids in order; the end-of-sequence id that stopped
-    /// generation is included (its text is not emitted).
-    pub tokens: Vec<u32>,
-    /// Why generation stopped.
-    pub finish_reason: FinishReason,
-    /// Seconds from the start to the first sampled token (the prompt's
-    /// forward pass, the first sample).
-    pub prefill_seconds: f64,
-    /// Seconds from the first sampled token to the last one.
-    pub decode_seconds: f64,
-}
-
-impl GenerationStats {
-    /// Tokens sampled (the end-of-sequence token included).
-    pub fn generated_tokens(&self) -> usize {
-        self.tokens.len()
-    }
-
-    /// Prompt tokens per second of prefill.
-    pub fn prefill_tokens_per_second(&self) -> f64 {
-        self.prompt_tokens as f64 / self.prefill_seconds.max(f64::MIN_POSITIVE)
-    }
-
-    /// Tokens per second of decoding: the tokens after the first (the first
-    /// one comes out of the prefill), over the decode time; 0 when fewer than
-    /// two tokens were sampled.
-    pub fn decode_tokens_per_second(&self) -> f64 {
-        match self.tokens.len() {
-            0 | 1 => 0.0,
-            n => (n - 1) as f64 / self.decode_seconds.max(f64::MIN_POSITIVE),
-        }
-    }
-}
+/// Why generation stopped, and what a generation measured (given; defined in
+/// `tiny_llm_common` so that the cli, the bench and every day pass the same
+/// types).
+pub use tiny_llm_common::{FinishReason, GenerationStats};
 
 /// Generates up to `max_tokens` tokens after `prompt_ids`, streaming the text.
 ///
 /// - `model`: any [`CausalLm`] (your `Qwen2ModelWeek1` from day 5).
 /// - `prompt_ids`: the prompt, already tokenized (chat template applied).
+/// - `max_tokens`: any size; generation also stops when prompt and answer
+///   fill the model's context (`model.context_len()`).
 /// - `sampler`: picks each token from the last position's logits.
 /// - `on_text`: called with each piece of text as soon as it is whole UTF-8
-///   (never with an empty piece), and once more at the end with what was held
-///   back, if anything.
+///   (never with an empty piece), and once more at the end with what
+///   `StreamingDetokenizer::flush` returns, if it is not empty.
 ///
 /// Steps: run `model.forward_last` on the prompt (`1 x L` int32), sample the
 /// first token (the prefill); then, until an id of
-/// `tokenizer.eos_token_ids()` or `max_tokens` tokens, append the token and
-/// run the whole sequence again (week 1 has no KV cache). End-of-sequence
-/// ids stop generation, are kept in `tokens`, and are not detokenized.
+/// `tokenizer.eos_token_ids()`, `max_tokens` tokens or a full context, append
+/// the token and run the whole sequence again (week 1 has no KV cache).
+/// End-of-sequence ids stop generation ([`FinishReason::Stop`]), are kept in
+/// `tokens`, and are not detokenized; `max_tokens` and a full context stop it
+/// with [`FinishReason::Length`].
 ///
 /// Speed: let the sampler's read of the token be the only evaluation of a
 /// step (no `eval` of the logits, no extra casts), and keep the tokenizer
 /// out of the loop except for the detokenizer's short window.
 ///
 /// Stats: `prefill_seconds` from the start to the first sampled token,
-/// `decode_seconds` from then to the last one (`Instant::now()`).
+/// `decode_seconds` from then to the last one (`Instant::now()`); both 0
+/// when no token was sampled (`max_tokens = 0`).
 ///
-/// Errors: [`Error::Invalid`] for an empty prompt; the model's, sampler's or
-/// tokenizer's errors.
+/// Errors: [`Error::Invalid`] for an empty prompt, for a prompt that does
+/// not fit the model's context (its length and the context are named), and
+/// for a prompt id outside the model's vocabulary (`model.vocab_size()`,
+/// checked here on the host, before anything reaches the device); the
+/// model's, sampler's or tokenizer's errors.
 ///
 /// Reference: mlx-lm `generate_step` / `stream_generate` (which use a KV
 /// cache).
+///
+/// Hints: do not reserve `max_tokens` slots up front (it may be
+/// `usize::MAX`).
 pub fn simple_generate(
     model: &impl CausalLm,
     tokenizer: &Tokenizer,

@@ -2,7 +2,8 @@
 //!
 //! Week-1 rule: array ops only (`square`, `mean_axis`, `rsqrt`, `multiply`,
 //! `as_dtype`, ...). No `mlx_rs::fast::rms_norm`, no `mlx_rs::nn`.
-//! Check your work with `cargo xtask check day4`.
+//!
+//! Hints: Check your work with `cargo xtask check day4`.
 
 use mlx_rs::Array;
 #[allow(unused_imports)]

@@ -9,7 +9,8 @@
 //! Given helpers: [`tiny_llm_common::checkpoint::load_safetensors`] (checks
 //! a file's header before MLX reads it, so a truncated file is an error, not
 //! a crash) and [`tiny_llm_common::checkpoint::read_json`].
-//! Check your work with `cargo xtask check day6`.
+//!
+//! Hints: Check your work with `cargo xtask check day6`.
 
 #[allow(unused_imports)]
 use crate::quantize::dequantize_affine;
@@ -39,13 +40,13 @@ use tiny_llm_common::{Error, Result};
 /// `quantization`, `group_size` or `bits` is missing or wrong;
 /// [`Error::Invalid`] when `dtype` is not a float type.
 ///
+/// Reference: `mlx_lm.utils.load` (weights part); the safetensors index
+/// format of Hugging Face `transformers`.
+///
 /// Hints: read the index's `weight_map` values into a set of files and check
 /// each exists before loading any. Find quantized layers by their `.scales`
 /// tensors; `HashMap::remove` takes the three parts out, so what is left
 /// afterwards is plain weights. `Dtype::is_float` tells floats apart.
-///
-/// Reference: `mlx_lm.utils.load` (weights part); the safetensors index
-/// format of Hugging Face `transformers`.
 pub fn load_weights(dir: &Path, dtype: Dtype) -> Result<HashMap<String, Array>> {
     let _ = (dir, dtype);
     todo!("day 6: load_weights")

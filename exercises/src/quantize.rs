@@ -8,7 +8,8 @@
 //! `scales[g] * q + biases[g]`.
 //!
 //! Week-1 rule: array ops only, no `ops::dequantize` / `quantized_matmul`.
-//! Check your work with `cargo xtask check day6`.
+//!
+//! Hints: Check your work with `cargo xtask check day6`.
 
 use mlx_rs::Array;
 #[allow(unused_imports)]
@@ -36,6 +37,10 @@ pub const SUPPORTED_GROUP_SIZES: [i32; 3] = [32, 64, 128];
 /// not `uint32` or scales that are not floats; [`Error::Shape`] (build it
 /// with [`shape_error`]) when the shapes do not fit together.
 ///
+/// Reference: `mx.dequantize` (MLX, mode "affine"); Jacob et al. 2018,
+/// "Quantization and Training of Neural Networks for Efficient
+/// Integer-Arithmetic-Only Inference", eq. 1.
+///
 /// Hints: mlx-rs has no bitwise ops, but on unsigned words a right shift by
 /// `s` is an integer division by `2^s` (`floor_divide`) and a mask of `b` bits
 /// is a remainder by `2^b` (`remainder`). Reshape `w` to `O x P x 1` and
@@ -43,10 +48,6 @@ pub const SUPPORTED_GROUP_SIZES: [i32; 3] = [32, 64, 128];
 /// of each word lands at `[o, p, j]`, which is input `p * k + j`. Reshape the
 /// codes to `O x groups x group_size`, and give scales and biases a trailing
 /// axis so they broadcast over each group.
-///
-/// Reference: `mx.dequantize` (MLX, mode "affine"); Jacob et al. 2018,
-/// "Quantization and Training of Neural Networks for Efficient
-/// Integer-Arithmetic-Only Inference", eq. 1.
 pub fn dequantize_affine(
     w: &Array,
     scales: &Array,

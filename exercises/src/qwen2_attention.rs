@@ -4,7 +4,8 @@
 //! Week-1 rule: array ops only, plus your own `crate::basics::linear`,
 //! `crate::positional_encoding::RoPE` and
 //! `crate::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped}`.
-//! Check your work with `cargo xtask check day3`.
+//!
+//! Hints: Check your work with `cargo xtask check day3`.
 
 use crate::attention_grouped::AttentionMask;
 #[allow(unused_imports)]
@@ -16,28 +17,9 @@ use mlx_rs::Array;
 #[allow(unused_imports)]
 use tiny_llm_common::{shape_error, Error, Result};
 
-/// The checkpoint tensors of one attention layer
-/// (`model.layers.{i}.self_attn.*`), in checkpoint layout (`out x in`)
-/// (given).
-#[derive(Debug, Clone)]
-pub struct Qwen2AttentionWeights {
-    /// `q_proj.weight`, `H_q*D x E`.
-    pub q_proj: Array,
-    /// `k_proj.weight`, `H_kv*D x E`.
-    pub k_proj: Array,
-    /// `v_proj.weight`, `H_kv*D x E`.
-    pub v_proj: Array,
-    /// `o_proj.weight`, `E x H_q*D`.
-    pub o_proj: Array,
-    /// `q_proj.bias`, `H_q*D` (Qwen2 has it; Llama usually not).
-    pub q_proj_bias: Option<Array>,
-    /// `k_proj.bias`, `H_kv*D`.
-    pub k_proj_bias: Option<Array>,
-    /// `v_proj.bias`, `H_kv*D`.
-    pub v_proj_bias: Option<Array>,
-    /// `o_proj.bias`, `E` (never in Qwen2; Llama with `attention_bias`).
-    pub o_proj_bias: Option<Array>,
-}
+/// The checkpoint tensors of one attention layer (given; defined in
+/// `tiny_llm_common` so that every day passes the same type).
+pub use tiny_llm_common::Qwen2AttentionWeights;
 
 /// Qwen2 (and Llama) self-attention with grouped-query heads and RoPE.
 ///
@@ -88,7 +70,7 @@ impl Qwen2MultiHeadAttention {
     /// `[H_q*D, E]`, `[H_kv*D, E]`, `[H_kv*D, E]`, `[E, H_q*D]`, the biases
     /// (when present) `[H_q*D]`, `[H_kv*D]`, `[H_kv*D]`, `[E]`.
     ///
-    /// Hint: build the RoPE here with `RoPE::new(d, max_seq_len, rope_theta,
+    /// Hints: build the RoPE here with `RoPE::new(d, max_seq_len, rope_theta,
     /// false)` (your day-2 code).
     pub fn new(
         num_heads: i32,
@@ -114,7 +96,7 @@ impl Qwen2MultiHeadAttention {
     /// Errors: [`Error::Shape`] when `x` is not `N x L x E`; RoPE's errors
     /// when the positions exceed its `seq_len`.
     ///
-    /// Hints, as `mlx_lm.models.qwen2.Attention.__call__`: project with
+    /// Hints: as `mlx_lm.models.qwen2.Attention.__call__`: project with
     /// [`linear`] (with the biases), reshape `N x L x H*D` to `N x L x H x D`,
     /// apply `self.rope` to queries and keys (RoPE takes `N x L x H x D`, so
     /// before the transpose), transpose to `N x H x L x D`, attend with

@@ -2,7 +2,8 @@
 //! norm and the output layer. No KV cache: every call runs the full sequence.
 //!
 //! Week-1 rule: array ops only, plus your own days 1-5.
-//! Check your work with `cargo xtask check day5`.
+//!
+//! Hints: Check your work with `cargo xtask check day5`.
 
 #[allow(unused_imports)]
 use crate::attention_grouped::AttentionMask;
@@ -63,7 +64,9 @@ impl Qwen2ModelWeek1 {
         todo!("day 5: Qwen2ModelWeek1::new")
     }
 
-    /// The configuration the model was built with (given).
+    /// The configuration the model was built with.
+    ///
+    /// Hints: given code: nothing to implement here.
     pub fn config(&self) -> &Qwen2Config {
         &self.config
     }
@@ -77,7 +80,7 @@ impl Qwen2ModelWeek1 {
     /// Errors: [`Error::Shape`] when `inputs` is not `N x L`;
     /// [`Error::Invalid`] for ids outside `0..vocab`.
     ///
-    /// Hint: embed, every layer with `AttentionMask::Causal` and offset 0,
+    /// Hints: embed, every layer with `AttentionMask::Causal` and offset 0,
     /// `norm`, then `lm_head` ([`linear`]) or `embed_tokens.as_linear`.
     pub fn forward(&self, inputs: &Array) -> Result<Array> {
         let _ = inputs;
@@ -92,7 +95,7 @@ impl Qwen2ModelWeek1 {
     ///
     /// Errors: as [`Self::forward`].
     ///
-    /// Hint: take `h[.., L - 1, ..]` before the norm, with
+    /// Hints: take `h[.., L - 1, ..]` before the norm, with
     /// `h.try_index((.., l - 1, ..))?` (`mlx_rs::ops::indexing::TryIndexOp`).
     pub fn forward_last(&self, inputs: &Array) -> Result<Array> {
         let _ = inputs;
@@ -104,5 +107,13 @@ impl Qwen2ModelWeek1 {
 impl CausalLm for Qwen2ModelWeek1 {
     fn forward_last(&self, inputs: &Array) -> Result<Array> {
         Qwen2ModelWeek1::forward_last(self, inputs)
+    }
+
+    fn context_len(&self) -> Option<usize> {
+        Some(self.config.rope_positions() as usize)
+    }
+
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.config.vocab_size as usize)
     }
 }

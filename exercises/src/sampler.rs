@@ -9,49 +9,17 @@
 //! Week-1 rule: array ops only (`argmax_axis`, `logsumexp_axis`, `sort_axis`,
 //! `cumsum`, `argpartition_axis`, `take_along_axis`, `put_along_axis`,
 //! `select`, ...); MLX random ops (`mlx_rs::random`) are allowed for the draw.
-//! Check your work with `cargo xtask check day7`.
+//!
+//! Hints: Check your work with `cargo xtask check day7`.
 
 use mlx_rs::random::RandomState;
 use mlx_rs::Array;
 #[allow(unused_imports)]
 use tiny_llm_common::{shape_error, Error, Result};
 
-/// How to pick the next token. The default is greedy (temperature 0).
-///
-/// Argument rules (checked by [`Sampler::new`]):
-/// - `temperature`: finite and `>= 0`; `0` means greedy (argmax), and then
-///   `top_k`/`top_p` are ignored, as in mlx-lm.
-/// - `top_k`: `None` keeps every token; `Some(k)` keeps the `k` most likely,
-///   `k >= 1` (a `k` at or above the vocabulary size keeps all).
-/// - `top_p`: `None` keeps every token; `Some(p)` keeps the smallest set of
-///   most likely tokens whose probability reaches `p`, with `0 < p <= 1`
-///   (`1` keeps all).
-/// - `seed`: the seed of the random key sequence.
-///
-/// (Given: nothing to implement here.)
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SamplerConfig {
-    /// Softmax temperature; `0` is greedy.
-    pub temperature: f32,
-    /// Keep only the `k` most likely tokens.
-    pub top_k: Option<usize>,
-    /// Keep only the most likely tokens covering probability `p`.
-    pub top_p: Option<f32>,
-    /// Seed of the random keys (`mlx_rs::random::key(seed)`).
-    pub seed: u64,
-}
-
-impl Default for SamplerConfig {
-    /// Greedy: temperature 0, no top-k, no top-p, seed 0.
-    fn default() -> Self {
-        SamplerConfig {
-            temperature: 0.0,
-            top_k: None,
-            top_p: None,
-            seed: 0,
-        }
-    }
-}
+/// How to pick the next token (given; defined in `tiny_llm_common` so that
+/// the cli, the bench and every day pass the same type).
+pub use tiny_llm_common::SamplerConfig;
 
 /// A seeded token sampler (see [`SamplerConfig`] for the rules).
 ///
@@ -62,7 +30,7 @@ impl Default for SamplerConfig {
 /// samplers built from the same config return the same tokens for the same
 /// logits.
 ///
-/// You may change the private fields.
+/// Hints: You may change the private fields.
 #[derive(Debug)]
 pub struct Sampler {
     #[allow(dead_code)]
@@ -124,5 +92,12 @@ impl Sampler {
     pub fn sample(&mut self, logits: &Array) -> Result<u32> {
         let _ = logits;
         todo!("day 7: Sampler::sample")
+    }
+}
+
+/// Day 7's sampler drives the per-step generation API (given).
+impl tiny_llm_common::TokenSampler for Sampler {
+    fn sample(&mut self, logits: &Array) -> Result<u32> {
+        Sampler::sample(self, logits)
     }
 }

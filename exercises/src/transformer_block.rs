@@ -3,7 +3,8 @@
 //!
 //! Week-1 rule: array ops only, plus your own days 2-4
 //! (`crate::qwen2_attention`, `crate::layer_norm`, `crate::mlp`).
-//! Check your work with `cargo xtask check day5`.
+//!
+//! Hints: Check your work with `cargo xtask check day5`.
 
 use crate::attention_grouped::AttentionMask;
 use crate::layer_norm::RmsNorm;
@@ -12,28 +13,14 @@ use crate::mlp::Qwen2Mlp;
 use crate::qwen2_attention::{Qwen2AttentionWeights, Qwen2MultiHeadAttention};
 use mlx_rs::Array;
 use std::collections::HashMap;
-use tiny_llm_common::{shape_error, Error, Qwen2Config, Result};
+// `Error` is named by the doc comments.
+#[allow(unused_imports)]
+use tiny_llm_common::Error;
+use tiny_llm_common::{Qwen2Config, Result};
 
-/// `weights[key]`, checked to be a float array of shape `shape` (given).
-///
-/// Errors: [`Error::Invalid`] naming `key` when it is missing or not a
-/// float array (e.g. still quantized); [`Error::Shape`] naming `key` when
-/// its shape differs.
-pub fn take_weight(weights: &HashMap<String, Array>, key: &str, shape: &[i32]) -> Result<Array> {
-    let w = weights
-        .get(key)
-        .ok_or_else(|| Error::Invalid(format!("missing weight `{key}`")))?;
-    if !w.dtype().is_float() {
-        return Err(Error::Invalid(format!(
-            "weight `{key}` must be a float array, got {:?} (dequantize it first)",
-            w.dtype()
-        )));
-    }
-    if w.shape() != shape {
-        return Err(shape_error(key, w, &format!("{shape:?}")));
-    }
-    Ok(w.clone())
-}
+/// `weights[key]`, checked to be a float array of shape `shape` (given;
+/// defined in `tiny_llm_common` so that every day uses the same function).
+pub use tiny_llm_common::take_weight;
 
 /// One decoder layer of Qwen2 (and Llama):
 ///
@@ -64,8 +51,9 @@ impl Qwen2TransformerBlock {
     /// `post_attention_layernorm.weight`, `mlp.{gate,up,down}_proj.weight`.
     ///
     /// The weights are used in the dtype they come in. RoPE covers
-    /// `config.max_position_embeddings` positions with base
-    /// `config.rope_theta`.
+    /// `config.rope_positions()` positions (`max_position_embeddings`,
+    /// capped so that a huge claimed context cannot exhaust memory) with
+    /// base `config.rope_theta`.
     ///
     /// Errors: a missing, non-float or wrongly shaped weight, naming its key
     /// ([`take_weight`]); [`Error::Invalid`] for a bad head configuration.
@@ -88,7 +76,7 @@ impl Qwen2TransformerBlock {
     /// Errors: those of the layers (a wrong `x` shape, positions past RoPE's
     /// table).
     ///
-    /// Hint: `mlx_lm.models.qwen2.TransformerBlock.__call__`, four lines.
+    /// Hints: `mlx_lm.models.qwen2.TransformerBlock.__call__`, four lines.
     pub fn forward(&self, x: &Array, offset: i32, mask: AttentionMask) -> Result<Array> {
         let _ = (x, offset, mask);
         todo!("day 5: Qwen2TransformerBlock::forward")

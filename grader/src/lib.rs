@@ -2,7 +2,9 @@
 //! fixture loading, and tolerance checks that explain a mismatch.
 //!
 //! Tests live in `tests/dayN.rs`. They grade the learner's crate `tiny-llm` by
-//! default and the reference with `--features solutions`.
+//! default (feature `learner`) and the reference with
+//! `--no-default-features --features solutions` (the learner's crate is then
+//! not compiled at all).
 //!
 //! Failure messages start with a tag that `cargo xtask check` reads:
 //! `[wrong numbers]` (also a failed property: `property <name> failed with
@@ -21,6 +23,12 @@ pub mod tolerance;
 
 pub use compare::{assert_close, Tol};
 pub use fixture::{cases, Case};
+
+#[cfg(not(any(feature = "learner", feature = "solutions")))]
+compile_error!(
+    "tiny-llm-grader grades `tiny-llm` (feature `learner`, the default) or the reference \
+     (`--no-default-features --features solutions`): enable one of them"
+);
 
 /// The implementation under test.
 #[cfg(not(feature = "solutions"))]

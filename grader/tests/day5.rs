@@ -418,6 +418,36 @@ fn qwen2_model_lm_head_falls_back_to_embeddings() {
     );
 }
 
+/// A config may claim a huge context (`max_position_embeddings` = 1e9): the
+/// RoPE tables cover `config.rope_positions()` positions (capped), not 1e9
+/// (a 64 GiB table here), and the logits are unchanged.
+#[test]
+fn qwen2_model_huge_max_position_embeddings() {
+    let (mut config, weights) = tiny_model("weights_tiny_qwen2");
+    config.max_position_embeddings = 1_000_000_000;
+    let cap = tiny_llm_common::config::MAX_ROPE_POSITIONS;
+    let c = Case::load(DAY, "model_qwen2_n2l7_f32");
+    let model = ok(
+        "Qwen2ModelWeek1::new",
+        Qwen2ModelWeek1::new(&config, &weights, Dtype::Float32),
+    );
+    for (i, layer) in model.layers.iter().enumerate() {
+        let rope = &layer.self_attn.rope;
+        assert!(
+            rope.seq_len <= cap,
+            "[wrong numbers] layer {i}'s RoPE covers {} positions; size it with config.rope_positions() (at most {cap})",
+            rope.seq_len
+        );
+    }
+    let got = ok("Qwen2ModelWeek1::forward", model.forward(c.get("inputs")));
+    assert_logits(
+        "qwen2_model_huge_max_position_embeddings",
+        &c.id,
+        &got,
+        c.get("logits"),
+    );
+}
+
 /// A missing or wrongly shaped weight is an error naming its key; so are
 /// inputs that are not `N x L` token ids.
 #[test]

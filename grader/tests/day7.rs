@@ -472,26 +472,31 @@ fn detokenizer_emits_whole_tokens_at_once() {
     );
 }
 
-/// A character cut off at the end comes out of `flush` (as U+FFFD), and the
+/// A character cut off at the end (generation stopped in the middle of 🦀's
+/// tokens) is dropped by `flush`, never emitted as U+FFFD, and the
 /// detokenizer starts afresh after it.
 #[test]
-fn detokenizer_flush_returns_held_back_bytes() {
+fn detokenizer_flush_drops_an_incomplete_character() {
     let tok = tiny_tokenizer();
-    let crab = encode(&tok, "🦀");
+    let crab = encode(&tok, "ok🦀");
     assert!(
-        crab.len() >= 2,
+        crab.len() >= 3,
         "[fixture] 🦀 should take several tiny tokens, got {crab:?}"
     );
+    let cut = &crab[..crab.len() - 1];
     let mut d = StreamingDetokenizer::new(&tok);
-    let first = ok("StreamingDetokenizer::push", d.push(crab[0]));
+    let pieces: String = cut
+        .iter()
+        .map(|&id| ok("StreamingDetokenizer::push", d.push(id)))
+        .collect();
     assert_eq!(
-        first, "",
-        "[wrong numbers] the first byte of 🦀 must be held back"
+        pieces, "ok",
+        "[wrong numbers] the pushes of \"ok\" and part of 🦀 must give \"ok\" and hold the partial 🦀 back"
     );
     let rest = ok("StreamingDetokenizer::flush", d.flush());
-    assert!(
-        rest.contains('\u{FFFD}'),
-        "[wrong numbers] flush of an incomplete character should give U+FFFD, got {rest:?}"
+    assert_eq!(
+        rest, "",
+        "[wrong numbers] flush of an incomplete final character must drop it (no U+FFFD), got {rest:?}"
     );
     let a = encode(&tok, "a");
     assert_eq!(
@@ -665,8 +670,10 @@ fn generate_stops_at_max_tokens() {
     );
     assert_eq!(
         text,
-        tok.decode(&script[..cut]).unwrap(),
-        "[wrong numbers] text, with the cut-off character flushed at the end"
+        tok.decode(&script[..cut])
+            .unwrap()
+            .trim_end_matches('\u{FFFD}'),
+        "[wrong numbers] text, without the cut-off character (no U+FFFD at the end)"
     );
     let none = ok(
         "simple_generate (max_tokens 0)",
@@ -676,6 +683,61 @@ fn generate_stops_at_max_tokens() {
         none.tokens.is_empty(),
         "[wrong numbers] max_tokens 0 generates nothing"
     );
+}
+
+/// Prompt and answer must fit the model's context (`CausalLm::context_len`):
+/// a longer prompt is an error naming both lengths, and generation stops
+/// with `Length` once the ids fill the context, whatever `max_tokens` says
+/// (`usize::MAX` included).
+#[test]
+fn generate_respects_the_model_context() {
+    struct Limited(Scripted, usize);
+    impl CausalLm for Limited {
+        fn forward_last(&self, inputs: &Array) -> tiny_llm_common::Result<Array> {
+            assert!(
+                inputs.dim(1) as usize <= self.1,
+                "[wrong shape] forward_last got {} ids, past the context of {}",
+                inputs.dim(1),
+                self.1
+            );
+            self.0.forward_last(inputs)
+        }
+        fn context_len(&self) -> Option<usize> {
+            Some(self.1)
+        }
+    }
+    let tok = tiny_tokenizer();
+    let prompt = encode(&tok, "Once upon a time");
+    let script = encode(&tok, " there was a crab who");
+    let p = prompt.len();
+    // room for the prompt and 2 more ids: 3 tokens are sampled (the last
+    // one is never fed back)
+    let model = Limited(Scripted::new(script.clone(), p), p + 2);
+    let stats = ok(
+        "simple_generate",
+        simple_generate(&model, &tok, &prompt, usize::MAX, &mut greedy(), |_| {}),
+    );
+    assert_eq!(stats.tokens, script[..3], "[wrong numbers] generated ids");
+    assert_eq!(
+        stats.finish_reason,
+        FinishReason::Length,
+        "[wrong numbers] finish reason at a full context"
+    );
+    let small = Limited(Scripted::new(script.clone(), p), p - 1);
+    match simple_generate(&small, &tok, &prompt, 4, &mut greedy(), |_| {}) {
+        Err(e) => {
+            let e = e.to_string();
+            assert!(
+                e.contains(&p.to_string()) && e.contains(&(p - 1).to_string()),
+                "[wrong numbers] the error should name the prompt's length ({p}) and the context ({}): {e}",
+                p - 1
+            );
+        }
+        Ok(_) => panic!(
+            "[should fail] simple_generate should have returned an error but returned a value (case: a prompt of {p} tokens, a context of {})",
+            p - 1
+        ),
+    }
 }
 
 /// Sampling goes through the sampler it is given (seeded: reproducible).

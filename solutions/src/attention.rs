@@ -120,6 +120,10 @@ impl SimpleMultiHeadAttention {
 
     /// Attention of `query` over `key`/`value`.
     ///
+    /// Project with `wq`/`wk`/`wv`, split `N x L x E` into `N x H x L x D`,
+    /// attend with [`scaled_dot_product_attention_simple`] (default scale),
+    /// merge the heads back to `N x L x E`, project with `wo`.
+    ///
     /// - `query`: `N x L x E`; `key`, `value`: `N x S x E`.
     /// - `mask`: optional additive mask broadcastable to `N x H x L x S`.
     /// - returns: `N x L x E`.

@@ -2,22 +2,19 @@
 //!
 //! GQA shares each key/value head among `n_repeats = H_q / H_kv` query heads.
 //! Shapes: `Q: N.. x H_q x L x D`, `K, V: N.. x H_kv x S x D`.
+//!
+//! Week-1 rule: array ops only (`reshape`, `expand_dims`, `matmul`,
+//! `broadcast_to`, `arange`, `le`, `select`, ...) and your day-1
+//! `crate::basics::softmax`. No `mlx_rs::fast`, no `mlx_rs::nn`.
 
 use crate::basics::softmax;
 use mlx_rs::ops::{arange, broadcast_to, select};
 use mlx_rs::{Array, Dtype};
 use tiny_llm_common::{expect_min_ndim, shape_error, Error, Result};
 
-/// The mask an attention layer applies to its scores.
-#[derive(Debug, Clone, Copy)]
-pub enum AttentionMask<'a> {
-    /// Every query sees every key.
-    None,
-    /// Query `i` sees keys `0..=i + (S - L)` ([`causal_mask`]).
-    Causal,
-    /// An additive mask broadcastable to `N x H_q x L x S`.
-    Array(&'a Array),
-}
+/// The mask an attention layer applies to its scores (given; defined in
+/// `tiny_llm_common` so that every day passes the same type).
+pub use tiny_llm_common::AttentionMask;
 
 /// The additive causal mask: `L x S`, `0` where query `i` may see key `j`
 /// (`j <= i + S - L`) and `-inf` above that diagonal.
@@ -25,12 +22,18 @@ pub enum AttentionMask<'a> {
 /// The diagonal is shifted by `S - L` so that the last query sees every key:
 /// the `L` queries are the last `L` of the `S` positions (decoding with a KV
 /// cache). `causal_mask(L, S)` is the last `L` rows of `causal_mask(S, S)`.
+/// For `L = 2, S = 3`:
+///
+/// ```text
+/// [[0, 0, -inf],
+///  [0, 0,    0]]
+/// ```
 ///
 /// - `dtype`: a float dtype (f32, f16, bf16, f64).
 /// - returns: `L x S` in `dtype`.
 ///
 /// Errors: [`Error::Invalid`] when `L < 1`, `L > S`, or `dtype` is not a
-/// float dtype.
+/// float dtype (`dtype.is_float()`).
 ///
 /// Reference: `mlx_lm.models.base.create_causal_mask`; the `"causal"` mask of
 /// `mx.fast.scaled_dot_product_attention` (lower-right aligned).
@@ -57,9 +60,9 @@ pub fn causal_mask(l: i32, s: i32, dtype: Dtype) -> Result<Array> {
 /// `softmax(Q K^T * scale + mask) V`, query head `h` using kv head
 /// `h / n_repeats`.
 ///
-/// K and V are never copied per query head: Q is reshaped to
-/// `N.. x H_kv x n_repeats x L x D` and K, V to `N.. x H_kv x 1 x S x D`,
-/// and `matmul` broadcasts over the group axis.
+/// Do not copy K and V once per query head (no `repeat`): reshape Q to
+/// `N.. x H_kv x n_repeats x L x D` and K, V to `N.. x H_kv x 1 x S x D`
+/// (`expand_dims(-3)`), and let `matmul` broadcast over the group axis.
 ///
 /// - `query`: `N.. x H_q x L x D`; `key`: `N.. x H_kv x S x D`;
 ///   `value`: `N.. x H_kv x S x D_v` (same batch dims `N..`, possibly none).

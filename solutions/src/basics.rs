@@ -1,16 +1,16 @@
 //! Day 1: the two building blocks every layer uses, `softmax` and `linear`.
 //!
-//! Week-1 rule: array ops only (no `mlx_rs::fast`, no `mlx_rs::nn`, no
-//! `ops::softmax`).
+//! Week-1 rule: array ops only (`matmul`, `exp`, `max_axis`, `sum_axis`,
+//! `transpose`, ...). No `mlx_rs::fast`, no `mlx_rs::nn`, no `ops::softmax`.
 
 use mlx_rs::{Array, Dtype};
 use tiny_llm_common::{shape_error, Result};
 
 /// Softmax along `axis`: `exp(x - max) / sum(exp(x - max))`.
 ///
-/// Subtracting the row maximum first keeps `exp` from overflowing (the
-/// result is unchanged because softmax is shift-invariant). Half-precision
-/// inputs are computed in f32 and cast back.
+/// Subtract the maximum along `axis` before `exp` so large inputs cannot
+/// overflow (softmax is shift-invariant, so the result is the same).
+/// Compute half-precision inputs in f32 and cast the result back.
 ///
 /// - `x`: any shape, any float dtype.
 /// - `axis`: the axis to normalise (negative counts from the end).
@@ -34,7 +34,8 @@ pub fn softmax(x: &Array, axis: i32) -> Result<Array> {
 /// - returns: `N.. x O`, in `x`'s dtype.
 ///
 /// Errors: [`tiny_llm_common::Error::Shape`] when `w` is not 2-D, or its
-/// input size differs from `x`'s last dimension, or `b` is not `[O]`.
+/// input size differs from `x`'s last dimension, or `b` is not `[O]`
+/// (build it with [`shape_error`]).
 ///
 /// Reference: `mlx.nn.Linear`.
 pub fn linear(x: &Array, w: &Array, b: Option<&Array>) -> Result<Array> {

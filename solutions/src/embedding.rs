@@ -1,4 +1,7 @@
 //! Day 5: token embeddings, and the same matrix as the output layer.
+//!
+//! Week-1 rule: array ops only (`take_axis`, `min`, `max`, ...) and your
+//! day-1 `crate::basics::linear`. No `mlx_rs::nn::Embedding`.
 
 use crate::basics::linear;
 use mlx_rs::{Array, Dtype};
@@ -33,7 +36,8 @@ fn scalar_i64(a: &Array) -> Result<i64> {
 impl Embedding {
     /// Wraps a `vocab x E` table.
     ///
-    /// Errors: [`Error::Shape`] when `weight` is not 2-D.
+    /// Errors: [`Error::Shape`] when `weight` is not 2-D (use
+    /// [`shape_error`]).
     pub fn new(weight: Array) -> Result<Self> {
         if weight.ndim() != 2 {
             return Err(shape_error("embedding weight", &weight, "[vocab, E]"));

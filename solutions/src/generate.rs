@@ -18,14 +18,15 @@ use tiny_llm_common::{CausalLm, Error, Result};
 ///
 /// Byte-level BPE tokens are bytes, not characters: a character of 2-4 bytes
 /// (é, 中, 🦀) may be split over several tokens, and decoding a prefix of
-/// them gives the replacement character U+FFFD. The detokenizer decodes a
-/// short window of recent ids and holds new text back while it ends in
-/// U+FFFD. Each push decodes a window of a few tokens, not the whole text.
+/// them gives the replacement character U+FFFD. Decode a short window of
+/// recent ids and hold new text back while it ends in U+FFFD. Do not decode
+/// the whole text at every token: that grows with the answer.
 ///
-/// Window: `ids[prefix..read]` is text already emitted (kept as context, so
-/// that a tokenizer whose decoding depends on the previous token stays
-/// right); `ids[read..]` is pending. The piece to emit is
-/// `decode(ids[prefix..]) - decode(ids[prefix..read])`.
+/// Window: `ids[prefix..read]` is text already emitted (kept as context);
+/// `ids[read..]` is pending. The piece to emit is
+/// `decode(ids[prefix..])` minus its start `decode(ids[prefix..read])`; once
+/// emitted, `prefix` moves to `read` and `read` to the end.
+/// Decode with `tokenizer.decode(ids)` (special tokens kept).
 ///
 /// Reference: the incremental detokenization of Hugging Face
 /// text-generation-inference and vLLM (prefix/read offsets).
@@ -48,7 +49,7 @@ impl<'t> StreamingDetokenizer<'t> {
     }
 
     /// Adds one token; returns the text that became complete (often the
-    /// token's own text, empty while a character is still incomplete).
+    /// token's own text; empty while a character is still incomplete).
     ///
     /// Errors: the tokenizer's, for an id outside its vocabulary.
     pub fn push(&mut self, id: u32) -> Result<String> {
@@ -70,14 +71,20 @@ impl<'t> StreamingDetokenizer<'t> {
         Ok(piece)
     }
 
-    /// Returns whatever is still held back (with U+FFFD where a character
-    /// never completed) and empties the detokenizer.
+    /// Returns the complete text still held back and empties the
+    /// detokenizer. An incomplete final character (generation cut a
+    /// multi-byte character short, e.g. at `max_tokens`) is dropped, not
+    /// returned as U+FFFD; empty when nothing is held back.
     ///
     /// Errors: the tokenizer's.
     pub fn flush(&mut self) -> Result<String> {
         let before = self.tokenizer.decode(&self.ids[self.prefix..self.read])?;
         let now = self.tokenizer.decode(&self.ids[self.prefix..])?;
-        let rest = now[common_prefix(&before, &now)..].to_string();
+        // An incomplete final character decodes to U+FFFD: drop it (no
+        // more tokens will complete it).
+        let rest = now[common_prefix(&before, &now)..]
+            .trim_end_matches('\u{FFFD}')
+            .to_string();
         self.ids.clear();
         self.prefix = 0;
         self.read = 0;
@@ -94,72 +101,45 @@ fn common_prefix(a: &str, b: &str) -> usize {
         .map_or(a.len().min(b.len()), |((i, _), _)| i)
 }
 
-/// Why generation stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// The model produced an end-of-sequence token.
-    Stop,
-    /// `max_tokens` tokens were generated.
-    Length,
-}
-
-/// What `simple_generate` did, and how fast.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerationStats {
-    /// Tokens in the prompt.
-    pub prompt_tokens: usize,
-    /// The sampled token ids in order; the end-of-sequence id that stopped
-    /// generation is included (its text is not emitted).
-    pub tokens: Vec<u32>,
-    /// Why generation stopped.
-    pub finish_reason: FinishReason,
-    /// Seconds from the start to the first sampled token (the prompt's
-    /// forward pass, the first sample).
-    pub prefill_seconds: f64,
-    /// Seconds from the first sampled token to the last one.
-    pub decode_seconds: f64,
-}
-
-impl GenerationStats {
-    /// Tokens sampled (the end-of-sequence token included).
-    pub fn generated_tokens(&self) -> usize {
-        self.tokens.len()
-    }
-
-    /// Prompt tokens per second of prefill.
-    pub fn prefill_tokens_per_second(&self) -> f64 {
-        self.prompt_tokens as f64 / self.prefill_seconds.max(f64::MIN_POSITIVE)
-    }
-
-    /// Tokens per second of decoding: the tokens after the first (the first
-    /// one comes out of the prefill), over the decode time; 0 when fewer than
-    /// two tokens were sampled.
-    pub fn decode_tokens_per_second(&self) -> f64 {
-        match self.tokens.len() {
-            0 | 1 => 0.0,
-            n => (n - 1) as f64 / self.decode_seconds.max(f64::MIN_POSITIVE),
-        }
-    }
-}
+/// Why generation stopped, and what a generation measured (given; defined in
+/// `tiny_llm_common` so that the cli, the bench and every day pass the same
+/// types).
+pub use tiny_llm_common::{FinishReason, GenerationStats};
 
 /// Generates up to `max_tokens` tokens after `prompt_ids`, streaming the text.
 ///
-/// - `model`: any [`CausalLm`] (`Qwen2ModelWeek1` from day 5).
+/// - `model`: any [`CausalLm`] (your `Qwen2ModelWeek1` from day 5).
 /// - `prompt_ids`: the prompt, already tokenized (chat template applied).
+/// - `max_tokens`: any size; generation also stops when prompt and answer
+///   fill the model's context (`model.context_len()`).
 /// - `sampler`: picks each token from the last position's logits.
-/// - `on_text`: called with each piece of text as soon as it is whole UTF-8,
-///   and once more at the end with what was held back, if anything.
+/// - `on_text`: called with each piece of text as soon as it is whole UTF-8
+///   (never with an empty piece), and once more at the end with what
+///   `StreamingDetokenizer::flush` returns, if it is not empty.
 ///
-/// Steps: run `forward_last` on the prompt (`1 x L` int32), sample the first
-/// token (the prefill); then, until an end-of-sequence id of the tokenizer or
-/// `max_tokens`, append the token and run the whole sequence again (week 1
-/// has no KV cache). Sampling reads one integer per step: that is the only
-/// evaluation. End-of-sequence ids stop generation and are not detokenized.
+/// Steps: run `model.forward_last` on the prompt (`1 x L` int32), sample the
+/// first token (the prefill); then, until an id of
+/// `tokenizer.eos_token_ids()`, `max_tokens` tokens or a full context, append
+/// the token and run the whole sequence again (week 1 has no KV cache).
+/// End-of-sequence ids stop generation ([`FinishReason::Stop`]), are kept in
+/// `tokens`, and are not detokenized; `max_tokens` and a full context stop it
+/// with [`FinishReason::Length`].
 ///
-/// Errors: [`Error::Invalid`] for an empty prompt; the model's, sampler's or
-/// tokenizer's errors.
+/// Speed: let the sampler's read of the token be the only evaluation of a
+/// step (no `eval` of the logits, no extra casts), and keep the tokenizer
+/// out of the loop except for the detokenizer's short window.
 ///
-/// Reference: mlx-lm `generate_step` / `stream_generate` (which uses a KV
+/// Stats: `prefill_seconds` from the start to the first sampled token,
+/// `decode_seconds` from then to the last one (`Instant::now()`); both 0
+/// when no token was sampled (`max_tokens = 0`).
+///
+/// Errors: [`Error::Invalid`] for an empty prompt, for a prompt that does
+/// not fit the model's context (its length and the context are named), and
+/// for a prompt id outside the model's vocabulary (`model.vocab_size()`,
+/// checked here on the host, before anything reaches the device); the
+/// model's, sampler's or tokenizer's errors.
+///
+/// Reference: mlx-lm `generate_step` / `stream_generate` (which use a KV
 /// cache).
 pub fn simple_generate(
     model: &impl CausalLm,
@@ -174,11 +154,32 @@ pub fn simple_generate(
             "simple_generate: the prompt has no tokens".into(),
         ));
     }
+    let context = model.context_len();
+    if let Some(ctx) = context {
+        if prompt_ids.len() > ctx {
+            return Err(Error::Invalid(format!(
+                "simple_generate: the prompt has {} tokens, more than the model's context of {ctx}",
+                prompt_ids.len()
+            )));
+        }
+    }
+    if let Some(vocab) = model.vocab_size() {
+        if let Some((i, id)) = prompt_ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab)
+        {
+            return Err(Error::Invalid(format!(
+                "simple_generate: prompt token {i} is id {id}, outside the vocabulary 0..{vocab}"
+            )));
+        }
+    }
     let eos = tokenizer.eos_token_ids();
     let mut ids: Vec<i32> = prompt_ids.iter().map(|&t| t as i32).collect();
     let mut stats = GenerationStats {
         prompt_tokens: prompt_ids.len(),
-        tokens: Vec::with_capacity(max_tokens),
+        // max_tokens may be usize::MAX: reserve what is plausible.
+        tokens: Vec::with_capacity(max_tokens.min(4096)),
         finish_reason: FinishReason::Length,
         prefill_seconds: 0.0,
         decode_seconds: 0.0,
@@ -187,6 +188,9 @@ pub fn simple_generate(
     let start = Instant::now();
     let mut first_token_at = start;
     for step in 0..max_tokens {
+        if context.is_some_and(|ctx| ids.len() > ctx) {
+            break; // the context is full: FinishReason::Length
+        }
         let input = Array::from_slice(&ids, &[1, ids.len() as i32]);
         let logits = model.forward_last(&input)?;
         let token = sampler.sample(&logits)?;

@@ -1,4 +1,7 @@
 //! Day 4: RMSNorm, the normalisation of every Qwen2/Llama block.
+//!
+//! Week-1 rule: array ops only (`square`, `mean_axis`, `rsqrt`, `multiply`,
+//! `as_dtype`, ...). No `mlx_rs::fast::rms_norm`, no `mlx_rs::nn`.
 
 use mlx_rs::{Array, Dtype};
 use tiny_llm_common::{shape_error, Result};
@@ -6,9 +9,9 @@ use tiny_llm_common::{shape_error, Result};
 /// Root-mean-square layer normalisation:
 /// `y = x / sqrt(mean(x^2) + eps) * weight`, over the last axis.
 ///
-/// The mean of squares is accumulated in float32 whatever `x`'s dtype: in
+/// Accumulate the mean of squares in float32 whatever `x`'s dtype: in
 /// float16, `x^2` overflows to `inf` once `|x| > 256`, and hidden states of
-/// real models get there.
+/// real models get there (a test feeds you values around 300..1000).
 ///
 /// Reference: Zhang & Sennrich 2019, "Root Mean Square Layer Normalization",
 /// eq. 4; `mx.fast.rms_norm`; Hugging Face `Qwen2RMSNorm`.
@@ -23,7 +26,8 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// Builds the norm.
     ///
-    /// Errors: [`tiny_llm_common::Error::Shape`] when `weight` is not 1-D.
+    /// Errors: [`tiny_llm_common::Error::Shape`] when `weight` is not 1-D
+    /// (build it with [`shape_error`]).
     pub fn new(weight: Array, eps: f32) -> Result<Self> {
         if weight.ndim() != 1 {
             return Err(shape_error("rms_norm weight", &weight, "[E]"));
@@ -34,7 +38,7 @@ impl RmsNorm {
     /// Normalises `x` over its last axis.
     ///
     /// - `x`: `N.. x E`, any float dtype.
-    /// - returns: same shape and dtype as `x` (computed in float32).
+    /// - returns: same shape and dtype as `x` (compute in float32, cast back).
     ///
     /// Errors: [`tiny_llm_common::Error::Shape`] when `x`'s last dimension is
     /// not `E`.

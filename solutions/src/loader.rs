@@ -5,6 +5,10 @@
 //! quantized checkpoints (mlx-lm's `convert -q`) store each quantized layer as
 //! `X.weight` (`uint32`), `X.scales` and `X.biases`, with `group_size` and
 //! `bits` in `config.json`'s `quantization`.
+//!
+//! Given helpers: [`tiny_llm_common::checkpoint::load_safetensors`] (checks
+//! a file's header before MLX reads it, so a truncated file is an error, not
+//! a crash) and [`tiny_llm_common::checkpoint::read_json`].
 
 use crate::quantize::dequantize_affine;
 use mlx_rs::{Array, Dtype};
@@ -27,8 +31,7 @@ struct QuantSpec {
 /// (`model.layers.0.self_attn.q_proj.weight`, ...).
 ///
 /// - Files: `model.safetensors.index.json` and the shards it lists, else
-///   `model.safetensors`. Each file is validated before MLX reads it
-///   ([`tiny_llm_common::checkpoint::load_safetensors`]).
+///   `model.safetensors`. Load each with `load_safetensors`.
 /// - Quantized layers: `X.weight` + `X.scales` + `X.biases` become one dense
 ///   `X.weight` ([`dequantize_affine`]), with `group_size` and `bits` from
 ///   `config.json`'s `quantization` (a per-layer entry `quantization["X"]`

@@ -1,18 +1,24 @@
 //! Day 4: SiLU and Qwen2's gated MLP (SwiGLU).
+//!
+//! Week-1 rule: array ops only (`exp`, `negative`, `divide`, ...) and
+//! your day-1 `crate::basics::linear`. No `mlx_rs::nn`, no `ops::sigmoid`.
 
 use crate::basics::linear;
 use mlx_rs::{Array, Dtype};
 use tiny_llm_common::{shape_error, Result};
 
-/// SiLU (swish): `silu(x) = x * sigmoid(x) = x / (1 + exp(-x))`.
+/// SiLU (swish): `silu(x) = x * sigmoid(x) = x / (1 + exp(-x))`, computed in
+/// float32 and cast back.
 ///
-/// Computed as `x / (1 + exp(-x))` in float32, then cast back: 4 array ops
-/// (this runs on every `L x I` MLP activation, so each op counts). It is
-/// stable for every finite `x`: for very negative `x`, `exp(-x)` overflows
-/// to `inf` and `x / inf` is `-0`; for large `x`, `exp(-x)` is 0 and the
-/// result is `x`; never `inf` or NaN. (The select form with
-/// `e = exp(-|x|)`, `sigmoid = 1/(1+e)` or `e/(1+e)`, gives the same values
-/// with 9 ops, about 1.5x slower on MLX's CPU backend.)
+/// Stable for every finite `x`: large `|x|` gives `x` or `-0`, never `inf`
+/// or NaN. The form `x / (1 + exp(-x))` is both the fastest and stable: for
+/// very negative `x`, `exp(-x)` overflows to `inf` and `x / inf` is `-0`;
+/// for large `x`, `exp(-x)` is 0 and the result is `x`. It takes 4 array ops
+/// (a cast, `negative`, `exp` with `+ 1`, `divide`); the textbook-stable
+/// select form with `e = exp(-|x|)` (`sigmoid = 1/(1+e)` for `x >= 0`,
+/// `e/(1+e)` below) gives the same values with 9 ops, about 1.5x slower on
+/// MLX's CPU backend, and silu runs on every `L x I` MLP activation. Avoid
+/// `x * exp(x) / (1 + exp(x))`: `inf / inf` is NaN for large `x`.
 ///
 /// - `x`: any shape, any float dtype.
 /// - returns: same shape and dtype.
@@ -41,10 +47,11 @@ pub struct Qwen2Mlp {
 
 impl Qwen2Mlp {
     /// Builds the MLP, checking the weights' shapes (`E`, `I` read from
-    /// `gate_proj`).
+    /// `gate_proj`): `gate_proj` `[I, E]`, `up_proj` `[I, E]`, `down_proj`
+    /// `[E, I]`.
     ///
     /// Errors: [`tiny_llm_common::Error::Shape`] naming the weight whose
-    /// shape is wrong.
+    /// shape is wrong (e.g. `"down_proj.weight"`, with [`shape_error`]).
     pub fn new(gate_proj: Array, up_proj: Array, down_proj: Array) -> Result<Self> {
         if gate_proj.ndim() != 2 {
             return Err(shape_error("gate_proj.weight", &gate_proj, "[I, E]"));
@@ -75,7 +82,7 @@ impl Qwen2Mlp {
     /// - returns: `N.. x E`, in `x`'s dtype.
     ///
     /// Errors: [`tiny_llm_common::Error::Shape`] when `x`'s last dimension is
-    /// not `E`.
+    /// not `E` ([`linear`] checks it).
     pub fn forward(&self, x: &Array) -> Result<Array> {
         let gate = silu(&linear(x, &self.gate_proj, None)?)?;
         let up = linear(x, &self.up_proj, None)?;

@@ -2,32 +2,21 @@
 //!
 //! Each pair of features of a head is rotated by an angle proportional to the
 //! token's position, so that `q . k` depends on the *relative* position only.
-//! Week-1 rule: array ops only (no `mlx_rs::fast::rope`).
+//!
+//! Week-1 rule: array ops only (`arange`, `exp`, `cos`, `sin`, `multiply`,
+//! `reshape`, `try_index`, `concatenate`, `stack`, ...). No
+//! `mlx_rs::fast::rope`, no `mlx_rs::nn`.
 
 use mlx_rs::ops::indexing::{Ellipsis, TryIndexOp};
 use mlx_rs::ops::{arange, concatenate, stack};
 use mlx_rs::{Array, Dtype};
-use std::cell::RefCell;
-use std::collections::HashMap;
 use tiny_llm_common::{expect_min_ndim, shape_error, Error, Result};
 
-/// `(dims, seq_len, base bits)` -> `(cos, sin)`.
-type TableCache = HashMap<(i32, i32, u32), (Array, Array)>;
-
-thread_local! {
-    /// Tables already built on this thread, by `(dims, seq_len, base bits)`:
-    /// every layer of a model asks for the same ones, and a clone of an
-    /// `Array` shares its buffer, so the model holds one copy, not one per
-    /// layer (32768 positions x 64 dims is 8 MiB a layer).
-    static TABLES: RefCell<TableCache> = RefCell::new(HashMap::new());
-}
-
-/// The `seq_len x D/2` float32 `cos` and `sin` of `p * theta_i`, evaluated.
+/// The `seq_len x D/2` float32 `cos` and `sin` of `p * theta_i`, as lazy
+/// arrays: nothing is computed until a forward pass first reads them, and
+/// a table that is never read (a layer's own, replaced by the model's
+/// shared one) costs no memory.
 fn tables(dims: i32, seq_len: i32, base: f32) -> Result<(Array, Array)> {
-    let key = (dims, seq_len, base.to_bits());
-    if let Some(t) = TABLES.with(|t| t.borrow().get(&key).cloned()) {
-        return Ok(t);
-    }
     let half = dims / 2;
     // theta_i = base^(-2i/D) = exp(-i * ln(base) / (D/2))
     let inv_freq = arange::<_, f32>(0, half, 1)?
@@ -35,10 +24,7 @@ fn tables(dims: i32, seq_len: i32, base: f32) -> Result<(Array, Array)> {
         .exp()?;
     let positions = arange::<_, f32>(0, seq_len, 1)?.reshape(&[seq_len, 1])?;
     let angles = positions.multiply(inv_freq.reshape(&[1, half])?)?;
-    let (cos, sin) = (angles.cos()?, angles.sin()?);
-    mlx_rs::transforms::eval([&cos, &sin])?;
-    TABLES.with(|t| t.borrow_mut().insert(key, (cos.clone(), sin.clone())));
-    Ok((cos, sin))
+    Ok((angles.cos()?, angles.sin()?))
 }
 
 /// Rotary positional embedding with precomputed `cos`/`sin` tables.
@@ -76,6 +62,10 @@ impl RoPE {
     ///
     /// Errors: [`Error::Invalid`] when `dims` is not positive and even,
     /// `seq_len` is not positive, or `base` is not finite and > 0.
+    ///
+    /// Implementation: the tables stay lazy until the first forward pass reads
+    /// them; a clone of the `RoPE` shares them (a clone of an `Array` shares
+    /// its buffer), which is how a model keeps one table for all its layers.
     pub fn new(dims: i32, seq_len: i32, base: f32, traditional: bool) -> Result<Self> {
         if dims <= 0 || dims % 2 != 0 {
             return Err(Error::Invalid(format!(
@@ -109,7 +99,8 @@ impl RoPE {
     ///   any float dtype.
     /// - `offset`: the position of the first token (the number of tokens
     ///   before it, e.g. in a KV cache).
-    /// - returns: same shape and dtype as `x` (computed in float32).
+    /// - returns: same shape and dtype as `x` (compute in float32 and cast
+    ///   back).
     ///
     /// Errors: [`Error::Shape`] when `x` has fewer than 3 dims or
     /// `D != dims`; [`Error::Invalid`] when `offset < 0` or

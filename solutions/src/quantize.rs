@@ -25,11 +25,12 @@ pub const SUPPORTED_GROUP_SIZES: [i32; 3] = [32, 64, 128];
 /// - `w`: `O x (I * bits / 32)`, `uint32`.
 /// - `scales`, `biases`: `O x (I / group_size)`, the same float dtype.
 /// - `group_size`: 32, 64 or 128; `bits`: 4 or 8.
-/// - returns: `O x I` in the dtype of `scales` (computed in f32, rounded once).
+/// - returns: `O x I` in the dtype of `scales` (compute in f32, cast once at
+///   the end).
 ///
 /// Errors: [`Error::Invalid`] for other `bits` or `group_size`, a `w` that is
-/// not `uint32` or scales that are not floats; [`Error::Shape`] when the
-/// shapes do not fit together.
+/// not `uint32` or scales that are not floats; [`Error::Shape`] (build it
+/// with [`shape_error`]) when the shapes do not fit together.
 ///
 /// Reference: `mx.dequantize` (MLX, mode "affine"); Jacob et al. 2018,
 /// "Quantization and Training of Neural Networks for Efficient

@@ -1,5 +1,9 @@
 //! Day 3: Qwen2's attention layer: q/k/v projections with biases, RoPE on
 //! queries and keys, grouped-query attention, the output projection.
+//!
+//! Week-1 rule: array ops only, plus your own `crate::basics::linear`,
+//! `crate::positional_encoding::RoPE` and
+//! `crate::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped}`.
 
 use crate::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped, AttentionMask};
 use crate::basics::linear;
@@ -7,27 +11,9 @@ use crate::positional_encoding::RoPE;
 use mlx_rs::Array;
 use tiny_llm_common::{shape_error, Error, Result};
 
-/// The checkpoint tensors of one attention layer
-/// (`model.layers.{i}.self_attn.*`), in checkpoint layout (`out x in`).
-#[derive(Debug, Clone)]
-pub struct Qwen2AttentionWeights {
-    /// `q_proj.weight`, `H_q*D x E`.
-    pub q_proj: Array,
-    /// `k_proj.weight`, `H_kv*D x E`.
-    pub k_proj: Array,
-    /// `v_proj.weight`, `H_kv*D x E`.
-    pub v_proj: Array,
-    /// `o_proj.weight`, `E x H_q*D`.
-    pub o_proj: Array,
-    /// `q_proj.bias`, `H_q*D` (Qwen2 has it; Llama usually not).
-    pub q_proj_bias: Option<Array>,
-    /// `k_proj.bias`, `H_kv*D`.
-    pub k_proj_bias: Option<Array>,
-    /// `v_proj.bias`, `H_kv*D`.
-    pub v_proj_bias: Option<Array>,
-    /// `o_proj.bias`, `E` (never in Qwen2; Llama with `attention_bias`).
-    pub o_proj_bias: Option<Array>,
-}
+/// The checkpoint tensors of one attention layer (given; defined in
+/// `tiny_llm_common` so that every day passes the same type).
+pub use tiny_llm_common::Qwen2AttentionWeights;
 
 /// Qwen2 (and Llama) self-attention with grouped-query heads and RoPE.
 ///
@@ -73,8 +59,10 @@ impl Qwen2MultiHeadAttention {
     ///
     /// Errors: [`Error::Invalid`] when `num_heads`/`num_kv_heads` are not
     /// positive or `H_kv` does not divide `H_q`, and RoPE's errors;
-    /// [`Error::Shape`] naming the tensor (e.g. `"k_proj.weight"`) whose
-    /// shape is wrong.
+    /// [`Error::Shape`] naming the tensor (e.g. `"k_proj.weight"`, built
+    /// with [`shape_error`]) whose shape is wrong: the weights must be
+    /// `[H_q*D, E]`, `[H_kv*D, E]`, `[H_kv*D, E]`, `[E, H_q*D]`, the biases
+    /// (when present) `[H_q*D]`, `[H_kv*D]`, `[H_kv*D]`, `[E]`.
     pub fn new(
         num_heads: i32,
         num_kv_heads: i32,

@@ -1,5 +1,7 @@
 //! Day 5: the whole week-1 model: embeddings, the decoder layers, the final
 //! norm and the output layer. No KV cache: every call runs the full sequence.
+//!
+//! Week-1 rule: array ops only, plus your own days 1-5.
 
 use crate::attention_grouped::AttentionMask;
 use crate::basics::linear;
@@ -66,9 +68,17 @@ impl Qwen2ModelWeek1 {
         let (v, e) = (config.vocab_size, config.hidden_size);
         let embed_tokens =
             Embedding::new(take_weight(&cast, "model.embed_tokens.weight", &[v, e])?)?;
-        let layers = (0..config.num_hidden_layers)
+        let mut layers = (0..config.num_hidden_layers)
             .map(|i| Qwen2TransformerBlock::new(config, &cast, i))
             .collect::<Result<Vec<_>>>()?;
+        // One RoPE table for the whole model: every layer's is the same
+        // (same D, positions and base), so share the first one's arrays and
+        // let the others' (lazy, never read) go.
+        if let Some(rope) = layers.first().map(|l| l.self_attn.rope.clone()) {
+            for layer in layers.iter_mut().skip(1) {
+                layer.self_attn.rope = rope.clone();
+            }
+        }
         let norm = RmsNorm::new(
             take_weight(&cast, "model.norm.weight", &[e])?,
             config.rms_norm_eps,
@@ -142,5 +152,13 @@ impl Qwen2ModelWeek1 {
 impl CausalLm for Qwen2ModelWeek1 {
     fn forward_last(&self, inputs: &Array) -> Result<Array> {
         Qwen2ModelWeek1::forward_last(self, inputs)
+    }
+
+    fn context_len(&self) -> Option<usize> {
+        Some(self.config.rope_positions() as usize)
+    }
+
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.config.vocab_size as usize)
     }
 }

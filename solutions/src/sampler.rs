@@ -1,12 +1,14 @@
 //! Day 7: picking the next token from the model's logits.
 //!
 //! Greedy (temperature 0), temperature, top-k and top-p (nucleus) sampling,
-//! seeded so that a run can be reproduced. The rules and their order are
-//! mlx-lm's `make_sampler` (mlx_lm/sample_utils.py), and the random keys
-//! follow MLX's own generator, so a seeded run here draws exactly the tokens
-//! mlx-lm draws after `mx.random.seed(seed)`.
+//! seeded so that a run can be reproduced. Follow mlx-lm's `make_sampler`
+//! (mlx_lm/sample_utils.py) step for step and draw with MLX's random keys the
+//! way MLX's own generator does: then a seeded run draws exactly the tokens
+//! mlx-lm draws after `mx.random.seed(seed)`, which is what the tests check.
 //!
-//! Week-1 rule: array ops only; MLX random ops are allowed for the draw.
+//! Week-1 rule: array ops only (`argmax_axis`, `logsumexp_axis`, `sort_axis`,
+//! `cumsum`, `argpartition_axis`, `take_along_axis`, `put_along_axis`,
+//! `select`, ...); MLX random ops (`mlx_rs::random`) are allowed for the draw.
 
 use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
 use mlx_rs::ops::{argpartition_axis, select, sort_axis};
@@ -14,48 +16,18 @@ use mlx_rs::random::{categorical, RandomState};
 use mlx_rs::{Array, Dtype};
 use tiny_llm_common::{shape_error, Error, Result};
 
-/// How to pick the next token. The default is greedy (temperature 0).
-///
-/// Argument rules (checked by [`Sampler::new`]):
-/// - `temperature`: finite and `>= 0`; `0` means greedy (argmax), and then
-///   `top_k`/`top_p` are ignored, as in mlx-lm.
-/// - `top_k`: `None` keeps every token; `Some(k)` keeps the `k` most likely,
-///   `k >= 1` (a `k` at or above the vocabulary size keeps all).
-/// - `top_p`: `None` keeps every token; `Some(p)` keeps the smallest set of
-///   most likely tokens whose probability reaches `p`, with `0 < p <= 1`
-///   (`1` keeps all).
-/// - `seed`: the seed of the random key sequence.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SamplerConfig {
-    /// Softmax temperature; `0` is greedy.
-    pub temperature: f32,
-    /// Keep only the `k` most likely tokens.
-    pub top_k: Option<usize>,
-    /// Keep only the most likely tokens covering probability `p`.
-    pub top_p: Option<f32>,
-    /// Seed of the random keys (`mlx_rs::random::key(seed)`).
-    pub seed: u64,
-}
-
-impl Default for SamplerConfig {
-    /// Greedy: temperature 0, no top-k, no top-p, seed 0.
-    fn default() -> Self {
-        SamplerConfig {
-            temperature: 0.0,
-            top_k: None,
-            top_p: None,
-            seed: 0,
-        }
-    }
-}
+/// How to pick the next token (given; defined in `tiny_llm_common` so that
+/// the cli, the bench and every day pass the same type).
+pub use tiny_llm_common::SamplerConfig;
 
 /// A seeded token sampler (see [`SamplerConfig`] for the rules).
 ///
 /// Keys: the state starts as `mlx_rs::random::key(seed)`; every random draw
 /// splits it in two, keeps the first half as the new state and draws with the
-/// second (`RandomState::next_key`, which is MLX's own `KeySequence::next`).
-/// Greedy steps draw nothing. Two samplers built from the same config return
-/// the same tokens for the same logits.
+/// second. `RandomState::with_seed(seed)` and `next_key()` do exactly that
+/// (it is MLX's own `KeySequence::next`). Greedy steps draw nothing. Two
+/// samplers built from the same config return the same tokens for the same
+/// logits.
 #[derive(Debug)]
 pub struct Sampler {
     config: SamplerConfig,
@@ -65,9 +37,10 @@ pub struct Sampler {
 impl Sampler {
     /// Checks `config` and seeds the key sequence.
     ///
-    /// Errors: [`Error::Invalid`] naming the argument when `temperature` is
-    /// negative or not finite, `top_k` is `Some(0)`, or `top_p` is not in
-    /// `(0, 1]`.
+    /// Errors: [`Error::Invalid`] naming the argument (`temperature`,
+    /// `top_k`, `top_p`) and the value when `temperature` is negative or not
+    /// finite, `top_k` is `Some(0)`, or `top_p` is not in `(0, 1]` (NaN
+    /// included).
     pub fn new(config: SamplerConfig) -> Result<Sampler> {
         let t = config.temperature;
         if !t.is_finite() || t < 0.0 {
@@ -100,28 +73,33 @@ impl Sampler {
 
     /// Picks the next token.
     ///
-    /// - `logits`: `V` or `1 x V`, any float dtype (computed in f32).
+    /// - `logits`: `V` or `1 x V`, any float dtype (compute in f32).
     /// - returns: a token id in `0..V`.
     ///
     /// Greedy (`temperature == 0`): the index of the largest logit (the first
-    /// one on ties); no key is used. Otherwise, as mlx-lm's `make_sampler`,
-    /// on the `1 x V` row:
+    /// one on ties, as `argmax_axis` gives); no key is used. Otherwise, as
+    /// mlx-lm's `make_sampler`, on the `1 x V` row:
     /// 1. `logprobs = logits - logsumexp(logits)`;
     /// 2. top-p (when `p < 1`): sort ascending, `mass_above[i]` = the summed
-    ///    probability of the tokens sorted above `i`; a token is dropped when
-    ///    `mass_above >= p * total` (the tokens above it already reach `p`);
-    ///    the kept ones are those `>=` the first kept value in sorted order;
+    ///    probability of the tokens sorted above `i` (`cumsum` with
+    ///    `reverse = true`, `inclusive = false`); `total = mass_above[0] +
+    ///    prob[0]`; count the tokens with `mass_above >= p * total` (the tokens
+    ///    above them already reach `p`): that count, as an index into the
+    ///    sorted values, is the threshold, and tokens below it become `-inf`;
     /// 3. top-k (when `k < V`): all but the `k` largest become `-inf`
-    ///    (`argpartition`, `put_along_axis`);
-    /// 4. `categorical(logprobs * (1 / temperature))` with the next key, on
-    ///    the `1 x V` row (MLX draws one row by inverse CDF; a bare `V`
-    ///    vector would take another path and other tokens).
+    ///    (`argpartition_axis` of the negated row at `k - 1`, then
+    ///    `put_along_axis` of `-inf` at the indices from `k` on);
+    /// 4. `random::categorical(logprobs * (1 / temperature), -1, None, key)`
+    ///    with the next key, on the `1 x V` row: MLX draws one row by inverse
+    ///    CDF, while a bare `V` vector would take another path and give
+    ///    other tokens.
     ///
     /// The filters see the temperature-1 distribution; tokens set to `-inf`
-    /// are never drawn.
+    /// are never drawn. `argmax_axis` and `categorical` return `uint32`:
+    /// read the id with `try_item_exact::<u32>()`.
     ///
     /// Errors: [`Error::Shape`] when `logits` is not `V` or `1 x V` with
-    /// `V >= 1`.
+    /// `V >= 1` (build it with [`shape_error`]).
     ///
     /// Reference: mlx-lm `sample_utils.py`; Holtzman et al. 2019, *The
     /// Curious Case of Neural Text Degeneration* (top-p); Fan et al. 2018
@@ -183,4 +161,11 @@ fn apply_top_k(logprobs: &Array, k: i32) -> Result<Array> {
 fn token_id(id: &Array) -> Result<u32> {
     id.try_item_exact::<u32>()
         .map_err(|e| Error::Invalid(format!("reading the sampled token id: {e}")))
+}
+
+/// Day 7's sampler drives the per-step generation API (given).
+impl tiny_llm_common::TokenSampler for Sampler {
+    fn sample(&mut self, logits: &Array) -> Result<u32> {
+        Sampler::sample(self, logits)
+    }
 }

@@ -51,6 +51,9 @@ pub fn run() -> Result<bool> {
         "every day against the stubs (must be not implemented)",
         &mut || check::run(&check_args("all", false, true)),
     );
+    stage("day swap compiles for every subset", &mut || {
+        crate::swap_check::run()
+    });
     stage("real models against mlx-lm", &mut || {
         check::run(&check_args("models", true, false))
     });

@@ -15,6 +15,7 @@ mod progress;
 mod report;
 mod run;
 mod setup;
+mod swap_check;
 mod tidy;
 mod util;
 mod venv;
@@ -63,6 +64,9 @@ enum Cmd {
     Run(run::RunArgs),
     /// Chat with a real model, one line a turn, keeping the history (stdin may be a pipe).
     Chat(chat::ChatArgs),
+    /// Check that the grader's tests compile with each day alone, and each day
+    /// but one, taken from the reference (the per-day swap).
+    SwapCheck,
     /// Measure speed and memory against mlx-lm (`bench week1`; see the README's Benchmarks).
     Bench(bench::BenchArgs),
     /// Check that exercises/ mirrors solutions/ (API, doc contracts, given code, day gating).
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         Cmd::Chat(args) => chat::run(&args).map(|_| true),
         Cmd::Bench(args) => bench::run(&args).map(|_| true),
         Cmd::Tidy(args) => tidy::run(&args),
+        Cmd::SwapCheck => swap_check::run(),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

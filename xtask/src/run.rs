@@ -160,7 +160,7 @@ pub fn launch(args: &ModelArgs, tail: Vec<String>) -> Result<()> {
         "tiny-llm-cli",
     ]);
     if args.solution {
-        cmd.args(["--features", "solutions"]);
+        cmd.args(["--no-default-features", "--features", "solutions"]);
     } else if let Some(spec) = &args.reference {
         let course = crate::course::Course::load(&util::project_root().join("course.toml"))?;
         let days = crate::check::parse_days(spec, &course)?;
