@@ -149,6 +149,7 @@ impl Qwen2ModelWeek1 {
     }
 }
 
+/// What day 7's generation loop drives (given).
 impl CausalLm for Qwen2ModelWeek1 {
     fn forward_last(&self, inputs: &Array) -> Result<Array> {
         Qwen2ModelWeek1::forward_last(self, inputs)
