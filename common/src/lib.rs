@@ -28,7 +28,7 @@ pub use generation::{FinishReason, GenerationStats, SamplerConfig};
 pub use hub::resolve_model;
 pub use kv_cache::{ConcatKvCache, KvCache};
 pub use linear::{Linear, LinearWeight};
-pub use lm::{CachedLm, CausalLm};
+pub use lm::{check_token_ids, CachedLm, CausalLm};
 pub use step::{Cached, Generation, Recompute, StepModel, TokenEvent, TokenSampler};
 pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 pub use weights::{take_weight, Qwen2AttentionWeights};

@@ -8,7 +8,7 @@
 //! values of the earlier ones in a [`KvCache`] per layer.
 
 use crate::kv_cache::KvCache;
-use crate::Result;
+use crate::{Error, Result};
 use mlx_rs::Array;
 
 /// A causal language model: token ids in, next-token logits out.
@@ -62,5 +62,45 @@ pub trait CachedLm {
     /// As [`CausalLm::vocab_size`].
     fn vocab_size(&self) -> Option<usize> {
         None
+    }
+}
+
+/// Checks token ids on the host, before they become an MLX array: every id
+/// must be in `0..vocab`.
+///
+/// The embedding's gather (`take_axis`) does not check its indices, and
+/// checking them inside the forward pass would force a device-to-host sync
+/// on every step; so the ids are checked here, where they are still host
+/// `u32`s (the generation loops call it on the prompt; sampled ids are in
+/// range by construction).
+///
+/// Errors: [`Error::Invalid`] naming the first id outside `0..vocab` and its
+/// position (`what` says which ids, e.g. `"prompt"`).
+pub fn check_token_ids(what: &str, ids: &[u32], vocab: usize) -> Result<()> {
+    match ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        Some((i, id)) => Err(Error::Invalid(format!(
+            "{what} token {i} is id {id}, outside the vocabulary 0..{vocab}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::check_token_ids;
+
+    #[test]
+    fn ids_inside_the_vocabulary_pass() {
+        assert!(check_token_ids("prompt", &[0, 3, 1], 4).is_ok());
+        assert!(check_token_ids("prompt", &[], 4).is_ok());
+    }
+
+    #[test]
+    fn the_first_id_outside_is_named() {
+        let e = check_token_ids("prompt", &[0, 4, 9], 4)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prompt token 1 is id 4"), "{e}");
+        assert!(e.contains("0..4"), "{e}");
     }
 }

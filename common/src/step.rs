@@ -170,15 +170,7 @@ impl<M: StepModel, S: TokenSampler> Generation<M, S> {
             }
         }
         if let Some(vocab) = self.model.vocab_size() {
-            if let Some((i, id)) = prompt
-                .iter()
-                .enumerate()
-                .find(|(_, &id)| id as usize >= vocab)
-            {
-                return Err(Error::Invalid(format!(
-                    "prompt token {i} is id {id}, outside the vocabulary 0..{vocab}"
-                )));
-            }
+            crate::lm::check_token_ids("prompt", prompt, vocab)?;
         }
         self.started = Some(Instant::now());
         self.stats.prompt_tokens = prompt.len();

@@ -1,6 +1,6 @@
 //! Day 5: token embeddings, and the same matrix as the output layer.
 //!
-//! Week-1 rule: array ops only (`take_axis`, `min`, `max`, ...) and your
+//! Week-1 rule: array ops only (`take_axis`, ...) and your
 //! day-1 `crate::basics::linear`. No `mlx_rs::nn::Embedding`.
 //!
 //! Hints: Check your work with `cargo xtask check day5`.
@@ -45,14 +45,16 @@ impl Embedding {
     /// - `ids`: `N x L` (any shape) integer token ids in `0..vocab`.
     /// - returns: `ids`' shape followed by `E`, in `weight`'s dtype.
     ///
-    /// Errors: [`Error::Invalid`] when `ids` is not an integer array or an
-    /// id is outside `0..vocab` (MLX does not check: it would read garbage).
+    /// Errors: [`Error::Invalid`] when `ids` is not an integer array. The
+    /// range `0..vocab` is NOT checked here: that would read the ids back
+    /// from the device (a host sync) on every forward pass. The caller checks
+    /// them on the host, where they are still `u32`s
+    /// ([`tiny_llm_common::check_token_ids`], as the generation loops do);
+    /// MLX's gather does not check, and an id outside the table reads
+    /// garbage.
     ///
-    /// Hints: `self.weight.take_axis(ids, 0)` gathers rows. For the range
-    /// check, `ids.min(None)?` / `ids.max(None)?` are scalars; read them with
-    /// `.try_item_cast::<i64>()` (its error is not ours: `map_err` it to an
-    /// [`Error::Invalid`]). Integer dtypes are
-    /// `Int8..Int64` and `Uint8..Uint64` (`mlx_rs::Dtype`).
+    /// Hints: `self.weight.take_axis(ids, 0)` gathers rows. Integer dtypes
+    /// are `Int8..Int64` and `Uint8..Uint64` (`mlx_rs::Dtype`).
     pub fn forward(&self, ids: &Array) -> Result<Array> {
         let _ = ids;
         todo!("day 5: Embedding::forward")

@@ -115,7 +115,8 @@ pub use tiny_llm_common::{FinishReason, GenerationStats};
 /// Errors: [`Error::Invalid`] for an empty prompt, for a prompt that does
 /// not fit the model's context (its length and the context are named), and
 /// for a prompt id outside the model's vocabulary (`model.vocab_size()`,
-/// checked here on the host, before anything reaches the device); the
+/// checked here on the host with [`tiny_llm_common::check_token_ids`],
+/// before anything reaches the device); the
 /// model's, sampler's or tokenizer's errors.
 ///
 /// Reference: mlx-lm `generate_step` / `stream_generate` (which use a KV

@@ -102,26 +102,24 @@ fn embedding_as_linear_bf16() {
     );
 }
 
-/// Float ids and ids outside `0..vocab` are errors (MLX's gather would read
-/// out of bounds).
+/// Float ids are errors. The range `0..vocab` is checked on the host by the
+/// caller (`tiny_llm_common::check_token_ids`), not inside forward: forward
+/// must not read the ids back from the device.
 #[test]
-fn embedding_rejects_bad_ids() {
+fn embedding_rejects_float_ids() {
     let emb = ok(
         "Embedding::new",
         Embedding::new(Array::from_slice(&[0.5f32; 4 * 3], &[4, 3])),
     );
     let good = Array::from_slice(&[0i32, 3, 1], &[1, 3]);
-    assert!(
-        emb.forward(&good).is_ok(),
-        "[error] ids 0, 3, 1 with vocab 4 must work"
+    let rows = ok("Embedding::forward", emb.forward(&good));
+    assert_eq!(
+        rows.shape(),
+        &[1, 3, 3],
+        "[wrong shape] Embedding::forward of 1 x 3 ids with E = 3"
     );
-    for (ids, what) in [
-        (Array::from_slice(&[0i32, 4], &[1, 2]), "id 4 with vocab 4"),
-        (Array::from_slice(&[-1i32, 0], &[1, 2]), "id -1"),
-        (Array::from_slice(&[0.0f32, 1.0], &[1, 2]), "float ids"),
-    ] {
-        should_fail("Embedding::forward", what, emb.forward(&ids));
-    }
+    let float_ids = Array::from_slice(&[0.0f32, 1.0], &[1, 2]);
+    should_fail("Embedding::forward", "float ids", emb.forward(&float_ids));
 }
 
 /// A stored tiny model: its config and its weights (bf16, Hugging Face names).
@@ -477,12 +475,8 @@ fn qwen2_model_rejects_bad_input() {
         "1-D inputs",
         model.forward(&flat),
     );
-    let big = Array::from_slice(&[1i32, 5000], &[1, 2]);
-    should_fail(
-        "Qwen2ModelWeek1::forward",
-        "token id 5000 with vocab 1088",
-        model.forward(&big),
-    );
+    // ids outside 0..vocab are checked on the host by the caller
+    // (`check_token_ids`), not by forward: see `embedding_rejects_float_ids`
 }
 
 /// `forward_last` is `forward`'s last position, for a batch.

@@ -1,6 +1,6 @@
 //! Day 5: token embeddings, and the same matrix as the output layer.
 //!
-//! Week-1 rule: array ops only (`take_axis`, `min`, `max`, ...) and your
+//! Week-1 rule: array ops only (`take_axis`, ...) and your
 //! day-1 `crate::basics::linear`. No `mlx_rs::nn::Embedding`.
 
 use crate::basics::linear;
@@ -27,12 +27,6 @@ fn is_integer(d: Dtype) -> bool {
     )
 }
 
-/// The value of an integer scalar array (evaluates it).
-fn scalar_i64(a: &Array) -> Result<i64> {
-    a.try_item_cast::<i64>()
-        .map_err(|e| Error::Invalid(format!("reading token ids: {e}")))
-}
-
 impl Embedding {
     /// Wraps a `vocab x E` table.
     ///
@@ -55,24 +49,19 @@ impl Embedding {
     /// - `ids`: `N x L` (any shape) integer token ids in `0..vocab`.
     /// - returns: `ids`' shape followed by `E`, in `weight`'s dtype.
     ///
-    /// Errors: [`Error::Invalid`] when `ids` is not an integer array or an
-    /// id is outside `0..vocab` (MLX does not check: it would read garbage).
+    /// Errors: [`Error::Invalid`] when `ids` is not an integer array. The
+    /// range `0..vocab` is NOT checked here: that would read the ids back
+    /// from the device (a host sync) on every forward pass. The caller checks
+    /// them on the host, where they are still `u32`s
+    /// ([`tiny_llm_common::check_token_ids`], as the generation loops do);
+    /// MLX's gather does not check, and an id outside the table reads
+    /// garbage.
     pub fn forward(&self, ids: &Array) -> Result<Array> {
         if !is_integer(ids.dtype()) {
             return Err(Error::Invalid(format!(
                 "embedding ids must be integers, got {:?}",
                 ids.dtype()
             )));
-        }
-        if ids.size() > 0 {
-            let lo = scalar_i64(&ids.min(None)?)?;
-            let hi = scalar_i64(&ids.max(None)?)?;
-            if lo < 0 || hi >= self.vocab_size() as i64 {
-                return Err(Error::Invalid(format!(
-                    "token ids must be in 0..{}, got ids from {lo} to {hi}",
-                    self.vocab_size()
-                )));
-            }
         }
         Ok(self.weight.take_axis(ids, 0)?)
     }

@@ -11,7 +11,7 @@ use crate::sampler::Sampler;
 use mlx_rs::Array;
 use std::time::Instant;
 use tiny_llm_common::tokenizer::Tokenizer;
-use tiny_llm_common::{CausalLm, Error, Result};
+use tiny_llm_common::{check_token_ids, CausalLm, Error, Result};
 
 /// Turns token ids into text pieces as they arrive, never cutting a UTF-8
 /// character in two.
@@ -136,7 +136,8 @@ pub use tiny_llm_common::{FinishReason, GenerationStats};
 /// Errors: [`Error::Invalid`] for an empty prompt, for a prompt that does
 /// not fit the model's context (its length and the context are named), and
 /// for a prompt id outside the model's vocabulary (`model.vocab_size()`,
-/// checked here on the host, before anything reaches the device); the
+/// checked here on the host with [`tiny_llm_common::check_token_ids`],
+/// before anything reaches the device); the
 /// model's, sampler's or tokenizer's errors.
 ///
 /// Reference: mlx-lm `generate_step` / `stream_generate` (which use a KV
@@ -164,15 +165,7 @@ pub fn simple_generate(
         }
     }
     if let Some(vocab) = model.vocab_size() {
-        if let Some((i, id)) = prompt_ids
-            .iter()
-            .enumerate()
-            .find(|(_, &id)| id as usize >= vocab)
-        {
-            return Err(Error::Invalid(format!(
-                "simple_generate: prompt token {i} is id {id}, outside the vocabulary 0..{vocab}"
-            )));
-        }
+        check_token_ids("simple_generate: prompt", prompt_ids, vocab)?;
     }
     let eos = tokenizer.eos_token_ids();
     let mut ids: Vec<i32> = prompt_ids.iter().map(|&t| t as i32).collect();

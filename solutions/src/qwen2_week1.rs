@@ -129,8 +129,10 @@ impl Qwen2ModelWeek1 {
     /// - returns: `N x L x vocab` logits, in the model's dtype; position `l`
     ///   scores the token after `inputs[.., l]` (causal mask, offset 0).
     ///
-    /// Errors: [`Error::Shape`] when `inputs` is not `N x L`;
-    /// [`Error::Invalid`] for ids outside `0..vocab`.
+    /// Errors: [`Error::Shape`] when `inputs` is not `N x L`. Ids must be in
+    /// `0..vocab`; they are checked on the host by the caller
+    /// ([`tiny_llm_common::check_token_ids`]), not here (no device-to-host
+    /// sync inside forward).
     pub fn forward(&self, inputs: &Array) -> Result<Array> {
         self.head(&self.hidden(inputs)?)
     }
