@@ -171,8 +171,13 @@ pub fn advice(test: &str, report: &str, day_tests: &[TestResult]) -> Vec<String>
             }
         }
     }
+    // NaN or inf already explains a failure (an overflow spreads to every
+    // element it touches): "the formula itself" would contradict it.
+    let overflow = n.got.is_some_and(|g| !g.is_finite()) && n.expected.is_some_and(f64::is_finite);
     if let Some((k, m)) = n.failing {
-        if m > 1 && k == m {
+        if overflow {
+            // said above
+        } else if m > 1 && k == m {
             out.push(format!(
                 "all {m} elements are wrong: the formula itself (an axis, a missing term, a transposed weight), not an edge case"
             ));
@@ -230,6 +235,8 @@ mod tests {
         let rep = "worst element at [0]: got NaN, expected 1.0e0\n  3 of 3 elements outside";
         let a = advice("softmax_large_f32", rep, &[]);
         assert!(a[0].contains("NaN") && a[0].contains("overflow"), "{a:?}");
+        // every element is NaN: that is the overflow, not "the formula itself"
+        assert!(!a.iter().any(|s| s.contains("the formula itself")), "{a:?}");
     }
 
     #[test]
