@@ -144,7 +144,7 @@ pub fn launch(args: &ModelArgs, tail: Vec<String>) -> Result<()> {
         None => None,
     };
     eprintln!(
-        "building tiny-llm-chat with {} (release; the first build takes a few minutes) ...",
+        "building tiny-llm-chat with {} (release; the first build takes 5-10 minutes on 2 cores) ...",
         if args.solution {
             "the reference solutions"
         } else {
@@ -152,13 +152,8 @@ pub fn launch(args: &ModelArgs, tail: Vec<String>) -> Result<()> {
         }
     );
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(util::project_root()).args([
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "tiny-llm-cli",
-    ]);
+    cmd.current_dir(util::project_root())
+        .args(["run", "--release", "-p", "tiny-llm-cli"]);
     if args.solution {
         cmd.args(["--no-default-features", "--features", "solutions"]);
     } else if let Some(spec) = &args.reference {
