@@ -8,6 +8,7 @@
 pub mod attention_mask;
 pub mod chat_template;
 pub mod checkpoint;
+pub mod checkpoint_dir;
 pub mod config;
 pub mod generation;
 pub mod gpu;
@@ -15,6 +16,7 @@ pub mod hub;
 pub mod kv_cache;
 pub mod linear;
 pub mod lm;
+pub mod qmatrix;
 pub mod step;
 pub mod tokenizer;
 pub mod weights;
@@ -23,6 +25,7 @@ pub mod weights;
 mod test_util;
 
 pub use attention_mask::AttentionMask;
+pub use checkpoint_dir::{Checkpoint, QuantSpec};
 pub use config::Qwen2Config;
 pub use generation::{FinishReason, GenerationStats, SamplerConfig};
 pub use hub::resolve_model;

@@ -62,3 +62,27 @@ pub mod generate;
 pub mod sampler;
 #[cfg(feature = "ref-day7")]
 pub use tiny_llm_ref::{generate, sampler};
+
+// Day 8: KV cache
+#[cfg(not(feature = "ref-day8"))]
+pub mod kv_cache;
+#[cfg(not(feature = "ref-day8"))]
+pub mod qwen2_week2;
+#[cfg(feature = "ref-day8")]
+pub use tiny_llm_ref::{kv_cache, qwen2_week2};
+
+// Day 9: quantized matmul I
+#[cfg(not(feature = "ref-day9"))]
+pub mod qmatmul_scalar;
+#[cfg(not(feature = "ref-day9"))]
+pub mod quantized_matmul;
+#[cfg(feature = "ref-day9")]
+pub use tiny_llm_ref::{qmatmul_scalar, quantized_matmul};
+
+// Day 10: quantized matmul II
+#[cfg(not(feature = "ref-day10"))]
+pub mod qmatmul_simd;
+#[cfg(not(feature = "ref-day10"))]
+pub mod quantized_linear;
+#[cfg(feature = "ref-day10")]
+pub use tiny_llm_ref::{qmatmul_simd, quantized_linear};

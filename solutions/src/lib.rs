@@ -33,3 +33,15 @@ pub mod quantize;
 // Day 7
 pub mod generate;
 pub mod sampler;
+
+// Day 8
+pub mod kv_cache;
+pub mod qwen2_week2;
+
+// Day 9
+pub mod qmatmul_scalar;
+pub mod quantized_matmul;
+
+// Day 10
+pub mod qmatmul_simd;
+pub mod quantized_linear;
