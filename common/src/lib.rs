@@ -10,6 +10,7 @@ pub mod chat_template;
 pub mod checkpoint;
 pub mod checkpoint_dir;
 pub mod config;
+pub mod cpu_bridge;
 pub mod generation;
 pub mod gpu;
 pub mod hub;

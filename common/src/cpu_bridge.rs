@@ -1,0 +1,294 @@
+//! Where a CPU kernel on plain slices meets MLX arrays (given code, used by
+//! day 10's `quantized_linear`).
+//!
+//! A kernel such as day 10's `qmatmul` reads `&[u32]`, `&[bf16]` and
+//! `&[f32]` and writes a `&mut [f32]`; MLX holds lazy arrays. Crossing from
+//! one to the other costs, per call:
+//!
+//! 1. **A sync** ([`host`]): MLX evaluates the array's pending graph and
+//!    the calling thread waits for it (`mlx_array_eval`). Weights loaded from
+//!    safetensors are evaluated once, on their first crossing; an
+//!    activation is evaluated at every crossing, which ends MLX's lazy graph
+//!    there (nothing before the call can fuse with anything after it).
+//! 2. **No copy for a row-contiguous array of the right dtype**: the slice
+//!    borrows MLX's own buffer (`mlx_array_data_*`), so weights stay where
+//!    MLX loaded them. A strided or broadcast view (a transpose, a slice of
+//!    a middle axis) is first made row-contiguous by MLX: one copy, counted
+//!    in [`BridgeStats::bytes_copied`]. [`host_f32`] also casts another
+//!    float dtype to f32 (a copy, counted).
+//! 3. **No copy back** ([`from_vec`]): the kernel's output `Vec<f32>` becomes
+//!    the buffer of a new MLX array (`mlx_array_new_data_managed_payload`:
+//!    MLX frees it with the `Vec`'s own allocator when the last array using
+//!    it is dropped). The array is already evaluated; MLX ops that follow it
+//!    see an ordinary input.
+//!
+//! [`stats`] counts crossings, syncs, bytes borrowed and bytes copied for
+//! the whole process (atomics: kernels on other threads may read them, MLX
+//! calls stay on one thread). Measured on the kit's 2-core AMD EPYC
+//! (release, 2026-12-02): see `Implementation:` of day 10's
+//! `quantized_linear` for the cost of one crossing.
+//!
+//! CPU only: a GPU array would be copied to host memory by the sync. The
+//! week-2 kernels are for the CPU path.
+//!
+//! Reference: mlx-c `array.h` (`mlx_array_eval`, `mlx_array_data_*`,
+//! `mlx_array_new_data_managed_payload`); MLX `array(void*, Shape, Dtype,
+//! Deleter)`.
+
+use crate::{Error, Result};
+use mlx_rs::{Array, ArrayElement, Dtype};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// What the bridge has done since the start (or the last [`reset_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgeStats {
+    /// Kernel calls that went through the bridge ([`crossing`]).
+    pub crossings: u64,
+    /// Arrays read ([`host`], [`host_f32`]).
+    pub reads: u64,
+    /// Reads that had to evaluate a pending graph (a sync that computed
+    /// something; reads of already evaluated arrays are not counted).
+    pub evals: u64,
+    /// Bytes borrowed in place, without a copy.
+    pub bytes_borrowed: u64,
+    /// Bytes MLX copied to make an input row-contiguous or f32.
+    pub bytes_copied: u64,
+    /// Output buffers handed to MLX without a copy ([`from_vec`]).
+    pub outputs: u64,
+}
+
+static CROSSINGS: AtomicU64 = AtomicU64::new(0);
+static READS: AtomicU64 = AtomicU64::new(0);
+static EVALS: AtomicU64 = AtomicU64::new(0);
+static BORROWED: AtomicU64 = AtomicU64::new(0);
+static COPIED: AtomicU64 = AtomicU64::new(0);
+static OUTPUTS: AtomicU64 = AtomicU64::new(0);
+
+/// The counters now.
+pub fn stats() -> BridgeStats {
+    BridgeStats {
+        crossings: CROSSINGS.load(Relaxed),
+        reads: READS.load(Relaxed),
+        evals: EVALS.load(Relaxed),
+        bytes_borrowed: BORROWED.load(Relaxed),
+        bytes_copied: COPIED.load(Relaxed),
+        outputs: OUTPUTS.load(Relaxed),
+    }
+}
+
+/// Sets every counter to zero.
+pub fn reset_stats() {
+    for c in [&CROSSINGS, &READS, &EVALS, &BORROWED, &COPIED, &OUTPUTS] {
+        c.store(0, Relaxed);
+    }
+}
+
+/// Counts one kernel call (the caller says when it crosses).
+pub fn crossing() {
+    CROSSINGS.fetch_add(1, Relaxed);
+}
+
+/// An evaluated, row-contiguous array whose buffer a kernel may borrow.
+#[derive(Debug)]
+pub struct HostArray {
+    array: Array,
+}
+
+impl HostArray {
+    /// The elements in row-major order, borrowed from MLX's buffer (valid
+    /// as long as `self`).
+    ///
+    /// Errors: [`Error::Invalid`] when `T` is not the array's dtype.
+    pub fn slice<T: ArrayElement>(&self) -> Result<&[T]> {
+        if self.array.size() == 0 {
+            return Ok(&[]);
+        }
+        self.array
+            .try_as_slice::<T>()
+            .map_err(|e| Error::Invalid(format!("cannot borrow the array's buffer: {e}")))
+    }
+
+    /// The array (row-contiguous, evaluated).
+    pub fn array(&self) -> &Array {
+        &self.array
+    }
+}
+
+fn is_available(a: &Array) -> bool {
+    let mut res = false;
+    // SAFETY: `a` is a live array; the call only reads its status.
+    let rc = unsafe { mlx_sys::_mlx_array_is_available(&mut res, a.as_ptr()) };
+    rc == 0 && res
+}
+
+fn is_row_contiguous(a: &Array) -> bool {
+    let mut res = false;
+    // SAFETY: as above; `a` is evaluated (flags are set by evaluation).
+    let rc = unsafe { mlx_sys::_mlx_array_is_row_contiguous(&mut res, a.as_ptr()) };
+    rc == 0 && res
+}
+
+fn eval_counted(a: &Array) -> Result<()> {
+    if !is_available(a) {
+        EVALS.fetch_add(1, Relaxed);
+    }
+    a.eval()?;
+    Ok(())
+}
+
+/// Evaluates `a` (a sync), makes it row-contiguous when it is a strided
+/// view (a copy, counted), and returns it for borrowing.
+///
+/// - `what`: the array's name in errors (`"x"`, `"scales"`).
+/// - `dtype`: the dtype the kernel reads.
+///
+/// Errors: [`Error::Invalid`] naming `what` when the dtype is not `dtype`;
+/// MLX's error when evaluation fails.
+pub fn host(a: &Array, what: &str, dtype: Dtype) -> Result<HostArray> {
+    if a.dtype() != dtype {
+        return Err(Error::Invalid(format!(
+            "{what}: expected dtype {dtype:?}, got {:?}",
+            a.dtype()
+        )));
+    }
+    READS.fetch_add(1, Relaxed);
+    eval_counted(a)?;
+    let array = if is_row_contiguous(a) || a.size() == 0 {
+        BORROWED.fetch_add(a.nbytes() as u64, Relaxed);
+        a.clone()
+    } else {
+        let c = a.contiguous()?;
+        c.eval()?;
+        COPIED.fetch_add(c.nbytes() as u64, Relaxed);
+        c
+    };
+    Ok(HostArray { array })
+}
+
+/// [`host`] for a float array read as f32: another float dtype (f16,
+/// bf16) is cast to f32 first (a copy, counted).
+///
+/// Errors: [`Error::Invalid`] naming `what` when `a` is not a float array;
+/// MLX's error when evaluation fails.
+pub fn host_f32(a: &Array, what: &str) -> Result<HostArray> {
+    match a.dtype() {
+        Dtype::Float32 => host(a, what, Dtype::Float32),
+        d if d.is_float() => {
+            let f = a.as_dtype(Dtype::Float32)?;
+            READS.fetch_add(1, Relaxed);
+            eval_counted(&f)?;
+            let f = if is_row_contiguous(&f) { f } else { f.contiguous()? };
+            f.eval()?;
+            COPIED.fetch_add(f.nbytes() as u64, Relaxed);
+            Ok(HostArray { array: f })
+        }
+        d => Err(Error::Invalid(format!(
+            "{what}: expected a float array, got {d:?}"
+        ))),
+    }
+}
+
+/// The payload MLX frees: the `Vec` that owns the output buffer.
+struct Owned(#[allow(dead_code)] Vec<f32>);
+
+unsafe extern "C" fn drop_owned(payload: *mut c_void) {
+    // SAFETY: `payload` is the `Box<Owned>` leaked by `from_vec`; MLX calls
+    // this once, when the buffer is no longer used.
+    drop(unsafe { Box::from_raw(payload as *mut Owned) });
+}
+
+/// Wraps a kernel's output as an evaluated f32 MLX array of `shape`,
+/// without copying: MLX takes ownership of the buffer.
+///
+/// Errors: [`Error::Shape`] when `shape`'s product is not `data.len()` (or
+/// a dimension does not fit in `i32`).
+pub fn from_vec(mut data: Vec<f32>, shape: &[i32]) -> Result<Array> {
+    let n: i64 = shape.iter().map(|&d| d as i64).product();
+    if shape.iter().any(|&d| d < 0) || n != data.len() as i64 {
+        return Err(Error::Shape {
+            what: "kernel output".into(),
+            expected: format!("{} elements", data.len()),
+            got: shape.to_vec(),
+        });
+    }
+    OUTPUTS.fetch_add(1, Relaxed);
+    if data.is_empty() {
+        return Ok(Array::from_slice(&data, shape));
+    }
+    let ptr = data.as_mut_ptr() as *mut c_void;
+    let payload = Box::into_raw(Box::new(Owned(data))) as *mut c_void;
+    // SAFETY: `ptr` points to `n` f32 owned by `payload`, which lives until
+    // MLX calls `drop_owned` (moving a Vec into the Box keeps its buffer in
+    // place). MLX reads the buffer as `shape` float32, row-major.
+    let raw = unsafe {
+        mlx_sys::mlx_array_new_data_managed_payload(
+            ptr,
+            shape.as_ptr(),
+            shape.len() as i32,
+            mlx_sys::mlx_dtype__MLX_FLOAT32,
+            payload,
+            Some(drop_owned),
+        )
+    };
+    // SAFETY: a new array handle that the returned Array now owns.
+    Ok(unsafe { Array::from_ptr(raw) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrows_contiguous_and_copies_views() {
+        reset_stats();
+        let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+        let h = host(&a, "a", Dtype::Float32).unwrap();
+        assert_eq!(h.slice::<f32>().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let s = stats();
+        assert_eq!((s.reads, s.bytes_borrowed, s.bytes_copied), (1, 24, 0));
+        // a transpose is a strided view: one copy of 24 bytes, values in
+        // the transposed order
+        let t = a.transpose().unwrap();
+        let h = host(&t, "t", Dtype::Float32).unwrap();
+        assert_eq!(h.slice::<f32>().unwrap(), &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert_eq!(stats().bytes_copied, 24);
+        // a pending graph is evaluated (counted), a finished one is not
+        let sum = a.add(&a).unwrap();
+        let before = stats().evals;
+        host(&sum, "sum", Dtype::Float32).unwrap();
+        host(&sum, "sum", Dtype::Float32).unwrap();
+        assert_eq!(stats().evals, before + 1);
+        let e = host(&a, "scales", Dtype::Bfloat16).unwrap_err().to_string();
+        assert!(e.contains("scales") && e.contains("Bfloat16"), "{e}");
+    }
+
+    #[test]
+    fn host_f32_casts_other_floats() {
+        let a = Array::from_slice(&[1.5f32, -2.0], &[2])
+            .as_dtype(Dtype::Bfloat16)
+            .unwrap();
+        let h = host_f32(&a, "x").unwrap();
+        assert_eq!(h.slice::<f32>().unwrap(), &[1.5, -2.0]);
+        let i = Array::from_slice(&[1i32], &[1]);
+        let e = host_f32(&i, "ids").unwrap_err().to_string();
+        assert!(e.contains("ids") && e.contains("float"), "{e}");
+    }
+
+    #[test]
+    fn from_vec_wraps_without_copying() {
+        let v = vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let p = v.as_ptr();
+        let a = from_vec(v, &[3, 2]).unwrap();
+        assert_eq!(a.shape(), &[3, 2]);
+        let s = a.try_as_slice::<f32>().unwrap();
+        assert_eq!(s.as_ptr(), p, "the array uses the Vec's buffer");
+        let b = a.multiply(Array::from_f32(2.0)).unwrap();
+        assert_eq!(b.as_slice::<f32>(), &[2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+        drop(a);
+        assert_eq!(b.as_slice::<f32>()[5], 12.0);
+        let e = from_vec(vec![0.0; 5], &[2, 3]).unwrap_err().to_string();
+        assert!(e.contains("kernel output"), "{e}");
+        assert_eq!(from_vec(Vec::new(), &[0, 4]).unwrap().shape(), &[0, 4]);
+    }
+}
