@@ -131,9 +131,11 @@ impl QuantizedEmbedding {
     /// `N x L x E`, f32.
     ///
     /// The packed rows, scales and biases of `ids` are gathered (MLX `take`
-    /// on axis 0) and dequantized with day 6's `dequantize_affine` (in the
-    /// scales' dtype, as `mx.dequantize`), then cast to f32. Any shape of
-    /// integer ids works; ids outside `0..vocab` are not checked (as day 5).
+    /// on axis 0) and dequantized with day 6's `dequantize_affine`, the
+    /// scales and biases cast to f32 first (exact for f16 and bf16), so the
+    /// rows are `s * q + b` in f32, not rounded to the scales' dtype (mlx-lm
+    /// with its parameters in f32). Any shape of integer ids works; ids
+    /// outside `0..vocab` are not checked (as day 5).
     ///
     /// Errors: [`Error::Invalid`] when `ids` is not an integer array.
     pub fn forward(&self, ids: &Array) -> Result<Array> {
@@ -160,14 +162,14 @@ impl QuantizedEmbedding {
         let flat = ids.reshape(&[-1])?;
         let rows = dequantize_affine(
             &w.take_axis(&flat, 0)?,
-            &scales.take_axis(&flat, 0)?,
-            &biases.take_axis(&flat, 0)?,
+            &scales.take_axis(&flat, 0)?.as_dtype(Float32)?,
+            &biases.take_axis(&flat, 0)?.as_dtype(Float32)?,
             *group_size,
             *bits,
         )?;
         let mut shape = ids.shape().to_vec();
         shape.push(self.table.in_features());
-        Ok(rows.as_dtype(Float32)?.reshape(&shape)?)
+        Ok(rows.reshape(&shape)?)
     }
 
     /// The tied output layer: `x` `N.. x E` -> `N.. x vocab`, the table as a
