@@ -178,7 +178,11 @@ pub fn host_f32(a: &Array, what: &str) -> Result<HostArray> {
             let f = a.as_dtype(Dtype::Float32)?;
             READS.fetch_add(1, Relaxed);
             eval_counted(&f)?;
-            let f = if is_row_contiguous(&f) { f } else { f.contiguous()? };
+            let f = if is_row_contiguous(&f) {
+                f
+            } else {
+                f.contiguous()?
+            };
             f.eval()?;
             COPIED.fetch_add(f.nbytes() as u64, Relaxed);
             Ok(HostArray { array: f })

@@ -79,12 +79,22 @@ fn check_qmatmul(test: &str, bits: u32, scales: &str) {
         .into_iter()
         .filter(|n| n.ends_with(&suffix))
         .collect();
-    assert!(!names.is_empty(), "[fixture] no cases {DAY}/{prefix}*{suffix}");
+    assert!(
+        !names.is_empty(),
+        "[fixture] no cases {DAY}/{prefix}*{suffix}"
+    );
     for name in names {
         let c = Case::load(DAY, &name);
         let want = c.get("expected");
         let got = run_qmatmul(&c);
-        assert_close(test, &c.id, "out", &got, want, Tol::for_day(DAY, want.dtype()));
+        assert_close(
+            test,
+            &c.id,
+            "out",
+            &got,
+            want,
+            Tol::for_day(DAY, want.dtype()),
+        );
     }
 }
 
@@ -220,18 +230,20 @@ fn problem() -> impl Strategy<Value = Problem> {
                 proptest::collection::vec(-2.0f32..2.0, m * k),
             )
         })
-        .prop_map(|((m, n, k, g, bits, sd), codes, scales, biases, x)| Problem {
-            m,
-            n,
-            k,
-            group_size: g,
-            bits,
-            scale_dtype: sd,
-            codes,
-            scales,
-            biases,
-            x,
-        })
+        .prop_map(
+            |((m, n, k, g, bits, sd), codes, scales, biases, x)| Problem {
+                m,
+                n,
+                k,
+                group_size: g,
+                bits,
+                scale_dtype: sd,
+                codes,
+                scales,
+                biases,
+                x,
+            },
+        )
 }
 
 /// Runs `qmatmul` and the oracle on `p` with scales of type `S`; checks
@@ -255,8 +267,8 @@ fn fast_equals_oracle<S: Scale>(p: &Problem, conv: fn(f32) -> S) -> Result<(), T
             let mag: f64 = (0..p.k)
                 .map(|c| {
                     let g = o * gpr + c / p.group_size;
-                    let wv = s[g].to_f32() as f64 * p.codes[o * p.k + c] as f64
-                        + b[g].to_f32() as f64;
+                    let wv =
+                        s[g].to_f32() as f64 * p.codes[o * p.k + c] as f64 + b[g].to_f32() as f64;
                     (p.x[i * p.k + c] as f64 * wv).abs()
                 })
                 .sum();
@@ -283,13 +295,16 @@ fn fast_equals_oracle<S: Scale>(p: &Problem, conv: fn(f32) -> S) -> Result<(), T
 /// 32/64/128, f32 / bf16 / f16 scales.
 #[test]
 fn prop_qmatmul_equals_scalar_oracle() {
-    prop::check("prop_qmatmul_equals_scalar_oracle", 96, problem(), |p| {
-        match p.scale_dtype {
+    prop::check(
+        "prop_qmatmul_equals_scalar_oracle",
+        96,
+        problem(),
+        |p| match p.scale_dtype {
             0 => fast_equals_oracle::<f32>(&p, |v| v),
             1 => fast_equals_oracle::<bf16>(&p, bf16::from_f32),
             _ => fast_equals_oracle::<f16>(&p, f16::from_f32),
-        }
-    });
+        },
+    );
 }
 
 /// The case's quantized layer (with `bias` when present).
@@ -318,7 +333,12 @@ fn quantized_linear_f32() {
         "linear_",
         "f32",
         "expected",
-        |c| ok("quantized_linear", quantized_linear(c.get("x"), &layer(c, true))),
+        |c| {
+            ok(
+                "quantized_linear",
+                quantized_linear(c.get("x"), &layer(c, true)),
+            )
+        },
     );
 }
 
@@ -351,7 +371,10 @@ fn quantized_embedding_f32() {
         "f32",
         "expected",
         |c| {
-            let e = ok("QuantizedEmbedding::new", QuantizedEmbedding::new(layer(c, false)));
+            let e = ok(
+                "QuantizedEmbedding::new",
+                QuantizedEmbedding::new(layer(c, false)),
+            );
             ok("QuantizedEmbedding::forward", e.forward(c.get("ids")))
         },
     );
@@ -366,7 +389,10 @@ fn quantized_embedding_as_linear_f32() {
         "f32",
         "expected_logits",
         |c| {
-            let e = ok("QuantizedEmbedding::new", QuantizedEmbedding::new(layer(c, false)));
+            let e = ok(
+                "QuantizedEmbedding::new",
+                QuantizedEmbedding::new(layer(c, false)),
+            );
             ok("QuantizedEmbedding::as_linear", e.as_linear(c.get("x")))
         },
     );
@@ -377,7 +403,11 @@ fn quantized_embedding_as_linear_f32() {
 fn quantized_embedding_rejects_bad_input() {
     let c = Case::load(DAY, "embedding_b4_g64_sbf16_f32");
     let dense = Linear::dense(Array::from_slice(&[1.0f32; 4], &[2, 2]), None).unwrap();
-    should_fail("QuantizedEmbedding::new", "a dense table", QuantizedEmbedding::new(dense));
+    should_fail(
+        "QuantizedEmbedding::new",
+        "a dense table",
+        QuantizedEmbedding::new(dense),
+    );
     let mut biased = layer(&c, false);
     biased.bias = Some(Array::from_slice(&[0.0f32; 97], &[97]));
     should_fail(
@@ -385,7 +415,10 @@ fn quantized_embedding_rejects_bad_input() {
         "a table with a bias",
         QuantizedEmbedding::new(biased),
     );
-    let e = ok("QuantizedEmbedding::new", QuantizedEmbedding::new(layer(&c, false)));
+    let e = ok(
+        "QuantizedEmbedding::new",
+        QuantizedEmbedding::new(layer(&c, false)),
+    );
     should_fail(
         "QuantizedEmbedding::forward",
         "float ids",
@@ -436,7 +469,13 @@ fn qwen2_4bit_model_matches_mlx_lm() {
     let ids = c.get("ids");
     let mut cache = model.new_cache();
     let full = ok("forward", model.forward(ids, 0, &mut cache));
-    assert_logits(test, &c.id, "logits (one forward)", &full, c.get("expected"));
+    assert_logits(
+        test,
+        &c.id,
+        "logits (one forward)",
+        &full,
+        c.get("expected"),
+    );
     let mut cache = model.new_cache();
     let mut steps = vec![ok(
         "forward (prefill 5)",
@@ -449,5 +488,11 @@ fn qwen2_4bit_model_matches_mlx_lm() {
         ));
     }
     let cached = mlx_rs::ops::concatenate(&steps, 1).expect("concatenate");
-    assert_logits(test, &c.id, "logits (cached steps)", &cached, c.get("expected_cached"));
+    assert_logits(
+        test,
+        &c.id,
+        "logits (cached steps)",
+        &cached,
+        c.get("expected_cached"),
+    );
 }
