@@ -287,6 +287,8 @@ mod portable {
     }
 }
 
+// Register blocks are indexed by row and column: index loops read best.
+#[allow(clippy::needless_range_loop)]
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
