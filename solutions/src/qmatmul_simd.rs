@@ -90,6 +90,11 @@ pub fn qmatmul<S: Scale>(
 /// time, the tiled kernel dequantizes four.
 const TILE: usize = 4;
 
+/// Rows the tiled path dequantizes at a time (16 x 4864 f32 = 311 KB at
+/// most, within a core's L2), so each row of `x` is read once per 16 rows of
+/// `W` rather than once per 4.
+const DEQUANT_ROWS: usize = 16;
+
 /// Below this many weight bytes (times `min(m, 8)`) a call stays on the
 /// calling thread.
 const MIN_PARALLEL_BYTES: usize = 96 * 1024;
@@ -233,10 +238,10 @@ unsafe fn rows<S: Scale>(
             } else {
                 TILE_BUF.with(|buf| {
                     let mut buf = buf.borrow_mut();
-                    buf.resize(TILE * w.cols, 0.0);
+                    buf.resize(DEQUANT_ROWS * w.cols, 0.0);
                     let mut r = r0;
                     while r < r1 {
-                        let nr = (r1 - r).min(TILE);
+                        let nr = (r1 - r).min(DEQUANT_ROWS);
                         avx2::dequantize_rows(w, r, nr, &mut buf);
                         avx2::tile_matmul(prep, m, &buf, nr, |i, j, v| put(i, r + j, v));
                         r += nr;
@@ -248,8 +253,23 @@ unsafe fn rows<S: Scale>(
 }
 
 thread_local! {
-    /// Per-thread buffer for a dequantized tile (`TILE x I` f32).
+    /// Per-thread buffer for dequantized rows (`DEQUANT_ROWS x I` f32).
     static TILE_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `s` as f32, exactly as [`Scale::to_f32`]; bf16 by a shift (its bits are
+/// the top half of an f32's; `half`'s conversion also quiets NaNs, a branch
+/// per group that the decode loop notices). Monomorphized: the type test
+/// is a constant.
+#[inline(always)]
+fn to_f32<S: Scale>(s: S) -> f32 {
+    if std::any::TypeId::of::<S>() == std::any::TypeId::of::<half::bf16>() {
+        // SAFETY: S is bf16, a 2-byte plain value.
+        let bits: u16 = unsafe { std::mem::transmute_copy(&s) };
+        f32::from_bits((bits as u32) << 16)
+    } else {
+        s.to_f32()
+    }
 }
 
 /// Decodes code `i` of row `r` (the packing of [`QuantizedMatrix`]).
@@ -364,9 +384,9 @@ mod avx2 {
             }
             for j in 0..R {
                 let at = (r + j) * gpr + g;
-                let s = _mm256_set1_ps(w.scales.get_unchecked(at).to_f32());
+                let s = _mm256_set1_ps(to_f32(*w.scales.get_unchecked(at)));
                 acc[j] = _mm256_fmadd_ps(s, d[j], acc[j]);
-                bias[j] += w.biases.get_unchecked(at).to_f32() * xsum[g];
+                bias[j] += to_f32(*w.biases.get_unchecked(at)) * xsum[g];
             }
         }
         for j in 0..R {
@@ -393,8 +413,8 @@ mod avx2 {
             let dst = buf[j * k..(j + 1) * k].as_mut_ptr();
             for g in 0..gpr {
                 let at = (r + j) * gpr + g;
-                let s = _mm256_set1_ps(w.scales[at].to_f32());
-                let b = _mm256_set1_ps(w.biases[at].to_f32());
+                let s = _mm256_set1_ps(to_f32(w.scales[at]));
+                let b = _mm256_set1_ps(to_f32(w.biases[at]));
                 for bl in g * blocks..(g + 1) * blocks {
                     let q = block_codes(row.add(bl * block_bytes), w.bits);
                     for (v, qv) in q.iter().enumerate() {
@@ -418,19 +438,27 @@ mod avx2 {
         let k = prep.cols;
         let mut i = 0;
         while i < m {
+            // three rows of x (in L1) against every 4-row slice of the tile
             let mr = (m - i).min(3);
-            match (mr, nr) {
-                (3, 4) => micro::<3, 4>(prep, i, tile, k, &mut put),
-                (2, 4) => micro::<2, 4>(prep, i, tile, k, &mut put),
-                (1, 4) => micro::<1, 4>(prep, i, tile, k, &mut put),
-                _ => {
-                    for a in 0..mr {
-                        for b in 0..nr {
-                            let dot = micro_one(prep.x(i + a), &tile[b * k..(b + 1) * k]);
-                            put(i + a, b, dot);
+            let mut b0 = 0;
+            while b0 < nr {
+                let nb = (nr - b0).min(4);
+                let sub = &tile[b0 * k..];
+                let put = &mut |a: usize, b: usize, v: f32| put(a, b0 + b, v);
+                match (mr, nb) {
+                    (3, 4) => micro::<3, 4>(prep, i, sub, k, put),
+                    (2, 4) => micro::<2, 4>(prep, i, sub, k, put),
+                    (1, 4) => micro::<1, 4>(prep, i, sub, k, put),
+                    _ => {
+                        for a in 0..mr {
+                            for b in 0..nb {
+                                let dot = micro_one(prep.x(i + a), &sub[b * k..(b + 1) * k]);
+                                put(i + a, b, dot);
+                            }
                         }
                     }
                 }
+                b0 += nb;
             }
             i += mr;
         }
