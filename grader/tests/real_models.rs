@@ -16,16 +16,25 @@
 //!   decoded text (the fixture's `chat<i>_text`, without the final
 //!   end-of-sequence token, which is not printed).
 //!
+//! - the 4-bit copies (`<model>-4bit`, MLX affine, group 64, bf16 scales),
+//!   loaded packed (`Checkpoint::load`) and run in f32 through day 8's
+//!   `Qwen2ModelWeek2` with day 10's quantized layers and embedding: the
+//!   last-position logits of one sequence (prefill, M > 1) and of two
+//!   one-token cached steps (decode, M = 1) equal mlx-lm's on the same
+//!   4-bit weights (fixtures/real/<model>-4bit.safetensors, from
+//!   fixtures/gen/real_models_4bit.py) at the same log-probability tolerance.
+//!
 //! The models are found under `${TINY_LLM_CACHE:-$HOME/.cache/tiny-llm-rs}/models/<name>`.
 //! Expected data: fixtures/gen/real_models.py.
 
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype};
 use std::path::PathBuf;
-use tiny_llm_common::{ChatMessage, Qwen2Config, Tokenizer};
+use tiny_llm_common::{ChatMessage, Checkpoint, Qwen2Config, Tokenizer};
 use tiny_llm_grader::imp::generate::simple_generate;
 use tiny_llm_grader::imp::loader::load_weights;
 use tiny_llm_grader::imp::qwen2_week1::Qwen2ModelWeek1;
+use tiny_llm_grader::imp::qwen2_week2::Qwen2ModelWeek2;
 use tiny_llm_grader::imp::sampler::{Sampler, SamplerConfig};
 use tiny_llm_grader::{assert_close, ok, Case, Tol};
 
@@ -199,4 +208,89 @@ fn smollm_logits_match_mlx_lm() {
 #[test]
 fn smollm_greedy_matches_mlx_lm() {
     check_greedy("smollm_greedy_matches_mlx_lm", SMOLLM);
+}
+
+/// The 4-bit copy `<name>-4bit` through the week-2 model (day 8 + day 10)
+/// against mlx-lm on the same packed weights: one forward of each stored
+/// sequence, then sequence 0 as a prefill and one-token cached steps.
+fn check_4bit_logits(test: &str, name: &'static str) {
+    let q = format!("{name}-4bit");
+    let dir = model_dir(&q);
+    let config = Qwen2Config::from_file(&dir.join("config.json"))
+        .unwrap_or_else(|e| panic!("[fixture] {q}: {e}"));
+    let checkpoint = Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] {q}: {e}"));
+    assert!(
+        checkpoint.quantization.is_some(),
+        "[fixture] {q} is not quantized: run `cargo xtask models fetch`"
+    );
+    let model = ok(
+        "Qwen2ModelWeek2::new",
+        Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
+    );
+    let expected = Case::load("real", &q);
+    let compare = |what: String, got: &Array, want: &Array| {
+        assert_close(
+            test,
+            &format!("real/{q} {what}"),
+            "last-position log-probabilities",
+            &log_softmax(got),
+            &log_softmax(want),
+            Tol::logits(Dtype::Float32),
+        );
+    };
+    let seq_logits = expected.get("seq_logits");
+    let seqs: Vec<usize> = expected
+        .meta::<String>("seqs")
+        .map(|s| serde_like_list(&s))
+        .unwrap_or_default();
+    for (row, &i) in seqs.iter().enumerate() {
+        let ids = expected
+            .get(&format!("seq{i}_ids"))
+            .reshape(&[1, -1])
+            .unwrap();
+        let mut cache = model.new_cache();
+        let got = ok("forward_last", model.forward_last(&ids, 0, &mut cache));
+        let want = seq_logits.try_index(row as i32..row as i32 + 1).unwrap();
+        compare(format!("sequence {i} ({} tokens)", ids.dim(1)), &got, &want);
+    }
+    let steps: i32 = expected.meta("steps").expect("steps");
+    let step_logits = expected.get("step_logits");
+    let ids = expected.get("steps_ids").reshape(&[1, -1]).unwrap();
+    let n = ids.dim(1) - steps;
+    let mut cache = model.new_cache();
+    ok(
+        "forward_last (prefill)",
+        model.forward_last(&ids.try_index((.., ..n)).unwrap(), 0, &mut cache),
+    );
+    for s in 0..steps {
+        let t = n + s;
+        let got = ok(
+            "forward_last (one token)",
+            model.forward_last(
+                &ids.try_index((.., t..t + 1)).unwrap(),
+                t as usize,
+                &mut cache,
+            ),
+        );
+        let want = step_logits.try_index(s..s + 1).unwrap();
+        compare(format!("cached step {s} (position {t})"), &got, &want);
+    }
+}
+
+/// `"[1, 2]"` (JSON, as the generator writes lists) as numbers.
+fn serde_like_list(s: &str) -> Vec<usize> {
+    s.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn qwen_4bit_logits_match_mlx_lm() {
+    check_4bit_logits("qwen_4bit_logits_match_mlx_lm", QWEN);
+}
+
+#[test]
+fn smollm_4bit_logits_match_mlx_lm() {
+    check_4bit_logits("smollm_4bit_logits_match_mlx_lm", SMOLLM);
 }
