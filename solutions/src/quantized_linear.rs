@@ -31,10 +31,11 @@ use tiny_llm_common::{shape_error, Error, Linear, LinearWeight, Result};
 /// and biases of different dtypes; [`Error::Shape`] when `x`'s last
 /// dimension is not `I`.
 ///
-/// Implementation: one crossing costs a sync of `x` plus the kernel; with
-/// every input already evaluated it measured about 6 us on the kit's 2-core
-/// EPYC (release, a 1 x 896 by 128 x 896 layer, kernel included), against
-/// 25-60 us of MLX's own `quantized_matmul` there.
+/// Implementation: one crossing costs a sync of `x` (it ends MLX's lazy
+/// graph there: whatever `x` depends on is computed now), four borrows and
+/// one wrap, no copy of the weights or the output (the bridge counts them:
+/// `cpu_bridge::stats`). `solutions/examples/qmatmul_bench.rs` times it
+/// (kernel alone vs the whole call on a 1 x 896 by 128 x 896 layer).
 pub fn quantized_linear(x: &Array, layer: &Linear) -> Result<Array> {
     let LinearWeight::Quantized {
         w,
