@@ -20,7 +20,8 @@ use tiny_llm_common::{Linear, Result};
 /// `x` (another float dtype is cast to f32), the packed weight, the scales
 /// and the biases are read in place through the bridge (one sync for `x`;
 /// the weights are evaluated once, on their first call); the output buffer
-/// becomes the result array without a copy; the bias is added by MLX.
+/// becomes the result array (`cpu_bridge::from_vec`: MLX's CPU allocator
+/// copies it once); the bias is added by MLX.
 ///
 /// Errors: [`Error::Invalid`] for a dense layer, a non-float `x`, or scales
 /// and biases of different dtypes; [`Error::Shape`] when `x`'s last

@@ -25,7 +25,8 @@ use tiny_llm_common::{shape_error, Error, Linear, LinearWeight, Result};
 /// `x` (another float dtype is cast to f32), the packed weight, the scales
 /// and the biases are read in place through the bridge (one sync for `x`;
 /// the weights are evaluated once, on their first call); the output buffer
-/// becomes the result array without a copy; the bias is added by MLX.
+/// becomes the result array (`cpu_bridge::from_vec`: MLX's CPU allocator
+/// copies it once); the bias is added by MLX.
 ///
 /// Errors: [`Error::Invalid`] for a dense layer, a non-float `x`, or scales
 /// and biases of different dtypes; [`Error::Shape`] when `x`'s last
@@ -33,7 +34,7 @@ use tiny_llm_common::{shape_error, Error, Linear, LinearWeight, Result};
 ///
 /// Implementation: one crossing costs a sync of `x` (it ends MLX's lazy
 /// graph there: whatever `x` depends on is computed now), four borrows and
-/// one wrap, no copy of the weights or the output (the bridge counts them:
+/// one wrap: no copy of the weights, one of the output (the bridge counts them:
 /// `cpu_bridge::stats`). `solutions/examples/qmatmul_bench.rs` times it
 /// (kernel alone vs the whole call on a 1 x 896 by 128 x 896 layer).
 pub fn quantized_linear(x: &Array, layer: &Linear) -> Result<Array> {
