@@ -245,7 +245,7 @@ pub fn from_vec(mut data: Vec<f32>, shape: &[i32]) -> Result<Array> {
     // SAFETY: `raw` is a live float32 array; the call only reads its
     // (already allocated) data pointer.
     let data = unsafe { mlx_sys::mlx_array_data_float32(array.as_ptr()) };
-    if data as *const c_void != ptr as *const c_void {
+    if !std::ptr::eq(data as *const c_void, ptr) {
         COPIED.fetch_add(n as u64 * 4, Relaxed);
     }
     Ok(array)
