@@ -96,9 +96,7 @@ impl Checkpoint {
 }
 
 /// `quantization` of `config.json`: the model-wide spec and per-layer ones.
-fn read_quantization(
-    config: &Path,
-) -> Result<(Option<QuantSpec>, HashMap<String, QuantSpec>)> {
+fn read_quantization(config: &Path) -> Result<(Option<QuantSpec>, HashMap<String, QuantSpec>)> {
     let json = read_json(config)?;
     let q = json.get("quantization").ok_or_else(|| {
         Error::Config(format!(
@@ -108,12 +106,15 @@ fn read_quantization(
     })?;
     let spec = |v: &serde_json::Value, at: &str| -> Result<QuantSpec> {
         let int = |key: &str| {
-            v.get(key).and_then(|x| x.as_i64()).map(|x| x as i32).ok_or_else(|| {
-                Error::Config(format!(
-                    "{}: `{at}.{key}` is missing or not an integer",
-                    config.display()
-                ))
-            })
+            v.get(key)
+                .and_then(|x| x.as_i64())
+                .map(|x| x as i32)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{}: `{at}.{key}` is missing or not an integer",
+                        config.display()
+                    ))
+                })
         };
         Ok(QuantSpec {
             group_size: int("group_size")?,

@@ -29,7 +29,7 @@ pub use checkpoint_dir::{Checkpoint, QuantSpec};
 pub use config::Qwen2Config;
 pub use generation::{FinishReason, GenerationStats, SamplerConfig};
 pub use hub::resolve_model;
-pub use kv_cache::{ConcatKvCache, KvCache};
+pub use kv_cache::KvCache;
 pub use linear::{Linear, LinearWeight};
 pub use lm::{check_token_ids, CachedLm, CausalLm};
 pub use step::{Cached, Generation, Recompute, StepModel, TokenEvent, TokenSampler};
