@@ -15,6 +15,7 @@ pub mod gpu;
 pub mod hub;
 pub mod kv_cache;
 pub mod linear;
+pub mod linear_concat;
 pub mod lm;
 pub mod qmatrix;
 pub mod step;

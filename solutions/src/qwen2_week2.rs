@@ -160,10 +160,9 @@ fn load_linear(
 /// Several linear layers on the same input.
 ///
 /// Implementation: fused into one layer at load when they can be (all dense,
-/// or all quantized alike): their rows are independent, so the weights (and
-/// packed codes, scales, biases, bias) concatenate along the output axis and
-/// one matmul (one kernel call) computes them all; the output is split back.
-/// q/k/v are fused this way, and gate/up.
+/// or all quantized alike; [`Linear::concat_rows`]): one matmul (one kernel
+/// call) computes them all and the output is split back. q/k/v are fused
+/// this way, and gate/up.
 #[derive(Debug, Clone)]
 struct Projections {
     /// One fused layer, or the layers as they were.
@@ -180,11 +179,19 @@ impl Projections {
             end += p.out_features();
             splits.push(end);
         }
-        let layers = match fuse(&parts)? {
+        let layers = match Linear::concat_rows(&parts)? {
             Some(one) => vec![one],
             None => parts,
         };
         Ok(Projections { layers, splits })
+    }
+
+    /// The one fused layer, when the layers were fused.
+    fn fused(&self) -> Option<&Linear> {
+        match self.layers.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
     }
 
     /// One output per layer, `N.. x O_i` each.
@@ -196,61 +203,6 @@ impl Projections {
             layers => layers.iter().map(|l| project(x, l)).collect(),
         }
     }
-}
-
-/// The rows of `parts` as one layer, or `None` when they do not fuse (dense
-/// and quantized mixed, different quantization, some with a bias and some
-/// without).
-fn fuse(parts: &[Linear]) -> Result<Option<Linear>> {
-    let cat = |arrays: Vec<&Array>| -> Result<Array> { Ok(concatenate(&arrays, 0)?) };
-    let bias = match parts
-        .iter()
-        .map(|p| p.bias.as_ref())
-        .collect::<Option<Vec<_>>>()
-    {
-        Some(b) => Some(cat(b)?),
-        None if parts.iter().all(|p| p.bias.is_none()) => None,
-        None => return Ok(None),
-    };
-    let first = &parts[0].weight;
-    let fused = match first {
-        LinearWeight::Dense(_) => {
-            let mut ws = Vec::new();
-            for p in parts {
-                match &p.weight {
-                    LinearWeight::Dense(w) => ws.push(w),
-                    _ => return Ok(None),
-                }
-            }
-            Linear::dense(cat(ws)?, bias)?
-        }
-        LinearWeight::Quantized {
-            group_size: g0,
-            bits: b0,
-            scales: s0,
-            ..
-        } => {
-            let (mut ws, mut ss, mut bs) = (Vec::new(), Vec::new(), Vec::new());
-            for p in parts {
-                match &p.weight {
-                    LinearWeight::Quantized {
-                        w,
-                        scales,
-                        biases,
-                        group_size,
-                        bits,
-                    } if group_size == g0 && bits == b0 && scales.dtype() == s0.dtype() => {
-                        ws.push(w);
-                        ss.push(scales);
-                        bs.push(biases);
-                    }
-                    _ => return Ok(None),
-                }
-            }
-            Linear::quantized(cat(ws)?, cat(ss)?, cat(bs)?, *g0, *b0, bias)?
-        }
-    };
-    Ok(Some(fused))
 }
 
 /// One decoder layer with its attention and MLP.
@@ -321,7 +273,8 @@ impl Layer {
 ///
 /// Implementation: q/k/v are fused into one layer at load, and gate/up into
 /// another (see `Projections`): two matmuls (kernel calls) fewer per layer;
-/// one RoPE table is shared by every layer; a one-token step needs no mask;
+/// one RoPE table is shared by every layer, and q and k are rotated in one
+/// call (side by side on the head axis); a one-token step needs no mask;
 /// no value is read back from the device during a forward pass.
 ///
 /// Reference: `mlx_lm.models.qwen2.Model` (and `llama.Model`) with
@@ -422,22 +375,41 @@ impl Qwen2ModelWeek2 {
     ) -> Result<Array> {
         let (n, l) = (x.dim(0), x.dim(1));
         let (h_q, h_kv, d) = self.heads;
-        let [q, k, v]: [Array; 3] = layer
-            .qkv
-            .forward(x)?
-            .try_into()
-            .map_err(|_| Error::Invalid("q/k/v projections: expected 3 outputs".into()))?;
+        // q and k side by side (`N x L x (H_q + H_kv)*D`), then v: one RoPE
+        // call and one transpose for both.
+        let (qk, v) = match layer.qkv.fused() {
+            Some(one) => {
+                let mut y = project(x, one)?.split_at_indices(&[(h_q + h_kv) * d], -1)?;
+                let v = y.pop();
+                (y.pop(), v)
+            }
+            None => {
+                let mut y = layer.qkv.forward(x)?;
+                let v = y.pop();
+                let k = y.pop();
+                let q = y.pop();
+                match (q, k) {
+                    (Some(q), Some(k)) => (Some(concatenate(&[q, k], -1)?), v),
+                    _ => (None, None),
+                }
+            }
+        };
+        let (Some(qk), Some(v)) = (qk, v) else {
+            return Err(Error::Invalid(
+                "q/k/v projections: expected 3 outputs".into(),
+            ));
+        };
         // N x L x H x D: RoPE wants the sequence before the heads.
-        let heads = |t: Array, h: i32| t.reshape(&[n, l, h, d]);
-        let q = self
+        let qk = qk.reshape(&[n, l, h_q + h_kv, d])?;
+        let qk = self
             .rope
-            .forward(&heads(q, h_q)?, offset)?
+            .forward(&qk, offset)?
             .transpose_axes(&[0, 2, 1, 3])?;
-        let k = self
-            .rope
-            .forward(&heads(k, h_kv)?, offset)?
-            .transpose_axes(&[0, 2, 1, 3])?;
-        let v = heads(v, h_kv)?.transpose_axes(&[0, 2, 1, 3])?;
+        let mut qk = qk.split_at_indices(&[h_q], 1)?;
+        let (Some(k), Some(q)) = (qk.pop(), qk.pop()) else {
+            return Err(Error::Invalid("q/k split: expected 2 parts".into()));
+        };
+        let v = v.reshape(&[n, l, h_kv, d])?.transpose_axes(&[0, 2, 1, 3])?;
         let (k, v) = cache.update_and_fetch(&k, &v)?; // N x H_kv x S x D
         let s = k.dim(2);
         // One query sees every cached key: no mask.
