@@ -116,7 +116,7 @@ impl<'a, S: Scale> QuantizedMatrix<'a, S> {
                 "group_size must be 32, 64 or 128, got {group_size}"
             )));
         }
-        if cols % group_size != 0 {
+        if !cols.is_multiple_of(group_size) {
             return Err(KernelError::Unsupported(format!(
                 "cols ({cols}) must be a multiple of group_size ({group_size})"
             )));
