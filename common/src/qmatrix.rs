@@ -16,7 +16,9 @@
 //! Reference: MLX `mlx/backend/cpu/quantized.cpp` (affine packing);
 //! mlx-lm `QuantizedLinear`.
 
-use half::{bf16, f16};
+/// The 16-bit float types scales may come in (re-exported so kernels and
+/// tests name the same `half` types the [`Scale`] impls use).
+pub use half::{bf16, f16};
 
 /// What a kernel can report: a view or buffer that does not fit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
