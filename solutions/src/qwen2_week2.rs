@@ -271,7 +271,8 @@ impl Layer {
 /// dtype (f32 on the CPU); a quantized layer keeps its packed codes, scales
 /// and biases as stored and computes in f32.
 ///
-/// Implementation: q/k/v are fused into one layer at load, and gate/up into
+/// Implementation: every weight is computed at load (cast, fused); q/k/v
+/// are fused into one layer at load, and gate/up into
 /// another (see `Projections`): two matmuls (kernel calls) fewer per layer;
 /// one RoPE table is shared by every layer, and q and k are rotated in one
 /// call (side by side on the head axis); a one-token step needs no mask;
@@ -340,7 +341,7 @@ impl Qwen2ModelWeek2 {
                 Some(load_linear(checkpoint, "lm_head", [v, e], false, dtype)?)
             };
         let rope = RoPE::new(d, config.rope_positions(), config.rope_theta, false)?;
-        Ok(Self {
+        let model = Self {
             config: config.clone(),
             dtype,
             embed_tokens,
@@ -349,7 +350,46 @@ impl Qwen2ModelWeek2 {
             lm_head,
             rope,
             heads: (h_q, h_kv, d),
-        })
+        };
+        model.materialize()?;
+        Ok(model)
+    }
+
+    /// Computes every weight now (casts, fused layers, RoPE tables), as
+    /// mlx-lm's `load` does: the first forward pass then costs what the
+    /// others cost, and the checkpoint's own arrays can be freed.
+    fn materialize(&self) -> Result<()> {
+        let parts = |l: &'_ Linear| -> Vec<Array> {
+            let mut v = match &l.weight {
+                LinearWeight::Dense(w) => vec![w.clone()],
+                LinearWeight::Quantized {
+                    w, scales, biases, ..
+                } => vec![w.clone(), scales.clone(), biases.clone()],
+            };
+            v.extend(l.bias.clone());
+            v
+        };
+        let mut all = vec![
+            self.norm.weight.clone(),
+            self.rope.cos.clone(),
+            self.rope.sin.clone(),
+        ];
+        match &self.embed_tokens {
+            TokenTable::Dense(t) => all.push(t.weight.clone()),
+            TokenTable::Quantized(t) => all.extend(parts(&t.table)),
+        }
+        all.extend(self.lm_head.iter().flat_map(parts));
+        for l in &self.layers {
+            all.extend([
+                l.input_layernorm.weight.clone(),
+                l.post_attention_layernorm.weight.clone(),
+            ]);
+            for p in l.qkv.layers.iter().chain(&l.gate_up.layers) {
+                all.extend(parts(p));
+            }
+            all.extend(parts(&l.o_proj).into_iter().chain(parts(&l.down_proj)));
+        }
+        Ok(mlx_rs::transforms::eval(&all)?)
     }
 
     /// The configuration the model was built with.
