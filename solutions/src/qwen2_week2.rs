@@ -25,8 +25,6 @@ use tiny_llm_common::{
     Qwen2Config, Result,
 };
 
-// ---- The model ---------------------------------------------------------------
-
 /// Several linear layers on the same input.
 ///
 /// Implementation: fused into one layer at load when they can be (all dense,
