@@ -13,14 +13,12 @@
 //!
 //! Hints: Check your work with `cargo xtask check day8` (days 9 and 10 may
 //! still be `todo!()`: a dense model never reaches them). The given
-//! `project`, `TokenTable` and `load_linear` below load and run a dense or
-//! quantized layer for you. Per layer keep the two norms and the `Linear`s
+//! `crate::week2_linear::{project, TokenTable, load_linear}` load and run a
+//! dense or quantized layer for you. Per layer keep the two norms and the `Linear`s
 //! (`q/k/v/o_proj`, `gate/up/down_proj`); keep one `RoPE` for the model.
 
 #[allow(unused_imports)]
 use crate::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped};
-use crate::basics::linear;
-use crate::embedding::Embedding;
 #[allow(unused_imports)]
 use crate::kv_cache::KvStepCache;
 #[allow(unused_imports)]
@@ -29,7 +27,8 @@ use crate::layer_norm::RmsNorm;
 use crate::mlp::silu;
 #[allow(unused_imports)]
 use crate::positional_encoding::RoPE;
-use crate::quantized_linear::{quantized_linear, QuantizedEmbedding};
+#[allow(unused_imports)]
+use crate::week2_linear::{load_linear, project, TokenTable};
 #[allow(unused_imports)]
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype};
@@ -38,138 +37,6 @@ use tiny_llm_common::{
     shape_error, take_weight, CachedLm, Checkpoint, Error, KvCache, Linear, LinearWeight,
     Qwen2Config, Result,
 };
-
-// ---- Given: dense or quantized, one call (not an exercise) -----------------
-
-/// `x W^T + b` for a dense or quantized layer (given): a dense weight goes
-/// to day 1's `linear`, a quantized one to day 10's `quantized_linear`
-/// (which computes in f32: other dtypes are cast to f32 and back). A dense
-/// checkpoint never reaches day 9 or 10 code.
-///
-/// - `x`: `N.. x I`; returns `N.. x O` in `x`'s dtype.
-#[allow(dead_code)] // called by the model you write
-fn project(x: &Array, layer: &Linear) -> Result<Array> {
-    match &layer.weight {
-        LinearWeight::Dense(w) => linear(x, w, layer.bias.as_ref()),
-        LinearWeight::Quantized { .. } if x.dtype() == Dtype::Float32 => quantized_linear(x, layer),
-        LinearWeight::Quantized { .. } => {
-            let y = quantized_linear(&x.as_dtype(Dtype::Float32)?, layer)?;
-            Ok(y.as_dtype(x.dtype())?)
-        }
-    }
-}
-
-/// The token table, dense (day 5's [`Embedding`]) or quantized (day 10's
-/// [`QuantizedEmbedding`]) (given).
-#[allow(dead_code)]
-#[derive(Debug, Clone)]
-enum TokenTable {
-    Dense(Embedding),
-    Quantized(QuantizedEmbedding),
-}
-
-#[allow(dead_code)]
-impl TokenTable {
-    /// `model.embed_tokens` of `checkpoint` (`vocab x E`): quantized when
-    /// `model.embed_tokens.scales` is present; a dense table is cast to
-    /// `dtype` (given).
-    fn load(checkpoint: &Checkpoint, vocab: i32, e: i32, dtype: Dtype) -> Result<TokenTable> {
-        let prefix = "model.embed_tokens";
-        if checkpoint.weights.contains_key(&format!("{prefix}.scales")) {
-            let table = load_linear(checkpoint, prefix, [vocab, e], false, dtype)?;
-            return Ok(TokenTable::Quantized(QuantizedEmbedding::new(table)?));
-        }
-        let w = take_weight(
-            &checkpoint.weights,
-            &format!("{prefix}.weight"),
-            &[vocab, e],
-        )?;
-        Ok(TokenTable::Dense(Embedding::new(w.as_dtype(dtype)?)?))
-    }
-
-    /// Rows of `ids` (`N x L` int32): `N x L x E` in `dtype` (given).
-    fn embed(&self, ids: &Array, dtype: Dtype) -> Result<Array> {
-        match self {
-            TokenTable::Dense(t) => t.forward(ids),
-            TokenTable::Quantized(t) => Ok(t.forward(ids)?.as_dtype(dtype)?),
-        }
-    }
-
-    /// The tied output layer: `N.. x E` -> `N.. x vocab`, in `x`'s dtype
-    /// (given).
-    fn as_linear(&self, x: &Array) -> Result<Array> {
-        match self {
-            TokenTable::Dense(t) => t.as_linear(x),
-            TokenTable::Quantized(t) if x.dtype() == Dtype::Float32 => t.as_linear(x),
-            TokenTable::Quantized(t) => Ok(t
-                .as_linear(&x.as_dtype(Dtype::Float32)?)?
-                .as_dtype(x.dtype())?),
-        }
-    }
-}
-
-/// The linear layer `prefix` of `checkpoint`, checked to be `O x I`
-/// (`shape`), quantized when `{prefix}.scales` is present (at
-/// `checkpoint.quant_of(prefix)`), with `{prefix}.bias` when `bias` (then
-/// required; ignored otherwise). A dense weight and every bias are cast to
-/// `dtype`; packed codes, scales and biases stay as stored (given).
-///
-/// Errors: [`Error::Invalid`] or [`Error::Shape`] naming the missing or
-/// wrongly shaped tensor.
-#[allow(dead_code)]
-fn load_linear(
-    checkpoint: &Checkpoint,
-    prefix: &str,
-    shape: [i32; 2],
-    bias: bool,
-    dtype: Dtype,
-) -> Result<Linear> {
-    let quant = checkpoint.quant_of(prefix).map(|q| (q.group_size, q.bits));
-    let key = format!("{prefix}.weight");
-    let w = checkpoint
-        .weights
-        .get(&key)
-        .ok_or_else(|| Error::Invalid(format!("missing weight `{key}`")))?;
-    let [o, i] = shape;
-    let packed = checkpoint.weights.contains_key(&format!("{prefix}.scales"));
-    let (want, what) = match quant {
-        Some((_, bits)) if packed => (
-            [o, i * bits / 32],
-            format!(
-                "[{o}, {}] (an {o} x {i} matrix packed at {bits} bits)",
-                i * bits / 32
-            ),
-        ),
-        _ => ([o, i], format!("[{o}, {i}]")),
-    };
-    if w.shape() != want {
-        return Err(shape_error(&key, w, &what));
-    }
-    // Name the layer in the errors of its parts (bias, scales, ...).
-    let mut layer =
-        Linear::from_weights(&checkpoint.weights, prefix, quant).map_err(|e| match e {
-            Error::Shape {
-                what,
-                expected,
-                got,
-            } => Error::Shape {
-                what: format!("{prefix}.{what}"),
-                expected,
-                got,
-            },
-            Error::Invalid(m) if !m.contains(prefix) => Error::Invalid(format!("{prefix}: {m}")),
-            e => e,
-        })?;
-    layer.bias = match (bias, layer.bias.take()) {
-        (true, Some(b)) => Some(b.as_dtype(dtype)?),
-        (true, None) => return Err(Error::Invalid(format!("missing weight `{prefix}.bias`"))),
-        (false, _) => None,
-    };
-    if let LinearWeight::Dense(w) = &layer.weight {
-        layer.weight = LinearWeight::Dense(w.as_dtype(dtype)?);
-    }
-    Ok(layer)
-}
 
 /// A Qwen2 (or Llama) model that runs only new tokens, with a KV cache per
 /// layer, and dense or quantized linear layers.

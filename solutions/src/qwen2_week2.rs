@@ -12,13 +12,11 @@
 //! `mlx_lm.generate.generate_step` (prefill, then one-token steps).
 
 use crate::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped};
-use crate::basics::linear;
-use crate::embedding::Embedding;
 use crate::kv_cache::KvStepCache;
 use crate::layer_norm::RmsNorm;
 use crate::mlp::silu;
 use crate::positional_encoding::RoPE;
-use crate::quantized_linear::{quantized_linear, QuantizedEmbedding};
+use crate::week2_linear::{load_linear, project, TokenTable};
 use mlx_rs::ops::concatenate;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype};
@@ -26,136 +24,6 @@ use tiny_llm_common::{
     shape_error, take_weight, CachedLm, Checkpoint, Error, KvCache, Linear, LinearWeight,
     Qwen2Config, Result,
 };
-
-// ---- Given: dense or quantized, one call (not an exercise) -----------------
-
-/// `x W^T + b` for a dense or quantized layer (given): a dense weight goes
-/// to day 1's `linear`, a quantized one to day 10's `quantized_linear`
-/// (which computes in f32: other dtypes are cast to f32 and back). A dense
-/// checkpoint never reaches day 9 or 10 code.
-///
-/// - `x`: `N.. x I`; returns `N.. x O` in `x`'s dtype.
-fn project(x: &Array, layer: &Linear) -> Result<Array> {
-    match &layer.weight {
-        LinearWeight::Dense(w) => linear(x, w, layer.bias.as_ref()),
-        LinearWeight::Quantized { .. } if x.dtype() == Dtype::Float32 => quantized_linear(x, layer),
-        LinearWeight::Quantized { .. } => {
-            let y = quantized_linear(&x.as_dtype(Dtype::Float32)?, layer)?;
-            Ok(y.as_dtype(x.dtype())?)
-        }
-    }
-}
-
-/// The token table, dense (day 5's [`Embedding`]) or quantized (day 10's
-/// [`QuantizedEmbedding`]) (given).
-#[derive(Debug, Clone)]
-enum TokenTable {
-    Dense(Embedding),
-    Quantized(QuantizedEmbedding),
-}
-
-impl TokenTable {
-    /// `model.embed_tokens` of `checkpoint` (`vocab x E`): quantized when
-    /// `model.embed_tokens.scales` is present; a dense table is cast to
-    /// `dtype` (given).
-    fn load(checkpoint: &Checkpoint, vocab: i32, e: i32, dtype: Dtype) -> Result<TokenTable> {
-        let prefix = "model.embed_tokens";
-        if checkpoint.weights.contains_key(&format!("{prefix}.scales")) {
-            let table = load_linear(checkpoint, prefix, [vocab, e], false, dtype)?;
-            return Ok(TokenTable::Quantized(QuantizedEmbedding::new(table)?));
-        }
-        let w = take_weight(
-            &checkpoint.weights,
-            &format!("{prefix}.weight"),
-            &[vocab, e],
-        )?;
-        Ok(TokenTable::Dense(Embedding::new(w.as_dtype(dtype)?)?))
-    }
-
-    /// Rows of `ids` (`N x L` int32): `N x L x E` in `dtype` (given).
-    fn embed(&self, ids: &Array, dtype: Dtype) -> Result<Array> {
-        match self {
-            TokenTable::Dense(t) => t.forward(ids),
-            TokenTable::Quantized(t) => Ok(t.forward(ids)?.as_dtype(dtype)?),
-        }
-    }
-
-    /// The tied output layer: `N.. x E` -> `N.. x vocab`, in `x`'s dtype
-    /// (given).
-    fn as_linear(&self, x: &Array) -> Result<Array> {
-        match self {
-            TokenTable::Dense(t) => t.as_linear(x),
-            TokenTable::Quantized(t) if x.dtype() == Dtype::Float32 => t.as_linear(x),
-            TokenTable::Quantized(t) => Ok(t
-                .as_linear(&x.as_dtype(Dtype::Float32)?)?
-                .as_dtype(x.dtype())?),
-        }
-    }
-}
-
-/// The linear layer `prefix` of `checkpoint`, checked to be `O x I`
-/// (`shape`), quantized when `{prefix}.scales` is present (at
-/// `checkpoint.quant_of(prefix)`), with `{prefix}.bias` when `bias` (then
-/// required; ignored otherwise). A dense weight and every bias are cast to
-/// `dtype`; packed codes, scales and biases stay as stored (given).
-///
-/// Errors: [`Error::Invalid`] or [`Error::Shape`] naming the missing or
-/// wrongly shaped tensor.
-fn load_linear(
-    checkpoint: &Checkpoint,
-    prefix: &str,
-    shape: [i32; 2],
-    bias: bool,
-    dtype: Dtype,
-) -> Result<Linear> {
-    let quant = checkpoint.quant_of(prefix).map(|q| (q.group_size, q.bits));
-    let key = format!("{prefix}.weight");
-    let w = checkpoint
-        .weights
-        .get(&key)
-        .ok_or_else(|| Error::Invalid(format!("missing weight `{key}`")))?;
-    let [o, i] = shape;
-    let packed = checkpoint.weights.contains_key(&format!("{prefix}.scales"));
-    let (want, what) = match quant {
-        Some((_, bits)) if packed => (
-            [o, i * bits / 32],
-            format!(
-                "[{o}, {}] (an {o} x {i} matrix packed at {bits} bits)",
-                i * bits / 32
-            ),
-        ),
-        _ => ([o, i], format!("[{o}, {i}]")),
-    };
-    if w.shape() != want {
-        return Err(shape_error(&key, w, &what));
-    }
-    // Name the layer in the errors of its parts (bias, scales, ...).
-    let mut layer =
-        Linear::from_weights(&checkpoint.weights, prefix, quant).map_err(|e| match e {
-            Error::Shape {
-                what,
-                expected,
-                got,
-            } => Error::Shape {
-                what: format!("{prefix}.{what}"),
-                expected,
-                got,
-            },
-            Error::Invalid(m) if !m.contains(prefix) => Error::Invalid(format!("{prefix}: {m}")),
-            e => e,
-        })?;
-    layer.bias = match (bias, layer.bias.take()) {
-        (true, Some(b)) => Some(b.as_dtype(dtype)?),
-        (true, None) => return Err(Error::Invalid(format!("missing weight `{prefix}.bias`"))),
-        (false, _) => None,
-    };
-    if let LinearWeight::Dense(w) = &layer.weight {
-        layer.weight = LinearWeight::Dense(w.as_dtype(dtype)?);
-    }
-    Ok(layer)
-}
-
-// ---- The model ---------------------------------------------------------------
 
 /// Several linear layers on the same input.
 ///
@@ -271,7 +139,8 @@ impl Layer {
 /// dtype (f32 on the CPU); a quantized layer keeps its packed codes, scales
 /// and biases as stored and computes in f32.
 ///
-/// Implementation: q/k/v are fused into one layer at load, and gate/up into
+/// Implementation: every weight is computed at load (cast, fused); q/k/v
+/// are fused into one layer at load, and gate/up into
 /// another (see `Projections`): two matmuls (kernel calls) fewer per layer;
 /// one RoPE table is shared by every layer, and q and k are rotated in one
 /// call (side by side on the head axis); a one-token step needs no mask;
@@ -340,7 +209,7 @@ impl Qwen2ModelWeek2 {
                 Some(load_linear(checkpoint, "lm_head", [v, e], false, dtype)?)
             };
         let rope = RoPE::new(d, config.rope_positions(), config.rope_theta, false)?;
-        Ok(Self {
+        let model = Self {
             config: config.clone(),
             dtype,
             embed_tokens,
@@ -349,7 +218,46 @@ impl Qwen2ModelWeek2 {
             lm_head,
             rope,
             heads: (h_q, h_kv, d),
-        })
+        };
+        model.materialize()?;
+        Ok(model)
+    }
+
+    /// Computes every weight now (casts, fused layers, RoPE tables), as
+    /// mlx-lm's `load` does: the first forward pass then costs what the
+    /// others cost, and the checkpoint's own arrays can be freed.
+    fn materialize(&self) -> Result<()> {
+        let parts = |l: &'_ Linear| -> Vec<Array> {
+            let mut v = match &l.weight {
+                LinearWeight::Dense(w) => vec![w.clone()],
+                LinearWeight::Quantized {
+                    w, scales, biases, ..
+                } => vec![w.clone(), scales.clone(), biases.clone()],
+            };
+            v.extend(l.bias.clone());
+            v
+        };
+        let mut all = vec![
+            self.norm.weight.clone(),
+            self.rope.cos.clone(),
+            self.rope.sin.clone(),
+        ];
+        match &self.embed_tokens {
+            TokenTable::Dense(t) => all.push(t.weight.clone()),
+            TokenTable::Quantized(t) => all.extend(parts(&t.table)),
+        }
+        all.extend(self.lm_head.iter().flat_map(parts));
+        for l in &self.layers {
+            all.extend([
+                l.input_layernorm.weight.clone(),
+                l.post_attention_layernorm.weight.clone(),
+            ]);
+            for p in l.qkv.layers.iter().chain(&l.gate_up.layers) {
+                all.extend(parts(p));
+            }
+            all.extend(parts(&l.o_proj).into_iter().chain(parts(&l.down_proj)));
+        }
+        Ok(mlx_rs::transforms::eval(&all)?)
     }
 
     /// The configuration the model was built with.
