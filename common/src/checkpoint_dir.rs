@@ -45,7 +45,8 @@ impl Checkpoint {
     ///
     /// Errors: [`Error::Load`] for a missing or corrupt file or shard;
     /// [`Error::Config`] naming `config.json` and the key when a quantized
-    /// layer (`X.scales`) exists but `quantization` is missing or malformed.
+    /// layer (`X.scales`) exists but `quantization` is missing or malformed,
+    /// or its `mode` is not `"affine"`.
     pub fn load(dir: &Path) -> Result<Checkpoint> {
         let index = dir.join("model.safetensors.index.json");
         let files: Vec<std::path::PathBuf> = if index.is_file() {
@@ -96,9 +97,7 @@ impl Checkpoint {
 }
 
 /// `quantization` of `config.json`: the model-wide spec and per-layer ones.
-fn read_quantization(
-    config: &Path,
-) -> Result<(Option<QuantSpec>, HashMap<String, QuantSpec>)> {
+fn read_quantization(config: &Path) -> Result<(Option<QuantSpec>, HashMap<String, QuantSpec>)> {
     let json = read_json(config)?;
     let q = json.get("quantization").ok_or_else(|| {
         Error::Config(format!(
@@ -108,18 +107,29 @@ fn read_quantization(
     })?;
     let spec = |v: &serde_json::Value, at: &str| -> Result<QuantSpec> {
         let int = |key: &str| {
-            v.get(key).and_then(|x| x.as_i64()).map(|x| x as i32).ok_or_else(|| {
-                Error::Config(format!(
-                    "{}: `{at}.{key}` is missing or not an integer",
-                    config.display()
-                ))
-            })
+            v.get(key)
+                .and_then(|x| x.as_i64())
+                .map(|x| x as i32)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{}: `{at}.{key}` is missing or not an integer",
+                        config.display()
+                    ))
+                })
         };
         Ok(QuantSpec {
             group_size: int("group_size")?,
             bits: int("bits")?,
         })
     };
+    if let Some(mode) = q.get("mode").and_then(|m| m.as_str()) {
+        if mode != "affine" {
+            return Err(Error::Config(format!(
+                "{}: `quantization.mode` is {mode:?}; only \"affine\" (MLX's default) is supported",
+                config.display()
+            )));
+        }
+    }
     let global = spec(q, "quantization")?;
     let mut per_layer = HashMap::new();
     if let Some(obj) = q.as_object() {
@@ -130,4 +140,134 @@ fn read_quantization(
         }
     }
     Ok((Some(global), per_layer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::TempDir;
+    use mlx_rs::Dtype;
+    use std::path::PathBuf;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures")
+            .join(name)
+    }
+
+    /// `fixtures/tiny-qwen2-4bit` with `config.json`'s `quantization`
+    /// replaced by `q` (or removed when `None`).
+    fn quantized_copy(tag: &str, q: Option<serde_json::Value>) -> TempDir {
+        let src = fixture("tiny-qwen2-4bit");
+        let dir = TempDir::new(tag);
+        std::fs::copy(
+            src.join("model.safetensors"),
+            dir.path().join("model.safetensors"),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(src.join("config.json")).unwrap();
+        let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let obj = config.as_object_mut().unwrap();
+        match q {
+            Some(q) => obj.insert("quantization".into(), q),
+            None => obj.remove("quantization"),
+        };
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_dense_checkpoint_has_no_quantization() {
+        let c = Checkpoint::load(&fixture("tiny-qwen2")).unwrap();
+        assert_eq!(c.quantization, None);
+        assert!(c.per_layer.is_empty());
+        let e = &c.weights["model.embed_tokens.weight"];
+        assert_eq!((e.shape(), e.dtype()), (&[1088, 64][..], Dtype::Bfloat16));
+        assert!(!c.weights.keys().any(|k| k.ends_with(".scales")));
+        assert_eq!(c.quant_of("model.layers.0.mlp.up_proj"), None);
+    }
+
+    #[test]
+    fn sharded_and_single_file_hold_the_same_tensors() {
+        let one = Checkpoint::load(&fixture("tiny-qwen2")).unwrap();
+        let two = Checkpoint::load(&fixture("tiny-qwen2-sharded")).unwrap();
+        let mut a: Vec<_> = one.weights.keys().collect();
+        let mut b: Vec<_> = two.weights.keys().collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_quantized_checkpoint_stays_packed() {
+        let c = Checkpoint::load(&fixture("tiny-qwen2-4bit")).unwrap();
+        let spec = QuantSpec {
+            group_size: 32,
+            bits: 4,
+        };
+        assert_eq!(c.quantization, Some(spec));
+        assert!(c.per_layer.is_empty(), "`mode` is not a layer");
+        // 64 inputs at 4 bits: 8 words a row; 2 groups of 32.
+        let w = &c.weights["model.layers.0.self_attn.q_proj.weight"];
+        assert_eq!((w.shape(), w.dtype()), (&[64, 8][..], Dtype::Uint32));
+        let s = &c.weights["model.layers.0.self_attn.q_proj.scales"];
+        assert_eq!((s.shape(), s.dtype()), (&[64, 2][..], Dtype::Bfloat16));
+        assert_eq!(c.quant_of("model.layers.0.self_attn.q_proj"), Some(spec));
+    }
+
+    #[test]
+    fn per_layer_quantization_overrides_the_model_s() {
+        let q = serde_json::json!({
+            "group_size": 32, "bits": 4,
+            "model.layers.1.mlp.down_proj": {"group_size": 64, "bits": 8},
+        });
+        let dir = quantized_copy("per-layer", Some(q));
+        let c = Checkpoint::load(dir.path()).unwrap();
+        let layer = "model.layers.1.mlp.down_proj";
+        assert_eq!(
+            c.quant_of(layer),
+            Some(QuantSpec {
+                group_size: 64,
+                bits: 8
+            })
+        );
+        assert_eq!(
+            c.quant_of("model.layers.0.mlp.down_proj"),
+            Some(QuantSpec {
+                group_size: 32,
+                bits: 4
+            })
+        );
+    }
+
+    #[test]
+    fn bad_quantization_is_named() {
+        let dir = quantized_copy("no-quant", None);
+        let e = Checkpoint::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("config.json") && e.contains("`quantization`"),
+            "{e}"
+        );
+        let dir = quantized_copy("no-bits", Some(serde_json::json!({"group_size": 32})));
+        let e = Checkpoint::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("`quantization.bits`"), "{e}");
+        let q = serde_json::json!({"group_size": 32, "bits": 4, "mode": "mxfp4"});
+        let dir = quantized_copy("mode", Some(q));
+        let e = Checkpoint::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("mxfp4") && e.contains("affine"), "{e}");
+        let q = serde_json::json!({"group_size": 32, "bits": 4, "model.layers.0": {"bits": 8}});
+        let dir = quantized_copy("layer", Some(q));
+        let e = Checkpoint::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("`quantization.model.layers.0.group_size`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_directory_without_weights_is_named() {
+        let dir = TempDir::new("empty");
+        let e = Checkpoint::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("model.safetensors"), "{e}");
+    }
 }

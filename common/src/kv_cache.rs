@@ -1,5 +1,7 @@
 //! The key/value cache seam for week 2 (given code): what a cache-aware
-//! attention layer needs from a cache, and the simplest cache that does it.
+//! attention layer needs from a cache, and the checks every cache makes on
+//! what it is given. The caches themselves are day 8's exercise
+//! (`kv_cache::{KvConcatCache, KvStepCache}`).
 //!
 //! With a cache, a forward pass feeds only the `L` new tokens, at positions
 //! `offset..offset + L` (RoPE's offset is the cache's [`KvCache::offset`]).
@@ -11,8 +13,6 @@
 //! `trim`); Pope et al. 2022, "Efficiently Scaling Transformer Inference".
 
 use crate::{shape_error, Error, Result};
-use mlx_rs::ops::concatenate;
-use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::Array;
 
 /// The key/value cache of one attention layer.
@@ -33,7 +33,9 @@ pub trait KvCache {
     ///
     /// Errors: [`Error::Shape`] when the arrays are not 4-D, disagree with
     /// each other on `N`, `H_kv` or `L`, or with the cache on `N`, `H_kv` or
-    /// the head widths.
+    /// the head widths; [`Error::Invalid`] when their dtypes differ from the
+    /// cached ones ([`check_update`] makes these checks). A rejected update
+    /// leaves the cache as it was.
     fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)>;
 
     /// Forgets the last `n` tokens (rewinds the cache, e.g. to reuse a
@@ -42,23 +44,19 @@ pub trait KvCache {
     fn trim(&mut self, n: usize) -> usize;
 }
 
-/// The simplest [`KvCache`]: concatenates along the sequence axis at every
-/// step (`O(S)` copying per step; week 2 replaces it with preallocated or
-/// paged storage behind the same trait).
-#[derive(Debug, Clone, Default)]
-pub struct ConcatKvCache {
-    kv: Option<(Array, Array)>,
-}
-
-impl ConcatKvCache {
-    /// An empty cache (offset 0).
-    pub fn new() -> ConcatKvCache {
-        ConcatKvCache::default()
-    }
-}
-
-/// Checks `keys` and `values` against each other and returns `L`.
-fn check_new(keys: &Array, values: &Array) -> Result<i32> {
+/// Checks a cache update (given code): `keys` and `values` against each
+/// other, and against what the cache holds (`cached`: the cached keys and
+/// values, any sequence length, when there are any). Returns `L`, the number
+/// of new tokens.
+///
+/// - `keys`: `N x H_kv x L x D`; `values`: `N x H_kv x L x D_v`.
+/// - `cached`: `(N x H_kv x S x D, N x H_kv x S x D_v)` or `None`.
+///
+/// Errors: [`Error::Shape`] naming `keys` or `values` when an array is not
+/// 4-D, when they disagree on `N`, `H_kv` or `L`, or with the cached arrays
+/// on `N`, `H_kv` or a head width; [`Error::Invalid`] when their dtypes
+/// differ from the cached ones.
+pub fn check_update(keys: &Array, values: &Array, cached: Option<(&Array, &Array)>) -> Result<i32> {
     if keys.ndim() != 4 {
         return Err(shape_error("keys", keys, "[N, H_kv, L, D]"));
     }
@@ -70,57 +68,66 @@ fn check_new(keys: &Array, values: &Array) -> Result<i32> {
             &format!("[{n}, {h}, {l}, D_v] (N, H_kv, L of keys)"),
         ));
     }
+    let Some((ck, cv)) = cached else {
+        return Ok(l);
+    };
+    let fits = |new: &Array, old: &Array| {
+        old.ndim() == 4
+            && new.dim(0) == old.dim(0)
+            && new.dim(1) == old.dim(1)
+            && new.dim(3) == old.dim(3)
+    };
+    for (name, new, old) in [("keys", keys, ck), ("values", values, cv)] {
+        if !fits(new, old) {
+            let want = match old.shape() {
+                [n, h, _, d] => format!("[{n}, {h}, L, {d}] (the cached {name})"),
+                other => format!("4-D (the cached {name} are {other:?})"),
+            };
+            return Err(shape_error(name, new, &want));
+        }
+    }
+    if keys.dtype() != ck.dtype() || values.dtype() != cv.dtype() {
+        return Err(Error::Invalid(format!(
+            "the kv cache holds keys {:?} and values {:?}, got keys {:?} and values {:?}",
+            ck.dtype(),
+            cv.dtype(),
+            keys.dtype(),
+            values.dtype()
+        )));
+    }
     Ok(l)
 }
 
+/// The simplest [`KvCache`], for common's own tests (the learner writes
+/// day 8's): concatenates along the sequence axis at every step.
+#[cfg(test)]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConcatKvCache {
+    kv: Option<(Array, Array)>,
+}
+
+#[cfg(test)]
+impl ConcatKvCache {
+    /// An empty cache (offset 0).
+    pub(crate) fn new() -> ConcatKvCache {
+        ConcatKvCache::default()
+    }
+}
+
+#[cfg(test)]
 impl KvCache for ConcatKvCache {
     fn offset(&self) -> usize {
         self.kv.as_ref().map_or(0, |(k, _)| k.dim(2) as usize)
     }
 
     fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
-        check_new(keys, values)?;
+        check_update(keys, values, self.kv.as_ref().map(|(k, v)| (k, v)))?;
         let (k, v) = match &self.kv {
             None => (keys.clone(), values.clone()),
-            Some((ck, cv)) => {
-                let fits = |new: &Array, old: &Array| {
-                    new.dim(0) == old.dim(0) && new.dim(1) == old.dim(1) && new.dim(3) == old.dim(3)
-                };
-                if !fits(keys, ck) {
-                    return Err(shape_error(
-                        "keys",
-                        keys,
-                        &format!(
-                            "[{}, {}, L, {}] (the cached keys)",
-                            ck.dim(0),
-                            ck.dim(1),
-                            ck.dim(3)
-                        ),
-                    ));
-                }
-                if !fits(values, cv) {
-                    return Err(shape_error(
-                        "values",
-                        values,
-                        &format!(
-                            "[{}, {}, L, {}] (the cached values)",
-                            cv.dim(0),
-                            cv.dim(1),
-                            cv.dim(3)
-                        ),
-                    ));
-                }
-                if keys.dtype() != ck.dtype() || values.dtype() != cv.dtype() {
-                    return Err(Error::Invalid(format!(
-                        "kv cache holds {:?}/{:?}, got keys {:?} and values {:?}",
-                        ck.dtype(),
-                        cv.dtype(),
-                        keys.dtype(),
-                        values.dtype()
-                    )));
-                }
-                (concatenate(&[ck, keys], 2)?, concatenate(&[cv, values], 2)?)
-            }
+            Some((ck, cv)) => (
+                mlx_rs::ops::concatenate(&[ck, keys], 2)?,
+                mlx_rs::ops::concatenate(&[cv, values], 2)?,
+            ),
         };
         self.kv = Some((k.clone(), v.clone()));
         Ok((k, v))
@@ -139,6 +146,7 @@ impl KvCache for ConcatKvCache {
         let keep = (offset - n) as i32;
         if let Some((k, v)) = &self.kv {
             // Slicing cannot fail on these bounds (0 < keep < S).
+            use mlx_rs::ops::indexing::TryIndexOp;
             match (
                 k.try_index((.., .., 0..keep, ..)),
                 v.try_index((.., .., 0..keep, ..)),
@@ -225,5 +233,17 @@ mod tests {
             2,
             "a rejected update leaves the cache as it was"
         );
+        let half = seq(&[1, 1, 1, 2], 0.0)
+            .as_dtype(mlx_rs::Dtype::Float16)
+            .unwrap();
+        let e = c.update_and_fetch(&half, &half).unwrap_err();
+        assert!(e.to_string().contains("Float16"), "{e}");
+        let e = check_update(
+            &seq(&[1, 1, 1, 2], 0.0),
+            &seq(&[1, 1, 1, 3], 0.0),
+            Some((&seq(&[1, 1, 4, 2], 0.0), &seq(&[1, 1, 4, 2], 0.0))),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cached values"), "{e}");
     }
 }

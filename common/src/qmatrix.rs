@@ -16,7 +16,9 @@
 //! Reference: MLX `mlx/backend/cpu/quantized.cpp` (affine packing);
 //! mlx-lm `QuantizedLinear`.
 
-use half::{bf16, f16};
+/// The 16-bit float types scales may come in (re-exported so kernels and
+/// tests name the same `half` types the [`Scale`] impls use).
+pub use half::{bf16, f16};
 
 /// What a kernel can report: a view or buffer that does not fit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,7 +116,7 @@ impl<'a, S: Scale> QuantizedMatrix<'a, S> {
                 "group_size must be 32, 64 or 128, got {group_size}"
             )));
         }
-        if cols % group_size != 0 {
+        if !cols.is_multiple_of(group_size) {
             return Err(KernelError::Unsupported(format!(
                 "cols ({cols}) must be a multiple of group_size ({group_size})"
             )));

@@ -68,8 +68,10 @@ pub use tiny_llm_ref::{generate, sampler};
 pub mod kv_cache;
 #[cfg(not(feature = "ref-day8"))]
 pub mod qwen2_week2;
+#[cfg(not(feature = "ref-day8"))]
+pub mod week2_linear;
 #[cfg(feature = "ref-day8")]
-pub use tiny_llm_ref::{kv_cache, qwen2_week2};
+pub use tiny_llm_ref::{kv_cache, qwen2_week2, week2_linear};
 
 // Day 9: quantized matmul I
 #[cfg(not(feature = "ref-day9"))]

@@ -16,6 +16,13 @@
 //!   decoded text (the fixture's `chat<i>_text`, without the final
 //!   end-of-sequence token, which is not printed).
 //!
+//! - (day 8) the week-2 model with its KV cache, prefilled with a chat prompt
+//!   then fed mlx-lm's greedy tokens one at a time: at every step the
+//!   log-probabilities equal those of mlx-lm's own cached decode
+//!   (fixtures/real/<model>-decode.safetensors, at a fixed set of ids:
+//!   fixtures/gen/real_decode.py), at the same tolerance, and the greedy
+//!   choice is mlx-lm's token.
+//!
 //! - the 4-bit copies (`<model>-4bit`, MLX affine, group 64, bf16 scales),
 //!   loaded packed (`Checkpoint::load`) and run in f32 through day 8's
 //!   `Qwen2ModelWeek2` with day 10's quantized layers and embedding: the
@@ -27,7 +34,7 @@
 //! The models are found under `${TINY_LLM_CACHE:-$HOME/.cache/tiny-llm-rs}/models/<name>`.
 //! Expected data: fixtures/gen/real_models.py.
 
-use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
 use mlx_rs::{Array, Dtype};
 use std::path::PathBuf;
 use tiny_llm_common::{ChatMessage, Checkpoint, Qwen2Config, Tokenizer};
@@ -208,6 +215,62 @@ fn smollm_logits_match_mlx_lm() {
 #[test]
 fn smollm_greedy_matches_mlx_lm() {
     check_greedy("smollm_greedy_matches_mlx_lm", SMOLLM);
+}
+
+/// Day 8: mlx-lm's cached greedy decode, step by step, through the week-2
+/// model and its caches (teacher-forced with mlx-lm's tokens, so one
+/// disagreement cannot cascade).
+fn check_cached_decode(test: &str, name: &'static str) {
+    let dir = model_dir(name);
+    let config = Qwen2Config::from_file(&dir.join("config.json"))
+        .unwrap_or_else(|e| panic!("[fixture] {name}: {e}"));
+    let checkpoint = Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] {name}: {e}"));
+    let model = ok(
+        "Qwen2ModelWeek2::new",
+        Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
+    );
+    drop(checkpoint);
+    let case = Case::load("real", &format!("{name}-decode"));
+    let prompt = case.get("prompt_ids").reshape(&[1, -1]).unwrap();
+    let tokens = ids_of(case.get("tokens"));
+    let ids = case.get("ids");
+    let want = case.get("logprobs");
+    let mut cache = model.new_cache();
+    let mut input = prompt.clone();
+    let mut offset = 0;
+    for (t, &token) in tokens.iter().enumerate() {
+        let logits = ok(
+            "Qwen2ModelWeek2::forward_last",
+            model.forward_last(&input, offset, &mut cache),
+        );
+        let lp = log_softmax(&logits); // 1 x vocab
+        let got_token = argmax_axis(&lp, -1, false).unwrap();
+        let got_token = ids_of(&got_token)[0];
+        assert_close(
+            test,
+            &format!("real/{name}-decode step {t} (offset {offset})"),
+            "log-probabilities at the kept ids",
+            &lp.take_axis(ids, -1).unwrap(),
+            &want.try_index(t as i32..t as i32 + 1).unwrap(),
+            Tol::logits(Dtype::Float32),
+        );
+        assert_eq!(
+            got_token, token,
+            "[wrong numbers] {test}: {name}, step {t}: the greedy token differs from mlx-lm's"
+        );
+        offset += input.dim(1) as usize;
+        input = Array::from_slice(&[token as i32], &[1, 1]);
+    }
+}
+
+#[test]
+fn qwen_cached_decode_matches_mlx_lm() {
+    check_cached_decode("qwen_cached_decode_matches_mlx_lm", QWEN);
+}
+
+#[test]
+fn smollm_cached_decode_matches_mlx_lm() {
+    check_cached_decode("smollm_cached_decode_matches_mlx_lm", SMOLLM);
 }
 
 /// The 4-bit copy `<name>-4bit` through the week-2 model (day 8 + day 10)

@@ -37,6 +37,7 @@ pub mod sampler;
 // Day 8
 pub mod kv_cache;
 pub mod qwen2_week2;
+pub mod week2_linear;
 
 // Day 9
 pub mod qmatmul_scalar;
