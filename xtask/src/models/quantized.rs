@@ -92,9 +92,8 @@ fn copy_is_ready(dir: &Path, key: &str) -> bool {
 
 /// Whether the `bits`-bit copy of `m` is in the cache and up to date.
 pub fn is_quantized_ready(m: &ModelInfo, bits: u32) -> bool {
-    quant_key(m, bits).is_ok_and(|key| {
-        copy_is_ready(&model_dir(&quantized_name(m.name, bits)), &key)
-    })
+    quant_key(m, bits)
+        .is_ok_and(|key| copy_is_ready(&model_dir(&quantized_name(m.name, bits)), &key))
 }
 
 /// Makes sure the `bits`-bit group-64 copy of the model `name` is in the
@@ -167,8 +166,8 @@ fn finish_copy(source: &Path, out: &Path, bits: u32) -> Result<()> {
         std::fs::remove_file(&jinja).with_context(|| format!("removing {}", jinja.display()))?;
     }
     let config = out.join("config.json");
-    let text =
-        std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("reading {}", config.display()))?;
     let got = quantization_of(&text).with_context(|| format!("reading {}", config.display()))?;
     if got != Some((QUANT_GROUP_SIZE, bits)) {
         bail!(
