@@ -70,7 +70,8 @@ fn show(rate: Option<f64>) -> String {
 /// - `decode_seconds`: from the first sampled token to the last.
 /// - `finish`: why it stopped (`Stop`, `Length`).
 ///
-/// Prefill speed is `prompt_tokens / prefill_seconds`; decode speed is
+/// Prefill speed is `prompt_tokens / prefill_seconds`; the time to the
+/// first token is `prefill_seconds` (`-` when none was generated); decode speed is
 /// `(generated - 1) / decode_seconds` (the first token comes out of the
 /// prefill). A speed that is not defined (`--max-tokens 0`, one token)
 /// prints as `-`, never `inf` or `NaN`.
@@ -87,8 +88,13 @@ pub fn stats_line(
         rate(prompt_tokens, prefill_seconds)
     };
     let decode = rate(generated.saturating_sub(1), decode_seconds);
+    let first = if generated == 0 {
+        "-".to_string()
+    } else {
+        format!("{prefill_seconds:.2} s")
+    };
     format!(
-        "[prompt: {prompt_tokens} tokens, {} tok/s | decode: {generated} tokens, {} tok/s | {finish} | {:.1} s in all]",
+        "[prompt: {prompt_tokens} tokens, {} tok/s | first token: {first} | decode: {generated} tokens, {} tok/s | {finish} | {:.1} s in all]",
         show(prefill),
         show(decode),
         prefill_seconds + decode_seconds,
@@ -141,17 +147,17 @@ mod tests {
         // --max-tokens 0: nothing ran
         assert_eq!(
             stats_line(12, 0, 0.0, 0.0, "Length"),
-            "[prompt: 12 tokens, - tok/s | decode: 0 tokens, - tok/s | Length | 0.0 s in all]"
+            "[prompt: 12 tokens, - tok/s | first token: - | decode: 0 tokens, - tok/s | Length | 0.0 s in all]"
         );
         // one token: prefill only (12 / 0.5 = 24), no decode speed
         assert_eq!(
             stats_line(12, 1, 0.5, 0.0, "Length"),
-            "[prompt: 12 tokens, 24.00 tok/s | decode: 1 tokens, - tok/s | Length | 0.5 s in all]"
+            "[prompt: 12 tokens, 24.00 tok/s | first token: 0.50 s | decode: 1 tokens, - tok/s | Length | 0.5 s in all]"
         );
         // 12 / 0.25 = 48 tok/s; (5 - 1) / 1.75 = 2.2857 tok/s; 0.25 + 1.75 = 2 s
         assert_eq!(
             stats_line(12, 5, 0.25, 1.75, "Stop"),
-            "[prompt: 12 tokens, 48.00 tok/s | decode: 5 tokens, 2.29 tok/s | Stop | 2.0 s in all]"
+            "[prompt: 12 tokens, 48.00 tok/s | first token: 0.25 s | decode: 5 tokens, 2.29 tok/s | Stop | 2.0 s in all]"
         );
     }
 }

@@ -1,6 +1,13 @@
-//! `tiny-llm-chat`: chat with a real model through the week-1 path (chat
-//! template, prefill, decode without a KV cache, streaming output), then the
-//! prompt and decode speeds.
+//! `tiny-llm-chat`: chat with a real model (chat template, prefill, decode,
+//! streaming output), then the prompt and decode speeds and the time to the
+//! first token.
+//!
+//! Two paths ([`engine`]): week 2 (the default: day 8's model with a KV
+//! cache, quantized layers when the checkpoint is quantized) and week 1
+//! (`--week 1`: no KV cache, every token re-reads the sequence). When a
+//! week-2 day is not implemented yet, the default falls back to week 1 with
+//! a one-line note. `--quant 4|8` loads the model's quantized copy
+//! ([`model_pick`]).
 //!
 //! Three ways in: a prompt (`tiny-llm-chat "Hi"`), a whole conversation
 //! (`--messages FILE.json`, see [`messages`]), or an interactive chat that
@@ -16,8 +23,10 @@
 //! with that day's hint from course.toml).
 
 mod chat;
+mod engine;
 mod limits;
 mod messages;
+mod model_pick;
 mod not_implemented;
 mod progress;
 mod session;
@@ -25,13 +34,15 @@ mod session;
 use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
+use engine::{Attempt, Engine, Week1, Week2};
 use mlx_rs::Dtype;
+use model_pick::{Quant, Week, WeekChoice};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 use tiny_llm_common::device::{self, DType, Device};
-use tiny_llm_common::{ChatMessage, Qwen2Config, Tokenizer};
+use tiny_llm_common::{ChatMessage, Checkpoint, Qwen2Config, Tokenizer};
 
 #[cfg(not(feature = "solutions"))]
 use tiny_llm as imp;
@@ -40,6 +51,7 @@ use tiny_llm_ref as imp;
 
 use imp::loader::load_weights;
 use imp::qwen2_week1::Qwen2ModelWeek1;
+use imp::qwen2_week2::Qwen2ModelWeek2;
 use imp::sampler::{Sampler, SamplerConfig};
 
 /// The model used without `--model` (converted by `cargo xtask models fetch`).
@@ -48,7 +60,7 @@ const DEFAULT_MODEL: &str = "qwen2.5-coder-0.5b";
 #[derive(Parser, Debug)]
 #[command(
     name = "tiny-llm-chat",
-    about = "Chat with a Qwen2-family model through tiny-llm's week-1 path"
+    about = "Chat with a Qwen2-family model through tiny-llm (week 2: KV cache, quantized)"
 )]
 struct Args {
     /// The user's message (or give --messages, or --chat).
@@ -71,6 +83,16 @@ struct Args {
     /// smollm2-135m), or a Hugging Face id (Qwen/Qwen2-0.5B-Instruct-MLX).
     #[arg(long)]
     model: Option<String>,
+    /// 4 or 8: the model's 4-bit or 8-bit copy (`<model>-4bit`, made by
+    /// `cargo xtask models fetch`); none: the model as given, quantized
+    /// when its config.json has `quantization` [default: none].
+    #[arg(long, value_parser = PossibleValuesParser::new(Quant::NAMES).map(|s| Quant::parse(&s).expect("a --quant value")))]
+    quant: Option<Quant>,
+    /// 2: the KV cache (day 8) and quantized layers (days 9-10); 1: the
+    /// week-1 path, no cache [default: 2, or 1 with a note while day 8 is
+    /// not implemented].
+    #[arg(long, value_parser = PossibleValuesParser::new(Week::NAMES).map(|s| Week::parse(&s).expect("a --week value")))]
+    week: Option<Week>,
     /// Most tokens to generate (cut to what the model's context leaves).
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
@@ -166,21 +188,59 @@ fn conversation(args: &Args) -> Result<Vec<ChatMessage>> {
     Ok(m)
 }
 
+/// The week-1 model: day 6's loader (which dequantizes a quantized
+/// checkpoint) and day 5's model.
+fn load_week1(
+    dir: &std::path::Path,
+    config: &Qwen2Config,
+    dtype: Dtype,
+) -> Result<Box<dyn Engine>> {
+    let weights = load_weights(dir, dtype)
+        .with_context(|| format!("loading the weights of {}", dir.display()))?;
+    let model = Qwen2ModelWeek1::new(config, &weights, dtype)?;
+    Ok(Box::new(Week1(model)))
+}
+
+/// The week-2 model: the checkpoint as stored (packed layers stay packed),
+/// day 8's model, and a two-token probe ([`engine::probe`]).
+fn load_week2(
+    dir: &std::path::Path,
+    config: &Qwen2Config,
+    dtype: Dtype,
+) -> Result<Box<dyn Engine>> {
+    let checkpoint = Checkpoint::load(dir)
+        .with_context(|| format!("loading the weights of {}", dir.display()))?;
+    let model = Qwen2ModelWeek2::new(config, &checkpoint, dtype)?;
+    drop(checkpoint);
+    engine::probe(&model)?;
+    Ok(Box::new(Week2(model)))
+}
+
 fn run(args: &Args) -> Result<()> {
     // a malformed --messages file is reported before the model loads
     let conversation = conversation(args)?;
     select_device(args.device)?;
     let on = if on_gpu() { Device::Gpu } else { Device::Cpu };
     let dtype: Dtype = device::mlx_dtype(args.dtype.unwrap_or(DType::default_for(on)));
-    let dir = model_dir(args.model.as_deref())?;
+    let dir = model_pick::pick(
+        &model_dir(args.model.as_deref())?,
+        args.quant.unwrap_or(Quant::None),
+    )?;
+    let week = WeekChoice::from_arg(args.week);
 
     let started = Instant::now();
     let config = Qwen2Config::from_file(&dir.join("config.json"))?;
     let tokenizer = Tokenizer::from_dir(&dir)?;
-    let weights = load_weights(&dir, dtype)
-        .with_context(|| format!("loading the weights of {}", dir.display()))?;
-    let model = Qwen2ModelWeek1::new(&config, &weights, dtype)?;
-    drop(weights);
+    let engine = match week.week {
+        Week::One => load_week1(&dir, &config, dtype)?,
+        Week::Two => match engine::try_week2(week, || load_week2(&dir, &config, dtype))? {
+            Attempt::Ready(engine) => engine,
+            Attempt::FallBack(todo) => {
+                eprintln!("{}", engine::fallback_note(&todo));
+                load_week1(&dir, &config, dtype)?
+            }
+        },
+    };
     // The sampler after the model, so that a learner's first missing day is
     // reported in the order the chat needs them: the loader (day 6), the
     // model (day 5), then sampling and generation (day 7).
@@ -191,15 +251,24 @@ fn run(args: &Args) -> Result<()> {
         seed: args.seed,
     };
     let sampler = Sampler::new(sampler_config)?;
+    let quantized = match model_pick::quantization_of(&dir)? {
+        Some((group, bits)) => format!("{bits}-bit g{group}, "),
+        None => String::new(),
+    };
+    let path = match engine.week() {
+        Week::One => "week 1, no KV cache",
+        Week::Two => "week 2, KV cache",
+    };
     eprintln!(
-        "[{} ({} layers, {dtype:?}) loaded in {:.1} s]",
+        "[{} ({} layers, {quantized}{dtype:?}, {path}) loaded in {:.1} s]",
         dir.display(),
         config.num_hidden_layers,
         started.elapsed().as_secs_f64()
     );
 
+    let week_one = engine.week() == Week::One;
     let mut session = session::Session {
-        model,
+        engine,
         tokenizer,
         sampler,
         options: session::Options {
@@ -214,9 +283,14 @@ fn run(args: &Args) -> Result<()> {
     let stdout = std::io::stdout();
     if args.chat {
         eprintln!(
-            "[chat: one message a line; /reset clears the history, /quit or end of input ends. \
-             Week 1 has no KV cache, so each turn re-reads the whole conversation: turns get \
-             slower as it grows]"
+            "[chat: one message a line; /reset clears the history, /quit or end of input ends. {}]",
+            if week_one {
+                "Week 1 has no KV cache, so each turn re-reads the whole conversation: turns get \
+                 slower as it grows"
+            } else {
+                "Each turn reads the whole conversation once, then decodes from the KV cache \
+                 (reusing earlier turns is day 14's prompt cache)"
+            }
         );
         let stdin = std::io::stdin();
         let mut stderr = std::io::stderr();

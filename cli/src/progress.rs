@@ -1,12 +1,14 @@
-//! How long the week-1 path will take to read a prompt, and a spinner while
-//! it does.
+//! How long a prompt will take to read, and a spinner while it is read.
 //!
 //! Week 1 has no KV cache: the prefill runs the whole prompt through the
 //! model, and every new token runs the whole sequence again, so a long
 //! prompt costs its prefill time once per generated token. A 3,000-token
 //! prompt takes about a minute on a 2-core CPU, with no output meanwhile:
 //! [`slow_warning`] says so before it starts and [`Spinner`] shows the time
-//! going by (on a terminal).
+//! going by (on a terminal). Week 2 reads the prompt once, then decodes
+//! each token from its KV cache: the warning says so. The estimate is the
+//! week-1 (dense f32) one either way; the quantized kernels of week 2 read
+//! it at their own speed.
 //!
 //! The estimate counts the work of one forward pass over `L` tokens:
 //!
@@ -29,6 +31,7 @@
 //! still: the warning says "about". On a GPU no estimate is made (an H200
 //! prefills 512 tokens in well under a second).
 
+use crate::model_pick::Week;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::Duration;
 use tiny_llm_common::Qwen2Config;
@@ -109,18 +112,32 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
-/// A warning for a prompt the week-1 path will be slow to read on the CPU
-/// (estimated over [`WARN_SECONDS`]); `None` on a GPU or for a short prompt.
-pub fn slow_warning(shape: &Shape, prompt_tokens: usize, half: bool, gpu: bool) -> Option<String> {
+/// A warning for a prompt that will be slow to read on the CPU (estimated
+/// over [`WARN_SECONDS`]); `None` on a GPU or for a short prompt. On week 1
+/// every new token costs about as much again (no KV cache); on week 2 the
+/// prompt is read once.
+pub fn slow_warning(
+    shape: &Shape,
+    prompt_tokens: usize,
+    half: bool,
+    gpu: bool,
+    week: Week,
+) -> Option<String> {
     if gpu {
         return None;
     }
     let t = shape.cpu_seconds(prompt_tokens, half);
+    let after = match week {
+        Week::One => {
+            ", and each new token re-reads the whole sequence (about as long again): week 1 \
+             has no KV cache (week 2 adds it)"
+        }
+        Week::Two => " (once: the KV cache keeps it for the answer)",
+    };
     (t >= WARN_SECONDS).then(|| {
         format!(
-            "[slow: a {prompt_tokens}-token prompt takes about {} to read on an idle 2-core CPU{}, and \
-             each new token re-reads the whole sequence (about as long again): week 1 has no \
-             KV cache (week 2 adds it). A shorter prompt or --max-tokens keeps it short]",
+            "[slow: a {prompt_tokens}-token prompt takes about {} to read on an idle 2-core \
+             CPU{}{after}. A shorter prompt or --max-tokens keeps it short]",
             duration(t),
             if half { " in f16/bf16" } else { "" },
         )
@@ -219,17 +236,24 @@ mod tests {
     #[test]
     fn only_long_prompts_on_the_cpu_are_warned_about() {
         let s = qwen25_05b();
-        assert_eq!(slow_warning(&s, 40, false, false), None);
-        assert_eq!(slow_warning(&s, 3000, false, true), None);
-        let w = slow_warning(&s, 3000, false, false).unwrap();
+        let one = Week::One;
+        assert_eq!(slow_warning(&s, 40, false, false, one), None);
+        assert_eq!(slow_warning(&s, 3000, false, true, one), None);
+        let w = slow_warning(&s, 3000, false, false, one).unwrap();
         assert!(
             w.starts_with("[slow: a 3000-token prompt takes about "),
             "{w}"
         );
         assert!(w.contains("no KV cache"), "{w}");
+        // week 2 reads it once
+        let w2 = slow_warning(&s, 3000, false, false, Week::Two).unwrap();
+        assert!(
+            w2.contains("once: the KV cache") && !w2.contains("no KV cache"),
+            "{w2}"
+        );
         // f16/bf16 on the CPU: 15x, so 200 tokens (~1.2 s in f32) are slow
-        assert_eq!(slow_warning(&s, 200, false, false), None);
-        assert!(slow_warning(&s, 200, true, false)
+        assert_eq!(slow_warning(&s, 200, false, false, one), None);
+        assert!(slow_warning(&s, 200, true, false, one)
             .unwrap()
             .contains("f16/bf16"));
     }

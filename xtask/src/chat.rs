@@ -1,10 +1,12 @@
-//! `cargo xtask chat [--solution] [--ref DAYS] [--device D] [...]`: an
-//! interactive multi-turn chat with a real model through the week-1 path.
+//! `cargo xtask chat [--solution] [--ref DAYS] [--quant 4|8|none] [--week
+//! 1|2] [--device D] [...]`: an interactive multi-turn chat with a real
+//! model, through the week-2 path by default (week 1 while day 8 is not
+//! implemented, or with `--week 1`).
 //!
 //! One message a line, from a terminal or a pipe
 //! (`printf 'hi\nand then?\n' | cargo xtask chat --solution`); every turn
-//! sends the whole history (week 1 has no KV cache, so each turn re-reads
-//! it). `/reset` clears the history, `/quit` or the end of input ends the
+//! sends the whole history (week 1 re-reads it for every token; week 2 reads
+//! it once per turn, then decodes from the KV cache). `/reset` clears the history, `/quit` or the end of input ends the
 //! chat. Everything else is `run`'s ([`crate::run::ModelArgs`]): it starts
 //! `tiny-llm-chat --chat`.
 
@@ -47,10 +49,16 @@ mod tests {
             "Be brief.",
             "--max-tokens",
             "9",
+            "--quant",
+            "4",
+            "--week",
+            "2",
         ]);
         assert!(cli.chat.model.solution);
         assert_eq!(cli.chat.model.system.as_deref(), Some("Be brief."));
         assert_eq!(cli.chat.model.max_tokens, Some(9));
+        assert_eq!(cli.chat.model.quant.as_deref(), Some("4"));
+        assert_eq!(cli.chat.model.week.as_deref(), Some("2"));
         assert!(Cli::try_parse_from(["chat", "hello"]).is_err());
         assert_eq!(tail(), ["--chat"]);
     }

