@@ -93,7 +93,11 @@ mod tests {
     fn passes_split_the_buffer_among_threads() {
         let buf: Vec<u64> = (0..1000).collect();
         for threads in [1, 2, 3, 7] {
-            assert_eq!(one_pass(&buf, threads).1, 999 * 1000 / 2, "{threads} threads");
+            assert_eq!(
+                one_pass(&buf, threads).1,
+                999 * 1000 / 2,
+                "{threads} threads"
+            );
         }
     }
 

@@ -19,6 +19,12 @@ and mlx-lm (which read the same directory's model.safetensors):
 numpy and the `gguf` package only (the kit's venv). Prints one JSON line:
 {"params": N, "tensors": T, "out": PATH}, N counting every element written;
 `llama-quantize` then makes the Q4_0 and Q8_0 files from OUT.gguf.
+
+    python bench_gguf.py --info FILE.gguf
+
+prints {"params": N, "tensor_bytes": B, "tensors": T, "types": {type: count}}
+of any GGUF (B: the bytes of tensor data, what one decode step reads when the
+embedding doubles as the output matrix).
 """
 
 import argparse
@@ -78,12 +84,31 @@ def permute(w, n_heads):
     return w.reshape(n_heads, 2, d // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def info(path):
+    reader = GGUFReader(path)
+    types = {}
+    for t in reader.tensors:
+        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+    return {
+        "params": int(sum(int(t.n_elements) for t in reader.tensors)),
+        "tensor_bytes": int(sum(int(t.n_bytes) for t in reader.tensors)),
+        "tensors": len(reader.tensors),
+        "types": types,
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("source")
-    p.add_argument("model_dir")
-    p.add_argument("out")
+    p.add_argument("--info", metavar="FILE", help="describe FILE.gguf instead")
+    p.add_argument("source", nargs="?")
+    p.add_argument("model_dir", nargs="?")
+    p.add_argument("out", nargs="?")
     args = p.parse_args()
+    if args.info:
+        print(json.dumps(info(args.info)))
+        return
+    if not (args.source and args.model_dir and args.out):
+        p.error("SOURCE.gguf MODEL_DIR OUT.gguf are needed (or --info FILE)")
 
     reader = GGUFReader(args.source)
     arch = require(reader, "general.architecture")
