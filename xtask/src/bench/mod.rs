@@ -47,6 +47,8 @@ mod stats;
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests2;
 mod week2;
 mod week2_report;
 
