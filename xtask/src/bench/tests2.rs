@@ -153,9 +153,23 @@ fn week2_args(quant: Option<&str>) -> Week2Args {
         reps: 3,
         quant: quant.map(str::to_string),
         new_tokens: 128,
+        mlx_lm_full: false,
+        mlx_lm_new_tokens: 16,
         no_llama_cpp: false,
         no_build: false,
     }
+}
+
+#[test]
+fn mlx_lm_runs_less_unless_full() {
+    let args = week2_args(None);
+    assert_eq!(side_plan(Side::MlxLm, &args), (vec![128], 16));
+    assert_eq!(side_plan(Side::Reference, &args), (vec![128, 512], 128));
+    let full = Week2Args {
+        mlx_lm_full: true,
+        ..args
+    };
+    assert_eq!(side_plan(Side::MlxLm, &full), (vec![128, 512], 128));
 }
 
 #[test]
@@ -184,6 +198,9 @@ fn context(gguf: bool) -> Week2Context {
             file_bytes: 278_000_000,
         },
         params: Some(494_032_768),
+        new_tokens: 128,
+        mlx_lm_full: false,
+        mlx_lm_new_tokens: 16,
     }
 }
 

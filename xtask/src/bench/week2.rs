@@ -8,7 +8,9 @@
 //! `mlx_lm.convert -q --q-group-size 64`, under `target/bench/models`);
 //! every variant in its own process, each measuring prefill (128 and 512
 //! tokens), decode (`--new-tokens` after a 128-token prompt), time to first
-//! token and peak memory. mlx-lm runs its fastest CPU configuration:
+//! token and peak memory (mlx-lm: prefill 128 and 16 new tokens unless
+//! `--mlx-lm-full`, its quantized CPU path being this slow). mlx-lm runs
+//! its fastest CPU configuration:
 //! activations *and* scales/biases in f32 (`model.set_dtype(mx.float32)`;
 //! its bf16 path is several times slower on the CPU). llama.cpp runs
 //! `llama-bench -t <cores>` twice per repetition: prompt processing
@@ -42,6 +44,15 @@ pub struct Week2Args {
     /// Tokens generated in the decode run.
     #[arg(long, default_value_t = 128)]
     pub new_tokens: usize,
+    /// Run mlx-lm on everything the others run (prefill 512 and all
+    /// `--new-tokens`); without it mlx-lm prefills 128 tokens and decodes
+    /// `--mlx-lm-new-tokens`: its 4-bit CPU path runs well under 1 tok/s
+    /// here, so the full set would take about 40 minutes per repetition.
+    #[arg(long)]
+    pub mlx_lm_full: bool,
+    /// Tokens mlx-lm decodes without --mlx-lm-full (speed is per token).
+    #[arg(long, default_value_t = 16)]
+    pub mlx_lm_new_tokens: usize,
     /// Leave llama.cpp out (no build, no GGUFs).
     #[arg(long)]
     pub no_llama_cpp: bool,
@@ -114,8 +125,8 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    if args.new_tokens < 2 {
-        bail!("--new-tokens must be at least 2 (decode speed is measured after the first)");
+    if args.new_tokens < 2 || args.mlx_lm_new_tokens < 2 {
+        bail!("--new-tokens and --mlx-lm-new-tokens must be at least 2 (decode speed is measured after the first token)");
     }
     let started = Instant::now();
     if !args.no_build {
@@ -246,7 +257,7 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
                             &python,
                             &bins,
                             blas.as_ref(),
-                            args.new_tokens,
+                            args,
                         );
                         run_process(cmd, &log(""))?
                     }
@@ -274,6 +285,9 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
                 .as_ref()
                 .and_then(|(_, g)| g.first())
                 .map(|g| g.params),
+            new_tokens: args.new_tokens,
+            mlx_lm_full: args.mlx_lm_full,
+            mlx_lm_new_tokens: args.mlx_lm_new_tokens,
         };
         report_week2(&summary, args, &ctx)?;
     }
@@ -289,9 +303,10 @@ fn command2(
     python: &Path,
     bins: &BTreeMap<Side, PathBuf>,
     blas: Option<&BlasLibs>,
-    new_tokens: usize,
+    args: &Week2Args,
 ) -> Command {
-    let prefill: Vec<String> = PREFILL_LENGTHS.iter().map(|l| l.to_string()).collect();
+    let (prefill, new_tokens) = side_plan(side, args);
+    let prefill: Vec<String> = prefill.iter().map(|l| l.to_string()).collect();
     let mut cmd = match side {
         Side::MlxLm => {
             let mut c = Command::new(python);
@@ -317,6 +332,19 @@ fn command2(
         cmd.env("LD_PRELOAD", lib);
     }
     cmd
+}
+
+/// The prefill lengths and new tokens `side` runs (mlx-lm: fewer, unless
+/// `--mlx-lm-full`).
+pub(super) fn side_plan(side: Side, args: &Week2Args) -> (Vec<usize>, usize) {
+    if side == Side::MlxLm && !args.mlx_lm_full {
+        (
+            vec![PREFILL_LENGTHS[0]],
+            args.mlx_lm_new_tokens.min(args.new_tokens),
+        )
+    } else {
+        (PREFILL_LENGTHS.to_vec(), args.new_tokens)
+    }
 }
 
 /// Two `llama-bench` processes (prompt processing; generation at depth

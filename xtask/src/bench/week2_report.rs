@@ -15,6 +15,9 @@ pub(super) struct Week2Context {
     pub(super) mlx_bytes: MlxBytes,
     /// Parameters of the model (from the GGUF), for bits per weight.
     pub(super) params: Option<u64>,
+    pub(super) new_tokens: usize,
+    pub(super) mlx_lm_full: bool,
+    pub(super) mlx_lm_new_tokens: usize,
 }
 
 /// Bytes of an MLX model directory's tensors that one decode step reads.
@@ -188,7 +191,7 @@ pub(super) fn table_cells2(s: &Summary, ctx: &Week2Context) -> Vec<Vec<String>> 
     let learner_failure = s.failure(Side::Learner);
     for &(key, label, digits) in ROWS2 {
         let label = if key == "decode_tok_s" {
-            format!("{label} ({} new)", s.new_tokens())
+            format!("{label} ({} new)", ctx.new_tokens)
         } else {
             label.to_string()
         };
@@ -237,6 +240,18 @@ pub(super) fn notes2(ctx: &Week2Context) -> Vec<String> {
         }
         lines.push(l);
     }
+    lines.push(format!(
+        "decode: {} new tokens for every side{}",
+        ctx.new_tokens,
+        if ctx.mlx_lm_full {
+            String::new()
+        } else {
+            format!(
+                " but mlx-lm, {} (and prefill 128 only; --mlx-lm-full runs it all)",
+                ctx.mlx_lm_new_tokens
+            )
+        }
+    ));
     lines.push(
         "mlx-lm runs its fastest CPU configuration: f32 activations and f32 scales/biases \
          (model.set_dtype(mx.float32)); llama.cpp: llama-bench, prompt tests -p 128,512 and \
