@@ -80,27 +80,35 @@ pub(super) fn ensure(python: &Path) -> Result<LlamaCpp> {
         eprintln!("  ok llama.cpp (llama-cpp-python {VERSION}) already built");
         return Ok(tools);
     }
-    let sdist = ensure_sdist(python)?;
     let src_parent = root();
     std::fs::create_dir_all(&src_parent)?;
     let unpacked = src_parent.join(format!("llama_cpp_python-{VERSION}"));
-    if unpacked.exists() {
-        std::fs::remove_dir_all(&unpacked)?;
-    }
     let logs = bench_dir().join("logs");
-    let step = util::Step::start(format!("unpack {}", sdist_name()));
-    util::run_logged(
-        Command::new("tar")
-            .arg("xzf")
-            .arg(&sdist)
-            .arg("-C")
-            .arg(&src_parent),
-        &logs.join("llama-cpp-unpack.log"),
-    )?;
-    step.done();
+    // Unpacked once (a fresh copy would make cmake rebuild everything).
+    let unpacked_stamp = unpacked.join(".sdist-sha256");
+    if util::read_stamp(&unpacked_stamp).as_deref() != Some(SDIST_SHA256) {
+        let sdist = ensure_sdist(python)?;
+        if unpacked.exists() {
+            std::fs::remove_dir_all(&unpacked)?;
+        }
+        let step = util::Step::start(format!("unpack {}", sdist_name()));
+        util::run_logged(
+            Command::new("tar")
+                .arg("xzf")
+                .arg(&sdist)
+                .arg("-C")
+                .arg(&src_parent),
+            &logs.join("llama-cpp-unpack.log"),
+        )?;
+        util::write_stamp(&unpacked_stamp, SDIST_SHA256)?;
+        step.done();
+    }
     let src = unpacked.join("vendor").join("llama.cpp");
     if !src.join("CMakeLists.txt").is_file() {
-        bail!("{} has no vendor/llama.cpp/CMakeLists.txt", sdist.display());
+        bail!(
+            "{} has no vendor/llama.cpp/CMakeLists.txt",
+            unpacked.display()
+        );
     }
     let step = util::Step::start("configure llama.cpp (cmake)");
     util::run_logged(
