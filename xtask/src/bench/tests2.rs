@@ -155,6 +155,7 @@ fn week2_args(quant: Option<&str>) -> Week2Args {
         new_tokens: 128,
         mlx_lm_full: false,
         mlx_lm_new_tokens: 16,
+        omp_passive: false,
         no_llama_cpp: false,
         no_build: false,
     }

@@ -53,6 +53,13 @@ pub struct Week2Args {
     /// Tokens mlx-lm decodes without --mlx-lm-full (speed is per token).
     #[arg(long, default_value_t = 16)]
     pub mlx_lm_new_tokens: usize,
+    /// Run llama.cpp with `OMP_WAIT_POLICY=PASSIVE` (threads sleep at
+    /// barriers instead of spinning). Use it on a machine shared with other
+    /// work: there a spinning thread waits for a descheduled peer, and
+    /// 2-thread decode fell from ~9 to 0.8 tok/s here; on an idle machine
+    /// the default (spinning) is llama.cpp's fastest.
+    #[arg(long)]
+    pub omp_passive: bool,
     /// Leave llama.cpp out (no build, no GGUFs).
     #[arg(long)]
     pub no_llama_cpp: bool,
@@ -247,7 +254,7 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
                 };
                 let report = match (v.side, &llama, &gguf) {
                     (Side::LlamaCpp, Some((tools, _)), Some(g)) => {
-                        run_llama_bench(tools, g, args.new_tokens, &log)?
+                        run_llama_bench(tools, g, args, &log)?
                     }
                     _ => {
                         let cmd = command2(
@@ -352,9 +359,10 @@ pub(super) fn side_plan(side: Side, args: &Week2Args) -> (Vec<usize>, usize) {
 fn run_llama_bench(
     tools: &LlamaCpp,
     g: &Gguf,
-    new_tokens: usize,
+    args: &Week2Args,
     log: &dyn Fn(&str) -> PathBuf,
 ) -> Result<Value> {
+    let new_tokens = args.new_tokens;
     let t = threads().to_string();
     let prefill: Vec<String> = PREFILL_LENGTHS.iter().map(|l| l.to_string()).collect();
     let mut pp = Command::new(&tools.bench);
@@ -382,6 +390,10 @@ fn run_llama_bench(
         &DECODE_PROMPT.to_string(),
     ]);
     tg.args(["-t", &t, "-r", "1", "-o", "json"]);
+    if args.omp_passive {
+        pp.env("OMP_WAIT_POLICY", "PASSIVE");
+        tg.env("OMP_WAIT_POLICY", "PASSIVE");
+    }
     let (pp_out, pp_rss) = run_capture(pp, &log("-pp"))?;
     let (tg_out, tg_rss) = run_capture(tg, &log("-tg"))?;
     let (Some(pp_out), Some(tg_out)) = (pp_out, tg_out) else {
@@ -392,6 +404,11 @@ fn run_llama_bench(
     let mut report = llama_bench_report(&pp_out, &tg_out, DECODE_PROMPT)?;
     report["child_max_rss_bytes"] = json!(pp_rss.max(tg_rss));
     report["gguf"] = json!(g.path.display().to_string());
+    report["omp_wait_policy"] = json!(if args.omp_passive {
+        "PASSIVE"
+    } else {
+        "default"
+    });
     Ok(report)
 }
 
