@@ -1,4 +1,4 @@
-//! `tiny-llm-bench`: measures one week-1 configuration and prints JSON.
+//! `tiny-llm-bench`: measures one week-1 or week-2 configuration and prints JSON.
 //!
 //! `cargo xtask bench week1` builds it twice (the learner's crate `tiny-llm`
 //! by default, the reference `tiny-llm-ref` with the feature `solutions`),
@@ -22,11 +22,21 @@
 //!   - peak memory: `mlx_rs::memory::peak_memory()` (bytes held by MLX's
 //!     allocator, weights included) over the measured work.
 //!
+//! - `run --week 2`: the week-2 path instead (`measure2`): the checkpoint as
+//!   stored (`Checkpoint::load`, quantized layers packed),
+//!   `Qwen2ModelWeek2::new(.., Dtype::Float32)`, each prefill into a fresh KV
+//!   cache, decode one token per step with the cache (`cargo xtask bench
+//!   week2`).
+//! - `bandwidth`: memory read bandwidth with N threads (no MLX), the
+//!   denominator of week 2's roofline.
+//!
 //! A `todo!("day N: ...")` reached in the learner's code gives
 //! `{"status": "not_implemented", "day": N, ...}`, not a crash; an error the
 //! code returned gives `{"status": "error", ...}`.
 
+mod bandwidth;
 mod measure;
+mod measure2;
 mod profile;
 mod prompt;
 mod report;
@@ -45,7 +55,7 @@ use tiny_llm_ref as imp;
 #[derive(Parser)]
 #[command(
     name = "tiny-llm-bench",
-    about = "Measure one week-1 configuration (JSON on stdout)"
+    about = "Measure one week-1 or week-2 configuration (JSON on stdout)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -86,6 +96,22 @@ enum Cmd {
         /// Tokens to generate in the decode run (0: no decode run).
         #[arg(long, default_value_t = 128)]
         new_tokens: usize,
+        /// 1: the week-1 path (no KV cache; `--dtype` applies); 2: the
+        /// week-2 path (KV cache, packed quantized layers, f32 activations).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        week: u8,
+    },
+    /// Memory read bandwidth: threads streaming once through a large buffer.
+    Bandwidth {
+        /// Reader threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Buffer size in MiB (much larger than the caches).
+        #[arg(long, default_value_t = 1024)]
+        mib: usize,
+        /// Timed passes (after one warm-up pass).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
     },
     /// Where one forward pass spends its time: graph building, the linear
     /// layers' matmuls alone (the floor), and the rest.
@@ -138,6 +164,7 @@ fn main() -> ExitCode {
             prefill,
             decode_prompt,
             new_tokens,
+            week,
         } => {
             let plan = measure::Plan {
                 model,
@@ -147,8 +174,27 @@ fn main() -> ExitCode {
                 decode_prompt,
                 new_tokens,
             };
-            let report = report::caught(&plan.model, plan.dtype, || measure::run(&plan));
+            let report = if week == 2 {
+                report::caught(&plan.model, DType::F32, || {
+                    if plan.dtype != DType::F32 {
+                        anyhow::bail!(
+                            "--dtype {} with --week 2: week 2 runs f32 activations on the CPU \
+                             (quantized layers keep their stored scales); leave --dtype out",
+                            plan.dtype.as_str()
+                        );
+                    }
+                    measure2::run(&plan)
+                })
+            } else {
+                report::caught(&plan.model, plan.dtype, || measure::run(&plan))
+            };
             report::print(report)
+        }
+        Cmd::Bandwidth { threads, mib, reps } => {
+            report::print(match bandwidth::run(threads, mib, reps) {
+                Ok(v) => v,
+                Err(e) => serde_json::json!({ "status": "error", "message": format!("{e:#}") }),
+            })
         }
         Cmd::Profile {
             model,

@@ -31,7 +31,7 @@ pub struct Plan {
 }
 
 /// The process's peak resident set (`VmHWM`), in bytes, for information.
-fn max_rss_bytes() -> Option<u64> {
+pub fn max_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -36,6 +36,7 @@ fn colour(label: &str) -> RGBColor {
         "mlx-lm" => RGBColor(52, 101, 164),
         "reference" => RGBColor(230, 120, 30),
         "learner" => RGBColor(60, 150, 70),
+        "llama.cpp" => RGBColor(140, 80, 160),
         "mlx-lm (ref. BLAS)" => RGBColor(150, 180, 225),
         "reference (ref. BLAS)" => RGBColor(245, 195, 140),
         _ => RGBColor(128, 128, 128),

@@ -34,6 +34,8 @@ pub(super) enum Side {
     MlxLm,
     Reference,
     Learner,
+    /// Week 2 only: llama.cpp's `llama-bench` on a GGUF of the same weights.
+    LlamaCpp,
 }
 
 impl Side {
@@ -42,6 +44,7 @@ impl Side {
             Side::MlxLm => "mlx-lm",
             Side::Reference => "reference",
             Side::Learner => "learner",
+            Side::LlamaCpp => "llama.cpp",
         }
     }
 }

@@ -106,7 +106,8 @@ pub(super) fn prompt_ids(reference_bin: &Path, config: &Config) -> Result<PathBu
 }
 
 /// Starts one measured process; its stderr goes to the terminal (indented)
-/// and to `log`; returns the JSON report it printed.
+/// and to `log`; returns the JSON report it printed, with the child's peak
+/// RSS added (`child_max_rss_bytes`, Linux).
 pub(super) fn run_process(mut cmd: Command, log: &Path) -> Result<Value> {
     std::fs::create_dir_all(log.parent().expect("has a parent"))?;
     let mut log_file = std::fs::File::create(log)?;
@@ -126,9 +127,15 @@ pub(super) fn run_process(mut cmd: Command, log: &Path) -> Result<Value> {
         }
         kept
     });
-    let output = child.wait_with_output()?;
+    let mut out_pipe = child.stdout.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out_pipe, &mut s);
+        s
+    });
+    let finished = wait_rss(child)?;
     let err_lines = echo.join().unwrap_or_default();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = out_reader.join().unwrap_or_default();
     writeln!(
         log_file,
         "$ {cmd:?}\n--- stderr\n{}\n--- stdout\n{stdout}",
@@ -139,13 +146,19 @@ pub(super) fn run_process(mut cmd: Command, log: &Path) -> Result<Value> {
         .rev()
         .find(|l| l.trim_start().starts_with('{'));
     match last.map(serde_json::from_str::<Value>) {
-        Some(Ok(v)) => Ok(v),
+        Some(Ok(mut v)) => {
+            // The child's peak resident set, whatever the engine.
+            if let Some(rss) = finished.max_rss_bytes {
+                v["child_max_rss_bytes"] = json!(rss);
+            }
+            Ok(v)
+        }
         _ => {
             let tail: Vec<&String> = err_lines.iter().rev().take(8).collect();
             let tail: Vec<&str> = tail.into_iter().rev().map(String::as_str).collect();
             Ok(json!({
                 "status": "error",
-                "message": format!("exited with {} and no report; {}", output.status, tail.join(" | ")),
+                "message": format!("exited with {} and no report; {}", finished.status, tail.join(" | ")),
             }))
         }
     }

@@ -21,6 +21,9 @@
 //! its BLAS explicitly, so the venv's mlx (reference BLAS as installed) and
 //! the kit's (OpenBLAS swapped in by `setup`) run the same one.
 //!
+//! `cargo xtask bench week2` (module `week2`): the week-2 path against
+//! mlx-lm and llama.cpp on the same quantized weights.
+//!
 //! Output: a table on stdout (ratios reference/mlx-lm and learner/reference),
 //! `target/bench/week1-<model>-<dtype>.{json,md,svg}`, and `week1.svg` with
 //! every configuration of the run. Process logs: `target/bench/logs/`.
@@ -37,18 +40,28 @@ use std::time::Instant;
 mod blas;
 mod config;
 mod engines;
+mod llama_cpp;
 mod output;
+mod proc;
 mod stats;
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests2;
+mod week2;
+mod week2_report;
 
 use blas::*;
 use config::*;
 use engines::*;
 use output::*;
+use proc::*;
 use stats::*;
 use table::*;
+pub use week2::Week2Args;
+use week2::*;
+use week2_report::*;
 
 /// Debian's OpenBLAS (pthreads), what `cargo xtask setup` links in.
 const DEBIAN_OPENBLAS: &str = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0";
@@ -75,6 +88,9 @@ pub struct BenchArgs {
 pub enum BenchCmd {
     /// The week-1 path (no KV cache): your code, the reference and mlx-lm.
     Week1(Week1Args),
+    /// The week-2 path (KV cache, 4/8-bit weights): your code, the reference,
+    /// mlx-lm and llama.cpp on the same weights.
+    Week2(Week2Args),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -112,6 +128,7 @@ pub struct Week1Args {
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.cmd {
         BenchCmd::Week1(a) => week1(a),
+        BenchCmd::Week2(a) => week2(a),
     }
 }
 

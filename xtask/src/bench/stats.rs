@@ -41,18 +41,19 @@ pub(super) fn metrics(report: &Value) -> Vec<(String, f64)> {
         }
     }
     let d = &report["decode"];
-    if let (Some(n), Some(s), Some(ttft)) = (
-        d["new_tokens"].as_u64(),
-        d["decode_seconds"].as_f64(),
-        d["ttft_seconds"].as_f64(),
-    ) {
+    if let (Some(n), Some(s)) = (d["new_tokens"].as_u64(), d["decode_seconds"].as_f64()) {
         if n > 1 {
             out.push(("decode_tok_s".into(), (n - 1) as f64 / s.max(1e-12)));
         }
+    }
+    if let Some(ttft) = d["ttft_seconds"].as_f64() {
         out.push(("ttft_s".into(), ttft));
     }
     if let Some(b) = report["peak_memory_bytes"].as_f64() {
         out.push(("peak_memory_gb".into(), b / 1e9));
+    }
+    if let Some(b) = report["child_max_rss_bytes"].as_f64() {
+        out.push(("peak_rss_gb".into(), b / 1e9));
     }
     out
 }
