@@ -82,39 +82,10 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// The MLX `bits`-bit g64 copy of `model`: `models fetch`'s `<model>-<b>bit`
-/// when the catalog has it, else made here (once, stamped) from `base`.
-fn quantized_dir(python: &Path, model: &str, base: &Path, bits: u32) -> Result<PathBuf> {
-    let name = format!("{model}-{bits}bit");
-    if models::MODELS.iter().any(|m| m.name == name) {
-        return models::ensure_model(&name);
-    }
-    let dir = bench_dir().join("models").join(&name);
-    let stamp = dir.join(".bench-stamp");
-    let base_stamp = std::fs::read_to_string(base.join(".tiny-llm-stamp")).unwrap_or_default();
-    let key = util::sha256_bytes(format!("{base_stamp}\n{bits}\n64\n").as_bytes());
-    if util::read_stamp(&stamp).as_deref() == Some(key.as_str()) {
-        return Ok(dir);
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    let step = util::Step::start(format!(
-        "mlx_lm.convert -q --q-bits {bits} (g64) -> {}",
-        dir.display()
-    ));
-    util::run_logged(
-        Command::new(python)
-            .args(["-m", "mlx_lm", "convert", "--hf-path"])
-            .arg(base)
-            .arg("--mlx-path")
-            .arg(&dir)
-            .args(["-q", "--q-group-size", "64", "--q-bits", &bits.to_string()]),
-        &bench_dir().join("logs").join(format!("convert-{name}.log")),
-    )?;
-    util::write_stamp(&stamp, &key)?;
-    step.done();
-    Ok(dir)
+/// The `<model>-<bits>bit` copy that `cargo xtask models fetch` makes (mlx-lm's
+/// converter, groups of 64), made now when it is missing.
+fn quantized_dir(model: &str, bits: u32) -> Result<PathBuf> {
+    models::ensure_quantized(model, bits)
 }
 
 /// The read bandwidth in GB/s (`tiny-llm-bench bandwidth`, best pass).
@@ -190,7 +161,7 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
     let bw = bandwidth(&reference)?;
     let prompt = prompt_ids(&reference, &base)?;
     for bits in bit_widths(args) {
-        let dir = quantized_dir(&python, &base.name, &base.dir, bits)?;
+        let dir = quantized_dir(&base.name, bits)?;
         let config = Config {
             name: format!("{}-{bits}bit", base.name),
             dir,
