@@ -79,7 +79,8 @@ use tiny_llm_common::qmatrix::{check_matmul, KernelError, QuantizedMatrix, Scale
 /// - `M = 1` (decode, a matrix-vector product): four rows at a time, each
 ///   block of 32 codes is widened to f32 and multiplied into per-group
 ///   accumulators; per group `s * dot(x, q) + b * sum_x`. Every weight byte
-///   is read once; this path is limited by memory bandwidth.
+///   is read once; on the kit's Zen 3 this path is compute-bound (about
+///   12 GB/s on two cores, see the module docs), not memory-bound.
 /// - `M > 1` (prefill): a tile of four rows is dequantized to f32 once
 ///   (`s * q + b`) into a per-thread buffer, then multiplied with the `M`
 ///   rows of `x`, three at a time (twelve register accumulators).
