@@ -17,7 +17,7 @@ use half::{bf16, f16};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
 use proptest::prelude::*;
-use tiny_llm_common::cpu_bridge::host;
+use tiny_llm_common::cpu_bridge::{self, host};
 use tiny_llm_common::qmatrix::{QuantizedMatrix, Scale};
 use tiny_llm_common::{Checkpoint, Linear, Qwen2Config};
 use tiny_llm_grader::fixture::checked_dir;
@@ -307,6 +307,63 @@ fn prop_qmatmul_equals_scalar_oracle() {
     );
 }
 
+/// A matrix large enough that a fast kernel splits it over threads
+/// (1536 x 1024, 4 and 8 bits, decode and prefill shapes): every output row
+/// must equal the scalar oracle's, so a wrong split of the rows between
+/// threads (a row computed twice, skipped or written to the wrong place)
+/// fails here even though the small property cases run on one thread.
+#[test]
+fn qmatmul_large_matrix_matches_the_oracle() {
+    // a fixed pseudo-random problem (xorshift; no dependence on either kernel)
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (bits, m) in [(4u32, 1usize), (8, 1), (4, 7)] {
+        let (n, k, g) = (1536usize, 1024usize, 64usize);
+        let codes: Vec<u32> = (0..n * k).map(|_| (next() % (1 << bits)) as u32).collect();
+        let unit = |v: u64| (v % 2001) as f32 / 1000.0 - 1.0; // [-1, 1]
+        let scales: Vec<f32> = (0..n * k / g).map(|_| 0.05 * unit(next())).collect();
+        let biases: Vec<f32> = (0..n * k / g).map(|_| 0.3 * unit(next())).collect();
+        let x: Vec<f32> = (0..m * k).map(|_| 2.0 * unit(next())).collect();
+        let p = Problem {
+            m,
+            n,
+            k,
+            group_size: g,
+            bits,
+            scale_dtype: 0,
+            codes,
+            scales,
+            biases,
+            x,
+        };
+        if let Err(e) = fast_equals_oracle::<f32>(&p, |v| v) {
+            panic!("{e} (large case: {bits} bits, M = {m}, 1536 x 1024)");
+        }
+    }
+}
+
+/// Runs `f` and checks that it went through the CPU bridge (it read at least
+/// one array's buffer with `cpu_bridge::host`/`host_f32`): the layer must
+/// call day 10's kernel, not MLX's own `quantized_matmul` (which is what
+/// `Linear::forward` does, and what made the fixtures).
+fn through_the_bridge<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    cpu_bridge::reset_stats();
+    let out = f();
+    let st = cpu_bridge::stats();
+    assert!(
+        st.reads > 0,
+        "[wrong numbers] {what} never read a buffer through tiny_llm_common::cpu_bridge \
+         (host / host_f32): it must run your qmatmul kernel on the borrowed slices, not \
+         Linear::forward or MLX's quantized_matmul"
+    );
+    out
+}
+
 /// The case's quantized layer (with `bias` when present).
 fn layer(c: &Case, with_bias: bool) -> Linear {
     let bias = if with_bias {
@@ -334,10 +391,10 @@ fn quantized_linear_f32() {
         "f32",
         "expected",
         |c| {
-            ok(
-                "quantized_linear",
-                quantized_linear(c.get("x"), &layer(c, true)),
-            )
+            let l = layer(c, true);
+            through_the_bridge("quantized_linear", || {
+                ok("quantized_linear", quantized_linear(c.get("x"), &l))
+            })
         },
     );
 }
@@ -393,7 +450,9 @@ fn quantized_embedding_as_linear_f32() {
                 "QuantizedEmbedding::new",
                 QuantizedEmbedding::new(layer(c, false)),
             );
-            ok("QuantizedEmbedding::as_linear", e.as_linear(c.get("x")))
+            through_the_bridge("QuantizedEmbedding::as_linear", || {
+                ok("QuantizedEmbedding::as_linear", e.as_linear(c.get("x")))
+            })
         },
     );
 }

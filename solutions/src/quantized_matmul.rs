@@ -40,9 +40,11 @@ pub const SUPPORTED_GROUP_SIZES: [i32; 3] = [32, 64, 128];
 ///   bf16), computed in f32 and cast once at the end.
 ///
 /// Errors: [`Error::Invalid`] for other `bits` or `group_size`, a `w` that is
-/// not `uint32`, or an `x`, `scales` or `biases` that is not a float;
-/// [`Error::Shape`] when `w` is not 2-D, `scales` or `biases` are not
-/// `O x (I / group_size)`, or `x`'s last axis is not `I`.
+/// not `uint32` (the message says `uint32`), or an `x`, `scales` or `biases`
+/// that is not a float; [`Error::Shape`] when `w` is not 2-D, when its
+/// `I = P * 32 / bits` is not a multiple of `group_size` (the message names
+/// `group_size`), when `scales` or `biases` are not `O x (I / group_size)`,
+/// or when `x`'s last axis is not `I`.
 ///
 /// Reference: `mx.quantized_matmul(x, w, scales, biases, transpose=True,
 /// group_size, bits)` (MLX, mode "affine"); Jacob et al. 2018, "Quantization
