@@ -42,6 +42,13 @@ pub trait KvCache {
     /// shared prefix or undo a rejected speculative draft); returns how many
     /// were forgotten (at most `offset()`).
     fn trim(&mut self, n: usize) -> usize;
+
+    /// What the cache holds: `(keys, values)`, `N x H_kv x offset() x D`
+    /// and `N x H_kv x offset() x D_v` (the valid tokens only, not a
+    /// preallocated buffer's spare room), or `None` while it is empty. Day
+    /// 14's prompt cache saves these; a fresh cache given them through
+    /// [`KvCache::update_and_fetch`] holds the same tokens again.
+    fn state(&self) -> Option<(Array, Array)>;
 }
 
 /// Checks a cache update (given code): `keys` and `values` against each
@@ -131,6 +138,10 @@ impl KvCache for ConcatKvCache {
         };
         self.kv = Some((k.clone(), v.clone()));
         Ok((k, v))
+    }
+
+    fn state(&self) -> Option<(Array, Array)> {
+        self.kv.clone()
     }
 
     fn trim(&mut self, n: usize) -> usize {

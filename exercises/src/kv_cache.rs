@@ -79,6 +79,11 @@ impl KvCache for KvConcatCache {
         let _ = n;
         todo!("day 8: KvConcatCache::trim")
     }
+
+    /// The concatenated keys and values (`None` while empty).
+    fn state(&self) -> Option<(Array, Array)> {
+        todo!("day 14: KvConcatCache::state")
+    }
 }
 
 /// A cache with preallocated buffers, grown in steps of
@@ -150,5 +155,10 @@ impl KvCache for KvStepCache {
     fn trim(&mut self, n: usize) -> usize {
         let _ = n;
         todo!("day 8: KvStepCache::trim")
+    }
+
+    /// The first `offset` tokens of the buffers (`None` at offset 0).
+    fn state(&self) -> Option<(Array, Array)> {
+        todo!("day 14: KvStepCache::state")
     }
 }

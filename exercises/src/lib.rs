@@ -88,3 +88,33 @@ pub mod qmatmul_simd;
 pub mod quantized_linear;
 #[cfg(feature = "ref-day10")]
 pub use tiny_llm_ref::{qmatmul_simd, quantized_linear};
+// Day 11: fused kernels
+#[cfg(not(feature = "ref-day11"))]
+pub mod fused;
+#[cfg(not(feature = "ref-day11"))]
+pub mod fused_cpu;
+#[cfg(not(feature = "ref-day11"))]
+pub mod fused_gpu;
+#[cfg(feature = "ref-day11")]
+pub use tiny_llm_ref::{fused, fused_cpu, fused_gpu};
+// Day 12: flash attention
+#[cfg(not(feature = "ref-day12"))]
+pub mod flash_attention;
+#[cfg(not(feature = "ref-day12"))]
+pub mod flash_attention_cpu;
+#[cfg(not(feature = "ref-day12"))]
+pub mod flash_attention_gpu;
+#[cfg(feature = "ref-day12")]
+pub use tiny_llm_ref::{flash_attention, flash_attention_cpu, flash_attention_gpu};
+// Day 13: masks and chunked prefill
+#[cfg(not(feature = "ref-day13"))]
+pub mod batch;
+#[cfg(not(feature = "ref-day13"))]
+pub mod chunked_prefill;
+#[cfg(feature = "ref-day13")]
+pub use tiny_llm_ref::{batch, chunked_prefill};
+// Day 14: prompt cache
+#[cfg(not(feature = "ref-day14"))]
+pub mod prompt_cache;
+#[cfg(feature = "ref-day14")]
+pub use tiny_llm_ref::prompt_cache;

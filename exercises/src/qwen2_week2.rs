@@ -35,7 +35,7 @@ use mlx_rs::{Array, Dtype};
 #[allow(unused_imports)]
 use tiny_llm_common::{
     shape_error, take_weight, CachedLm, Checkpoint, Error, KvCache, Linear, LinearWeight,
-    Qwen2Config, Result,
+    Qwen2Config, Result, Week2Kernels,
 };
 
 /// A Qwen2 (or Llama) model that runs only new tokens, with a KV cache per
@@ -98,6 +98,28 @@ impl Qwen2ModelWeek2 {
     /// The configuration the model was built with.
     pub fn config(&self) -> &Qwen2Config {
         &self.config
+    }
+
+    /// The model with its layers routed through `kernels` (days 11 and 12):
+    /// `fused` runs RMSNorm, RoPE, SwiGLU and the attention softmax through
+    /// `crate::fused`, `flash_attention` runs attention through
+    /// `crate::flash_attention`. The logits stay those of day 8's model
+    /// (within f32 rounding). A new model starts with
+    /// [`Week2Kernels::NONE`].
+    ///
+    /// Hints: keep the choice in a field; where the layers call
+    /// `RmsNorm::forward`, `RoPE::forward`, `silu(g) * u` and day 3's
+    /// attention, call `crate::fused::{rms_norm, rope, swiglu}` and
+    /// `crate::flash_attention::flash_attention` (or scores,
+    /// `crate::fused::softmax`, and a second matmul) when it is on.
+    pub fn with_kernels(self, kernels: Week2Kernels) -> Self {
+        let _ = kernels;
+        todo!("day 11: Qwen2ModelWeek2::with_kernels")
+    }
+
+    /// The kernels the layers run through.
+    pub fn kernels(&self) -> Week2Kernels {
+        todo!("day 11: Qwen2ModelWeek2::kernels")
     }
 
     /// Empty caches, one per layer ([`crate::kv_cache::KvStepCache`]).

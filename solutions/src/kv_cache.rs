@@ -95,6 +95,11 @@ impl KvCache for KvConcatCache {
             _ => 0,
         }
     }
+
+    /// The concatenated keys and values (`None` while empty).
+    fn state(&self) -> Option<(Array, Array)> {
+        self.kv.clone()
+    }
 }
 
 /// A cache with preallocated buffers, grown in steps of
@@ -208,5 +213,17 @@ impl KvCache for KvStepCache {
         let n = n.min(self.offset);
         self.offset -= n;
         n
+    }
+
+    /// The first `offset` tokens of the buffers (`None` at offset 0).
+    fn state(&self) -> Option<(Array, Array)> {
+        let e = self.offset as i32;
+        match &self.kv {
+            Some((k, v)) if e > 0 => Some((
+                k.try_index((.., .., 0..e, ..)).ok()?,
+                v.try_index((.., .., 0..e, ..)).ok()?,
+            )),
+            _ => None,
+        }
     }
 }

@@ -46,3 +46,20 @@ pub mod quantized_matmul;
 // Day 10
 pub mod qmatmul_simd;
 pub mod quantized_linear;
+
+// Day 11
+pub mod fused;
+pub mod fused_cpu;
+pub mod fused_gpu;
+
+// Day 12
+pub mod flash_attention;
+pub mod flash_attention_cpu;
+pub mod flash_attention_gpu;
+
+// Day 13
+pub mod batch;
+pub mod chunked_prefill;
+
+// Day 14
+pub mod prompt_cache;

@@ -21,8 +21,8 @@ use mlx_rs::ops::concatenate;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype};
 use tiny_llm_common::{
-    shape_error, take_weight, CachedLm, Checkpoint, Error, KvCache, Linear, LinearWeight,
-    Qwen2Config, Result,
+    shape_error, take_weight, AttentionMask, CachedLm, Checkpoint, Error, KvCache, Linear,
+    LinearWeight, Qwen2Config, Result, Week2Kernels,
 };
 
 /// Several linear layers on the same input.
@@ -160,6 +160,8 @@ pub struct Qwen2ModelWeek2 {
     rope: RoPE,
     /// `H_q`, `H_kv`, `D`.
     heads: (i32, i32, i32),
+    /// Which week-2 kernels the layers run through (days 11 and 12).
+    kernels: Week2Kernels,
 }
 
 impl Qwen2ModelWeek2 {
@@ -218,6 +220,7 @@ impl Qwen2ModelWeek2 {
             lm_head,
             rope,
             heads: (h_q, h_kv, d),
+            kernels: Week2Kernels::NONE,
         };
         model.materialize()?;
         Ok(model)
@@ -265,6 +268,92 @@ impl Qwen2ModelWeek2 {
         &self.config
     }
 
+    /// The model with its layers routed through `kernels` (days 11 and 12):
+    /// `fused` runs RMSNorm, RoPE, SwiGLU and the attention softmax through
+    /// `crate::fused`, `flash_attention` runs attention through
+    /// `crate::flash_attention`. The logits stay those of day 8's model
+    /// (within f32 rounding). A new model starts with
+    /// [`Week2Kernels::NONE`].
+    pub fn with_kernels(mut self, kernels: Week2Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    /// The kernels the layers run through.
+    pub fn kernels(&self) -> Week2Kernels {
+        self.kernels
+    }
+
+    /// RMSNorm of `x`: day 11's kernel or day 4's layer.
+    fn rms_norm(&self, norm: &RmsNorm, x: &Array) -> Result<Array> {
+        if self.kernels.fused {
+            crate::fused::rms_norm(x, &norm.weight, norm.eps)
+        } else {
+            norm.forward(x)
+        }
+    }
+
+    /// RoPE of `x` (`N x L x H x D`) at `offset`: day 11's kernel or day 2's.
+    fn rope(&self, x: &Array, offset: i32) -> Result<Array> {
+        if self.kernels.fused {
+            crate::fused::rope(x, &self.rope, &[offset])
+        } else {
+            self.rope.forward(x, offset)
+        }
+    }
+
+    /// `silu(gate) * up`: day 11's kernel or week 1's ops.
+    fn swiglu(&self, gate: &Array, up: &Array) -> Result<Array> {
+        if self.kernels.fused {
+            crate::fused::swiglu(gate, up)
+        } else {
+            Ok(silu(gate)?.multiply(up)?)
+        }
+    }
+
+    /// Grouped attention of `q` (`N x H_q x L x D`) over `k`, `v`
+    /// (`N x H_kv x S x D`), the `L` queries being the last `L` of the `S`
+    /// positions: day 12's flash attention, or scores, day 11's softmax and
+    /// a second matmul, or day 3's attention.
+    fn attend(&self, q: &Array, k: &Array, v: &Array) -> Result<Array> {
+        let (l, s) = (q.dim(2), k.dim(2));
+        let (h_q, h_kv, d) = self.heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        if self.kernels.flash_attention {
+            let mask = if l > 1 {
+                AttentionMask::Causal
+            } else {
+                AttentionMask::None
+            };
+            return crate::flash_attention::flash_attention(q, k, v, scale, mask);
+        }
+        // One query sees every cached key: no mask.
+        let mask = if l > 1 {
+            Some(causal_mask(l, s, q.dtype())?)
+        } else {
+            None
+        };
+        if !self.kernels.fused {
+            return scaled_dot_product_attention_grouped(q, k, v, None, mask.as_ref());
+        }
+        // Scores per kv head with its G = H_q / H_kv query heads stacked:
+        // N x H_kv x G x L x S.
+        let n = q.dim(0);
+        let g = h_q / h_kv;
+        let q = q.reshape(&[n, h_kv, g, l, d])?;
+        let k = k.reshape(&[n, h_kv, 1, s, d])?;
+        let v = v.reshape(&[n, h_kv, 1, s, v.dim(3)])?;
+        let mut scores = q
+            .multiply(Array::from_f32(scale))?
+            .matmul(k.transpose_axes(&[0, 1, 2, 4, 3])?)?;
+        if let Some(m) = &mask {
+            scores = scores.add(m)?;
+        }
+        let p = crate::fused::softmax(&scores)?;
+        let o = p.matmul(v)?; // N x H_kv x G x L x D_v
+        Ok(o.reshape(&[n, h_q, l, -1])?)
+    }
+
     /// Empty caches, one per layer ([`crate::kv_cache::KvStepCache`]).
     pub fn new_cache(&self) -> Vec<Box<dyn KvCache>> {
         (0..self.layers.len())
@@ -309,24 +398,14 @@ impl Qwen2ModelWeek2 {
         };
         // N x L x H x D: RoPE wants the sequence before the heads.
         let qk = qk.reshape(&[n, l, h_q + h_kv, d])?;
-        let qk = self
-            .rope
-            .forward(&qk, offset)?
-            .transpose_axes(&[0, 2, 1, 3])?;
+        let qk = self.rope(&qk, offset)?.transpose_axes(&[0, 2, 1, 3])?;
         let mut qk = qk.split_at_indices(&[h_q], 1)?;
         let (Some(k), Some(q)) = (qk.pop(), qk.pop()) else {
             return Err(Error::Invalid("q/k split: expected 2 parts".into()));
         };
         let v = v.reshape(&[n, l, h_kv, d])?.transpose_axes(&[0, 2, 1, 3])?;
         let (k, v) = cache.update_and_fetch(&k, &v)?; // N x H_kv x S x D
-        let s = k.dim(2);
-        // One query sees every cached key: no mask.
-        let mask = if l > 1 {
-            Some(causal_mask(l, s, x.dtype())?)
-        } else {
-            None
-        };
-        let o = scaled_dot_product_attention_grouped(&q, &k, &v, None, mask.as_ref())?;
+        let o = self.attend(&q, &k, &v)?;
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[n, l, h_q * d])?;
         project(&o, &layer.o_proj)
     }
@@ -370,16 +449,16 @@ impl Qwen2ModelWeek2 {
             for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
                 let r = self.attention(
                     layer,
-                    &layer.input_layernorm.forward(&h)?,
+                    &self.rms_norm(&layer.input_layernorm, &h)?,
                     offset as i32,
                     c.as_mut(),
                 )?;
                 h = h.add(r)?;
-                let x = layer.post_attention_layernorm.forward(&h)?;
+                let x = self.rms_norm(&layer.post_attention_layernorm, &h)?;
                 let [g, u]: [Array; 2] = layer.gate_up.forward(&x)?.try_into().map_err(|_| {
                     Error::Invalid("gate/up projections: expected 2 outputs".into())
                 })?;
-                let r = project(&silu(&g)?.multiply(u)?, &layer.down_proj)?;
+                let r = project(&self.swiglu(&g, &u)?, &layer.down_proj)?;
                 h = h.add(r)?;
             }
             Ok(h)
@@ -395,7 +474,7 @@ impl Qwen2ModelWeek2 {
 
     /// Final norm and output layer: `N.. x E` -> `N.. x vocab`.
     fn head(&self, h: &Array) -> Result<Array> {
-        let h = self.norm.forward(h)?;
+        let h = self.rms_norm(&self.norm, h)?;
         match &self.lm_head {
             Some(l) => project(&h, l),
             None => self.embed_tokens.as_linear(&h),

@@ -1,0 +1,30 @@
+//! Which of week 2's CPU kernels the week-2 model runs (given code, shared by
+//! days 8, 11 and 12, the command line and the bench).
+//!
+//! It lives here, not in a day's module, so that a day taken from the
+//! reference (`ref-dayN`) and the learner's own days pass the same type.
+
+/// The kernels `Qwen2ModelWeek2` routes its layers through. The default
+/// (every field `false`) is day 8's model: week 1's layers, MLX array ops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Week2Kernels {
+    /// Day 11: RMSNorm, RoPE, SwiGLU and the attention softmax through
+    /// `crate::fused` (CPU kernels on the host buffers).
+    pub fused: bool,
+    /// Day 12: attention through `crate::flash_attention` (tiled, online
+    /// softmax, no `L x S` score matrix).
+    pub flash_attention: bool,
+}
+
+impl Week2Kernels {
+    /// Day 8's model: MLX array ops only.
+    pub const NONE: Week2Kernels = Week2Kernels {
+        fused: false,
+        flash_attention: false,
+    };
+    /// Every week-2 kernel.
+    pub const ALL: Week2Kernels = Week2Kernels {
+        fused: true,
+        flash_attention: true,
+    };
+}

@@ -1,0 +1,1 @@
+//! Day 13: prefill in chunks under a token budget.
