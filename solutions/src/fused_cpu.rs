@@ -112,13 +112,13 @@ fn check_rope(
     out: &[f32],
 ) -> Result<Vec<usize>, KernelError> {
     let d = t.dims;
-    if d == 0 || d % 2 != 0 {
+    if d == 0 || !d.is_multiple_of(2) {
         return Err(KernelError::Unsupported(format!(
             "dims must be positive and even, got {d}"
         )));
     }
     let half = d / 2;
-    if t.cos.len() % half != 0 {
+    if !t.cos.len().is_multiple_of(half) {
         return Err(KernelError::Unsupported(format!(
             "cos: {} elements are not whole rows of D/2 = {half}",
             t.cos.len()
