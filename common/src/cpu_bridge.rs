@@ -252,6 +252,50 @@ pub fn from_vec(mut data: Vec<f32>, shape: &[i32]) -> Result<Array> {
     Ok(array)
 }
 
+/// MLX's peak memory in bytes: the most its allocator has held at once
+/// since the start or the last [`reset_mlx_peak_memory`] (every array
+/// buffer MLX allocates, on the CPU too; not the kernels' own Rust
+/// allocations). Day 12 uses it to show that attention through the bridge
+/// allocates no `L x S` array.
+///
+/// Errors: [`Error::Invalid`] when mlx-c reports a failure.
+pub fn mlx_peak_memory() -> Result<usize> {
+    let mut bytes = 0usize;
+    // SAFETY: writes one usize through a valid pointer.
+    let rc = unsafe { mlx_sys::mlx_get_peak_memory(&mut bytes) };
+    if rc != 0 {
+        return Err(Error::Invalid("mlx_get_peak_memory failed".into()));
+    }
+    Ok(bytes)
+}
+
+/// Sets MLX's peak memory ([`mlx_peak_memory`]) to 0; the next
+/// allocation sets it to what MLX then holds, so a call's growth is the
+/// peak after it minus [`mlx_active_memory`] before it.
+///
+/// Errors: [`Error::Invalid`] when mlx-c reports a failure.
+pub fn reset_mlx_peak_memory() -> Result<()> {
+    // SAFETY: no arguments; resets a counter of MLX's allocator.
+    let rc = unsafe { mlx_sys::mlx_reset_peak_memory() };
+    if rc != 0 {
+        return Err(Error::Invalid("mlx_reset_peak_memory failed".into()));
+    }
+    Ok(())
+}
+
+/// The bytes MLX's allocator holds now (live array buffers).
+///
+/// Errors: [`Error::Invalid`] when mlx-c reports a failure.
+pub fn mlx_active_memory() -> Result<usize> {
+    let mut bytes = 0usize;
+    // SAFETY: writes one usize through a valid pointer.
+    let rc = unsafe { mlx_sys::mlx_get_active_memory(&mut bytes) };
+    if rc != 0 {
+        return Err(Error::Invalid("mlx_get_active_memory failed".into()));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +355,16 @@ mod tests {
         let e = from_vec(vec![0.0; 5], &[2, 3]).unwrap_err().to_string();
         assert!(e.contains("kernel output"), "{e}");
         assert_eq!(from_vec(Vec::new(), &[0, 4]).unwrap().shape(), &[0, 4]);
+    }
+
+    #[test]
+    fn mlx_peak_memory_sees_an_allocation() {
+        let a = Array::from_slice(&[1.0f32; 4], &[2, 2]);
+        a.eval().unwrap();
+        reset_mlx_peak_memory().unwrap();
+        let before = mlx_active_memory().unwrap();
+        let big = mlx_rs::ops::zeros::<f32>(&[1024, 1024]).unwrap();
+        big.eval().unwrap();
+        assert!(mlx_peak_memory().unwrap() >= before + 4 * 1024 * 1024);
     }
 }

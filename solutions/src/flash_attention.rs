@@ -66,7 +66,11 @@ pub fn flash_attention(
     let (n, h_q, l, d) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
     let (h_kv, s) = (k.dim(1), k.dim(2));
     if k.dim(0) != n || k.dim(3) != d {
-        return Err(shape_error("k", k, &format!("[{n}, H_kv, S, {d}] (N and D of q)")));
+        return Err(shape_error(
+            "k",
+            k,
+            &format!("[{n}, H_kv, S, {d}] (N and D of q)"),
+        ));
     }
     if h_kv == 0 || h_q % h_kv != 0 {
         return Err(shape_error(
@@ -76,7 +80,11 @@ pub fn flash_attention(
         ));
     }
     if v.dim(0) != n || v.dim(1) != h_kv || v.dim(2) != s {
-        return Err(shape_error("v", v, &format!("[{n}, {h_kv}, {s}, D_v] (N, H_kv, S of k)")));
+        return Err(shape_error(
+            "v",
+            v,
+            &format!("[{n}, {h_kv}, {s}, D_v] (N, H_kv, S of k)"),
+        ));
     }
     if matches!(mask, AttentionMask::Causal) && l > s {
         return Err(Error::Invalid(format!(
@@ -119,7 +127,9 @@ pub fn flash_attention(
         Dtype::Float32 => with_v(qs, kh.slice::<f32>()?, &vh, &dims, scale, kmask, &mut out),
         Dtype::Bfloat16 => with_v(qs, kh.slice::<bf16>()?, &vh, &dims, scale, kmask, &mut out),
         Dtype::Float16 => with_v(qs, kh.slice::<f16>()?, &vh, &dims, scale, kmask, &mut out),
-        dt => Err(Error::Invalid(format!("k: expected f32, bf16 or f16, got {dt:?}"))),
+        dt => Err(Error::Invalid(format!(
+            "k: expected f32, bf16 or f16, got {dt:?}"
+        ))),
     }?;
     let o = from_vec(out, &[n, h_q, l, dv])?;
     Ok(if q.dtype() == Dtype::Float32 {
@@ -160,7 +170,13 @@ fn with_v<K: KvElement>(
 /// an axis is neither 1 nor `full`'s.
 fn broadcast_strides(mask: &Array, full: &[i32; 4]) -> Result<[usize; 4]> {
     let shape = mask.shape();
-    let bad = || shape_error("mask", mask, &format!("broadcastable to {full:?} (N x H_q x L x S)"));
+    let bad = || {
+        shape_error(
+            "mask",
+            mask,
+            &format!("broadcastable to {full:?} (N x H_q x L x S)"),
+        )
+    };
     if shape.len() > 4 {
         return Err(bad());
     }

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use std::sync::OnceLock;
 use tiny_llm_common::qmatrix::KernelError;
 
-/// The sizes of one attention call. Row-major layouts: `q`
+/// The sizes of one attention call (given). Row-major layouts: `q`
 /// `N x H_q x L x D`, `k` `N x H_kv x S x D`, `v` `N x H_kv x S x D_v`,
 /// `out` `N x H_q x L x D_v`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub struct AttentionDims {
     pub dv: usize,
 }
 
-/// The mask of a kernel call.
+/// The mask of a kernel call (given).
 #[derive(Debug, Clone, Copy)]
 pub enum Mask<'a> {
     /// Every query sees every key.
@@ -60,7 +60,7 @@ pub enum Mask<'a> {
     },
 }
 
-/// A key/value element type: f32, bf16 or f16 (read as f32).
+/// A key/value element type: f32, bf16 or f16, read as f32 (given).
 pub trait KvElement: Copy + Send + Sync + 'static {
     /// `src` as f32: `src` itself for f32, else converted into `buf`
     /// (`buf.len() >= src.len()`).
@@ -206,7 +206,11 @@ pub fn attention_scalar<K: KvElement, V: KvElement>(
                 .map(|x| x * scale)
                 .collect();
             for (j, sc) in scores.iter_mut().enumerate() {
-                let dot: f32 = qi.iter().zip(&kh[j * d..(j + 1) * d]).map(|(a, b)| a * b).sum();
+                let dot: f32 = qi
+                    .iter()
+                    .zip(&kh[j * d..(j + 1) * d])
+                    .map(|(a, b)| a * b)
+                    .sum();
                 *sc = match mask {
                     Mask::Causal if j > i + s - l => f32::NEG_INFINITY,
                     Mask::Additive { data, strides: st } => {
@@ -226,7 +230,11 @@ pub fn attention_scalar<K: KvElement, V: KvElement>(
                 }
             }
             for oc in o.iter_mut() {
-                *oc = if m == f32::NEG_INFINITY { f32::NAN } else { *oc / sum };
+                *oc = if m == f32::NEG_INFINITY {
+                    f32::NAN
+                } else {
+                    *oc / sum
+                };
             }
         }
     }
@@ -383,7 +391,10 @@ fn decode_split<K: KvElement, V: KvElement>(ctx: &Ctx<'_, K, V>, out: &mut [f32]
         .collect();
     for (b, o) in out.chunks_exact_mut(dv).enumerate() {
         let parts = &parts[b * chunks..(b + 1) * chunks];
-        let m = parts.iter().map(|p| p.m[0]).fold(f32::NEG_INFINITY, f32::max);
+        let m = parts
+            .iter()
+            .map(|p| p.m[0])
+            .fold(f32::NEG_INFINITY, f32::max);
         if m == f32::NEG_INFINITY {
             o.fill(f32::NAN);
             continue;
@@ -476,7 +487,10 @@ fn tiles<S: VecOps, K: KvElement, V: KvElement>(
     while j0 < j_hi {
         let nc = BC.min(j_hi - j0);
         let kt = K::as_f32(&ctx.k[(kv * s + j0) * d..(kv * s + j0 + nc) * d], &mut kbuf);
-        let vt = V::as_f32(&ctx.v[(kv * s + j0) * dv..(kv * s + j0 + nc) * dv], &mut vbuf);
+        let vt = V::as_f32(
+            &ctx.v[(kv * s + j0) * dv..(kv * s + j0 + nc) * dv],
+            &mut vbuf,
+        );
         for r in 0..rows {
             S::dots(&qt[r * d..(r + 1) * d], kt, d, &mut sc[r * BC..r * BC + nc]);
         }
@@ -544,7 +558,11 @@ impl VecOps for Portable {
     #[inline(always)]
     fn dots(a: &[f32], keys: &[f32], d: usize, out: &mut [f32]) {
         for (c, o) in out.iter_mut().enumerate() {
-            *o = a.iter().zip(&keys[c * d..(c + 1) * d]).map(|(x, y)| x * y).sum();
+            *o = a
+                .iter()
+                .zip(&keys[c * d..(c + 1) * d])
+                .map(|(x, y)| x * y)
+                .sum();
         }
     }
     #[inline(always)]
@@ -648,7 +666,8 @@ mod avx2 {
                 let av = _mm256_set1_ps(a);
                 let mut i = 0;
                 while i + 8 <= n {
-                    let r = _mm256_fmadd_ps(av, _mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i)));
+                    let r =
+                        _mm256_fmadd_ps(av, _mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i)));
                     _mm256_storeu_ps(yp.add(i), r);
                     i += 8;
                 }
