@@ -309,9 +309,9 @@ pub fn flash_attention<K: KvElement, V: KvElement>(
 }
 
 /// Queries per tile.
-pub const BR: usize = 32;
+const BR: usize = 32;
 /// Keys per tile.
-pub const BC: usize = 64;
+const BC: usize = 64;
 /// The shortest chunk of keys a decode split gives a task.
 const SPLIT_MIN: usize = 256;
 /// Multiply-adds below which a call stays on the calling thread.
