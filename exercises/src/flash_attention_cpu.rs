@@ -154,7 +154,6 @@ pub fn attention_scalar<K: KvElement, V: KvElement>(
 /// floats per chunk. No `L x S` buffer.
 ///
 /// Errors: as [`check_attention`].
-
 ///
 /// Hints: start from the oracle and keep the property test green
 /// (`cargo xtask check day12`):
