@@ -19,6 +19,10 @@
 use half::{bf16, f16};
 use tiny_llm_common::qmatrix::KernelError;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod tiles;
+
 /// The sizes of one attention call (given). Row-major layouts: `q`
 /// `N x H_q x L x D`, `k` `N x H_kv x S x D`, `v` `N x H_kv x S x D_v`,
 /// `out` `N x H_q x L x D_v`.
