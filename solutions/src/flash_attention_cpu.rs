@@ -267,7 +267,6 @@ pub fn attention_scalar<K: KvElement, V: KvElement>(
 /// axpys and a vectorized `exp` (Cephes' polynomial, about 2 ulp) on
 /// x86_64 when the CPU has them (checked once), portable loops and
 /// `f32::exp` otherwise (`TINY_LLM_FLASH=portable` forces them).
-///
 /// Measured with `solutions/examples/flash_bench.rs` (dev profile, which
 /// optimizes the kit's crates; 2-core AMD EPYC shared with other builds at
 /// load 5-8, so wall times are rough, 2026-12-02), Qwen2.5-0.5B's shapes
