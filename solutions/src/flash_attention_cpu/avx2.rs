@@ -78,6 +78,43 @@ unsafe fn exp8(x: __m256) -> __m256 {
 
 impl VecOps for Avx2 {
     #[inline(always)]
+    fn pv(acc: &mut [f32], p: &[f32], v: &[f32]) {
+        let dv = acc.len();
+        let (ap, vp) = (acc.as_mut_ptr(), v.as_ptr());
+        // SAFETY: `v` holds p.len() rows of dv; indices stay below; AVX2 +
+        // FMA as above.
+        unsafe {
+            // up to 64 outputs at a time stay in 8 registers over every key
+            let mut x0 = 0;
+            while x0 + 8 <= dv {
+                let w = ((dv - x0) / 8).min(8);
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (b, rb) in r.iter_mut().enumerate().take(w) {
+                    *rb = _mm256_loadu_ps(ap.add(x0 + b * 8));
+                }
+                for (c, pc) in p.iter().enumerate() {
+                    let pv = _mm256_set1_ps(*pc);
+                    let row = vp.add(c * dv + x0);
+                    for (b, rb) in r.iter_mut().enumerate().take(w) {
+                        *rb = _mm256_fmadd_ps(pv, _mm256_loadu_ps(row.add(b * 8)), *rb);
+                    }
+                }
+                for (b, rb) in r.iter().enumerate().take(w) {
+                    _mm256_storeu_ps(ap.add(x0 + b * 8), *rb);
+                }
+                x0 += w * 8;
+            }
+            for x in x0..dv {
+                let mut t = *ap.add(x);
+                for (c, pc) in p.iter().enumerate() {
+                    t += pc * *vp.add(c * dv + x);
+                }
+                *ap.add(x) = t;
+            }
+        }
+    }
+
+    #[inline(always)]
     fn exp_sub(x: &mut [f32], m: f32) -> f32 {
         let n = x.len();
         let p = x.as_mut_ptr();
@@ -178,6 +215,12 @@ mod tests {
             let (mut u, mut w) = (a.clone(), a.clone());
             Portable::axpy(&mut u, 0.5, &keys[..19]);
             Avx2::axpy(&mut w, 0.5, &keys[..19]);
+            let (mut u2, mut w2) = (a.clone(), a.clone());
+            Portable::pv(&mut u2, &p, &keys);
+            Avx2::pv(&mut w2, &p, &keys);
+            for (x, z) in u2.iter().zip(&w2) {
+                assert!((x - z).abs() < 1e-4, "{u2:?} {w2:?}");
+            }
             Portable::scale(&mut u, 0.25);
             Avx2::scale(&mut w, 0.25);
             assert_eq!(u, w);

@@ -239,11 +239,7 @@ fn tiles<S: VecOps, K: KvElement, V: KvElement>(
             if alpha != 1.0 {
                 S::scale(acc, alpha);
             }
-            for (c, p) in row.iter().enumerate() {
-                if *p != 0.0 {
-                    S::axpy(acc, *p, &vt[c * dv..(c + 1) * dv]);
-                }
-            }
+            S::pv(acc, row, vt);
         }
         j0 += nc;
     }
@@ -257,6 +253,8 @@ pub(super) trait VecOps {
     fn axpy(y: &mut [f32], a: f32, x: &[f32]);
     /// `y *= a`.
     fn scale(y: &mut [f32], a: f32);
+    /// `acc += sum_c p[c] * v[c * D_v..(c + 1) * D_v]` (`D_v = acc.len()`).
+    fn pv(acc: &mut [f32], p: &[f32], v: &[f32]);
     /// `x = exp(x - m)` for each `x` (0 where `x = -inf`); returns the sum.
     fn exp_sub(x: &mut [f32], m: f32) -> f32;
 }
@@ -279,6 +277,15 @@ impl VecOps for Portable {
     fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
         for (yi, xi) in y.iter_mut().zip(x) {
             *yi += a * xi;
+        }
+    }
+    #[inline(always)]
+    fn pv(acc: &mut [f32], p: &[f32], v: &[f32]) {
+        let dv = acc.len();
+        for (c, pc) in p.iter().enumerate() {
+            if *pc != 0.0 {
+                Self::axpy(acc, *pc, &v[c * dv..(c + 1) * dv]);
+            }
         }
     }
     #[inline(always)]
