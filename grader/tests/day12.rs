@@ -365,14 +365,58 @@ fn sweep_week1(test: &str, kv: Dtype) {
     }
 }
 
+/// Keys and values as a KV cache hands them out: the first `S` rows of a
+/// longer buffer (a strided view), against the same attention on copies.
+fn check_views(test: &str, kv: Dtype) {
+    for (l, s) in [(1, 1000), (33, 129)] {
+        let (q, k, v) = inputs(l, s + 24, kv, 99);
+        let (kview, vview) = (
+            k.try_index((.., .., ..s, ..)).expect("slice"),
+            v.try_index((.., .., ..s, ..)).expect("slice"),
+        );
+        let mask = if l > 1 {
+            AttentionMask::Causal
+        } else {
+            AttentionMask::None
+        };
+        let got = ok(
+            "flash_attention",
+            flash_attention(&q, &kview, &vview, 0.125, mask),
+        );
+        let (kc, vc) = (
+            kview.as_dtype(Dtype::Float32).expect("copy"),
+            vview.as_dtype(Dtype::Float32).expect("copy"),
+        );
+        let m = (l > 1).then(|| causal_mask(l, s, Dtype::Float32).expect("causal_mask"));
+        let want = ok(
+            "scaled_dot_product_attention_grouped (day 3)",
+            scaled_dot_product_attention_grouped(&q, &kc, &vc, Some(0.125), m.as_ref()),
+        );
+        let case = format!(
+            "L = {l}, S = {s}: K/V {kv:?}, the first S rows of {} (a view)",
+            s + 24
+        );
+        assert_close(
+            test,
+            &case,
+            "out",
+            &got,
+            &want,
+            Tol::for_day(DAY, Dtype::Float32),
+        );
+    }
+}
+
 #[test]
 fn flash_attention_matches_week1_kv_f32() {
     sweep_week1("flash_attention_matches_week1_kv_f32", Dtype::Float32);
+    check_views("flash_attention_matches_week1_kv_f32", Dtype::Float32);
 }
 
 #[test]
 fn flash_attention_matches_week1_kv_bf16() {
     sweep_week1("flash_attention_matches_week1_kv_bf16", Dtype::Bfloat16);
+    check_views("flash_attention_matches_week1_kv_bf16", Dtype::Bfloat16);
 }
 
 /// The output has `q`'s dtype (bf16 `q`: computed in f32, returned in bf16).

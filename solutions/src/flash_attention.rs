@@ -11,7 +11,7 @@
 use crate::flash_attention_cpu::{flash_attention as kernel, AttentionDims, KvElement, Mask};
 use half::{bf16, f16};
 use mlx_rs::{Array, Dtype};
-use tiny_llm_common::cpu_bridge::{crossing, from_vec, host, host_f32, HostArray};
+use tiny_llm_common::cpu_bridge::{crossing, from_vec, host, host_f32, host_strided, HostView};
 use tiny_llm_common::{shape_error, AttentionMask, Error, Result};
 
 /// `softmax(q k^T * scale + mask) v` per query head, query head `h` reading
@@ -36,11 +36,13 @@ use tiny_llm_common::{shape_error, AttentionMask, Error, Result};
 ///
 /// Implementation: `q` is read as f32 (`cpu_bridge::host_f32`: a copy
 /// when it is not f32), `k` and `v` in place in their dtype
-/// (`cpu_bridge::host`), an additive mask as f32 in its own shape with
-/// stride 0 on its broadcast axes (an `L x S` mask is never expanded to
-/// `N x H_q x L x S`); one crossing to
-/// [`crate::flash_attention_cpu::flash_attention`], the output wrapped by
-/// `cpu_bridge::from_vec` and cast to `q`'s dtype.
+/// (`cpu_bridge::host_strided`: a KV cache's view of its buffer is not
+/// copied when each head's rows are contiguous), an additive mask as f32
+/// in its own shape with stride 0 on its broadcast axes (an `L x S` mask is
+/// never expanded to `N x H_q x L x S`); one crossing, one call of
+/// [`crate::flash_attention_cpu::flash_attention`] per batch row and kv
+/// head (its `G` query heads, keys and values as contiguous slices), the
+/// output wrapped by `cpu_bridge::from_vec` and cast to `q`'s dtype.
 pub fn flash_attention(
     q: &Array,
     k: &Array,
@@ -110,8 +112,8 @@ pub fn flash_attention(
         dv: dv as usize,
     };
     let qh = host_f32(q, "q")?;
-    let kh = host(k, "k", k.dtype())?;
-    let vh = host(v, "v", v.dtype())?;
+    let kh = kv_view(k, "k", d)?;
+    let vh = kv_view(v, "v", dv)?;
     let kmask = match &mask_host {
         Some((m, strides)) => Mask::Additive {
             data: m.slice::<f32>()?,
@@ -124,9 +126,36 @@ pub fn flash_attention(
     crossing();
     let qs = qh.slice::<f32>()?;
     match k.dtype() {
-        Dtype::Float32 => with_v(qs, kh.slice::<f32>()?, &vh, &dims, scale, kmask, &mut out),
-        Dtype::Bfloat16 => with_v(qs, kh.slice::<bf16>()?, &vh, &dims, scale, kmask, &mut out),
-        Dtype::Float16 => with_v(qs, kh.slice::<f16>()?, &vh, &dims, scale, kmask, &mut out),
+        Dtype::Float32 => with_v(
+            qs,
+            kh.slice::<f32>()?,
+            &kh,
+            &vh,
+            &dims,
+            scale,
+            kmask,
+            &mut out,
+        ),
+        Dtype::Bfloat16 => with_v(
+            qs,
+            kh.slice::<bf16>()?,
+            &kh,
+            &vh,
+            &dims,
+            scale,
+            kmask,
+            &mut out,
+        ),
+        Dtype::Float16 => with_v(
+            qs,
+            kh.slice::<f16>()?,
+            &kh,
+            &vh,
+            &dims,
+            scale,
+            kmask,
+            &mut out,
+        ),
         dt => Err(Error::Invalid(format!(
             "k: expected f32, bf16 or f16, got {dt:?}"
         ))),
@@ -139,27 +168,102 @@ pub fn flash_attention(
     })
 }
 
+/// `a` (`N x H_kv x S x width`) read in place when each head's `S x width`
+/// rows are contiguous (a KV cache hands out the filled part of its buffer:
+/// heads apart, rows together), else made row-contiguous first (a copy).
+fn kv_view(a: &Array, what: &str, width: i32) -> Result<HostView> {
+    let h = host_strided(a, what, a.dtype())?;
+    let st = h.strides();
+    let rows_together = a.dim(2) <= 1 || st[2] == width as usize;
+    if (a.dim(3) <= 1 || st[3] == 1) && rows_together {
+        return Ok(h);
+    }
+    let c = host(a, what, a.dtype())?;
+    host_strided(c.array(), what, a.dtype())
+}
+
 /// The kernel with `v` read in its dtype.
+#[allow(clippy::too_many_arguments)]
 fn with_v<K: KvElement>(
     q: &[f32],
     k: &[K],
-    v: &HostArray,
+    kh: &HostView,
+    vh: &HostView,
     dims: &AttentionDims,
     scale: f32,
     mask: Mask<'_>,
     out: &mut [f32],
 ) -> Result<()> {
-    let r = match v.array().dtype() {
-        Dtype::Float32 => kernel(q, k, v.slice::<f32>()?, dims, scale, mask, out),
-        Dtype::Bfloat16 => kernel(q, k, v.slice::<bf16>()?, dims, scale, mask, out),
-        Dtype::Float16 => kernel(q, k, v.slice::<f16>()?, dims, scale, mask, out),
-        dt => {
-            return Err(Error::Invalid(format!(
-                "v: expected f32, bf16 or f16, got {dt:?}"
-            )))
-        }
+    let (ks, vs) = (kh.strides(), vh.strides());
+    match vh.array().dtype() {
+        Dtype::Float32 => per_kv_head(q, (k, ks), (vh.slice::<f32>()?, vs), dims, scale, mask, out),
+        Dtype::Bfloat16 => per_kv_head(
+            q,
+            (k, ks),
+            (vh.slice::<bf16>()?, vs),
+            dims,
+            scale,
+            mask,
+            out,
+        ),
+        Dtype::Float16 => per_kv_head(q, (k, ks), (vh.slice::<f16>()?, vs), dims, scale, mask, out),
+        dt => Err(Error::Invalid(format!(
+            "v: expected f32, bf16 or f16, got {dt:?}"
+        ))),
+    }
+}
+
+/// One kernel call per batch row and kv head, on that head's contiguous
+/// keys and values and its `G` query heads (contiguous in `q` and `out`).
+fn per_kv_head<K: KvElement, V: KvElement>(
+    q: &[f32],
+    (k, ks): (&[K], &[usize]),
+    (v, vs): (&[V], &[usize]),
+    dims: &AttentionDims,
+    scale: f32,
+    mask: Mask<'_>,
+    out: &mut [f32],
+) -> Result<()> {
+    let AttentionDims {
+        n,
+        h_q,
+        h_kv,
+        l,
+        s,
+        d,
+        dv,
+    } = *dims;
+    let g = h_q / h_kv;
+    let one = AttentionDims {
+        n: 1,
+        h_q: g,
+        h_kv: 1,
+        ..*dims
     };
-    r.map_err(|e| Error::Invalid(e.to_string()))
+    for b in 0..n {
+        for hk in 0..h_kv {
+            let (kb, vb) = (b * ks[0] + hk * ks[1], b * vs[0] + hk * vs[1]);
+            let h0 = b * h_q + hk * g;
+            let sub_mask = match mask {
+                Mask::Additive { data, strides } => Mask::Additive {
+                    data: &data[b * strides[0] + hk * g * strides[1]..],
+                    strides,
+                },
+                m => m,
+            };
+            kernel(
+                &q[h0 * l * d..(h0 + g) * l * d],
+                &k[kb..kb + s * d],
+                &v[vb..vb + s * dv],
+                &one,
+                scale,
+                sub_mask,
+                &mut out[h0 * l * dv..(h0 + g) * l * dv],
+            )
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Element strides of `mask` read as `full` (`N x H_q x L x S`): its own
