@@ -848,6 +848,25 @@ fn flash_attention_allocates_no_score_matrix() {
 #[test]
 fn qwen2_flash_attention_matches_mlx_lm() {
     let test = "qwen2_flash_attention_matches_mlx_lm";
+    // Your flash_attention first: with `--ref 8` the model is the
+    // reference's, which calls the reference's flash attention.
+    let k = Array::from_slice(&[1.0f32, 0.0, 0.0, 1.0], &[1, 1, 2, 2]);
+    let v = Array::from_slice(&[1.0f32, 0.0], &[1, 1, 2, 1]);
+    let q = Array::from_slice(&[1.0f32, 0.0], &[1, 1, 1, 2]);
+    let e = std::f32::consts::E;
+    let got = ok(
+        "flash_attention",
+        flash_attention(&q, &k, &v, 1.0, AttentionMask::None),
+    );
+    let want = Array::from_slice(&[e / (e + 1.0)], &[1, 1, 1, 1]);
+    assert_close(
+        test,
+        "one query over two keys",
+        "out",
+        &got,
+        &want,
+        Tol::for_day(DAY, Dtype::Float32),
+    );
     let dir = checked_dir("tiny-qwen2");
     let config = Qwen2Config::from_file(&dir.join("config.json"))
         .unwrap_or_else(|e| panic!("[fixture] {e}"));
