@@ -155,7 +155,7 @@ pub fn attention_scalar<K: KvElement, V: KvElement>(
 /// Memory: scratch of one `BR x BC` score tile, one `BR x D` query tile,
 /// one `BC x D` key and `BC x D_v` value tile (bf16/f16 converted there),
 /// per task, whatever `L` and `S` are; the decode split adds `D_v + 2`
-/// floats per chunk. No `L x S` buffer.
+/// floats per query row and chunk. No `L x S` buffer.
 ///
 /// Errors: as [`check_attention`].
 ///

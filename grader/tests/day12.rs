@@ -758,7 +758,7 @@ fn kernel_vs_oracle<K: KvElement>(
 fn prop_flash_attention_cpu_equals_oracle() {
     prop::check(
         "prop_flash_attention_cpu_equals_oracle",
-        48,
+        96,
         problem(),
         |p| match p.kv {
             0 => kernel_vs_oracle(&p, |x| x),

@@ -253,7 +253,7 @@ pub fn attention_scalar<K: KvElement, V: KvElement>(
 /// Memory: scratch of one `BR x BC` score tile, one `BR x D` query tile,
 /// one `BC x D` key and `BC x D_v` value tile (bf16/f16 converted there),
 /// per task, whatever `L` and `S` are; the decode split adds `D_v + 2`
-/// floats per chunk. No `L x S` buffer.
+/// floats per query row and chunk. No `L x S` buffer.
 ///
 /// Errors: as [`check_attention`].
 ///
@@ -261,9 +261,12 @@ pub fn attention_scalar<K: KvElement, V: KvElement>(
 /// rayon over (batch row, head, query tile); a call below about 2^18
 /// multiply-adds stays on the calling thread. A key tile wholly in a
 /// query tile's causal future is never read, the diagonal tile is masked
-/// element by element. Decode (`L = 1`, `S >= 512`): `S` is split into
-/// chunks (flash-decoding), each with its own `m`, `l` and accumulator,
-/// merged at the end by `exp(m_c - max m)`. AVX2 + FMA dot products and
+/// element by element. Decode (`L = 1`): the `G` query heads of a kv head
+/// are taken as `G` query rows of one tile, so a key tile is read once for
+/// all of them. Few queries (`L <= BR`, after that regrouping) over
+/// `S >= 512` keys: `S` is split into chunks (flash-decoding), each with
+/// its own `m`, `l` and accumulators, merged at the end by
+/// `exp(m_c - max m)`. AVX2 + FMA dot products and
 /// axpys and a vectorized `exp` (Cephes' polynomial, about 2 ulp) on
 /// x86_64 when the CPU has them (checked once), portable loops and
 /// `f32::exp` otherwise (`TINY_LLM_FLASH=portable` forces them).
@@ -272,11 +275,12 @@ pub fn attention_scalar<K: KvElement, V: KvElement>(
 /// load 5-8, so wall times are rough, 2026-12-02), Qwen2.5-0.5B's shapes
 /// (14 query heads, 2 kv heads, D = 64), f32 K/V, against MLX's
 /// `fast::scaled_dot_product_attention` in the same run: decode over 128
-/// keys 0.06 ms vs 0.15 ms, over 4096 keys 1.5 ms vs 3.2 ms; 128 x 128
-/// causal 3.7 vs 7.9 ms; 512 x 512 causal 54 vs 99 ms; 1024 x 4096 causal
-/// 2.1 s vs 1.9 s (MLX's CPU path materialises the scores and runs
-/// OpenBLAS sgemm; this kernel's scores are dot products of 4 keys at a
-/// time, not a register-blocked matmul: the next step for long prefills).
+/// keys 0.05 ms vs 0.12 ms, over 4096 keys 0.76 ms vs 3.0 ms (1.5 ms
+/// before the query heads of a kv head were grouped); 128 x 128 causal 2.0
+/// vs 4.8 ms; 512 x 512 causal 63 vs 99 ms; 1024 x 4096 causal 1.9 s vs
+/// 2.6 s (MLX's CPU path materialises the scores and runs OpenBLAS sgemm;
+/// this kernel's scores are dot products of 4 keys at a time, not a
+/// register-blocked matmul: the next step for long prefills).
 pub fn flash_attention<K: KvElement, V: KvElement>(
     q: &[f32],
     k: &[K],
@@ -290,6 +294,25 @@ pub fn flash_attention<K: KvElement, V: KvElement>(
     if out.is_empty() {
         return Ok(());
     }
+    let g = dims.h_q / dims.h_kv;
+    if dims.l == 1 && g > 1 {
+        // One query per head: the G query heads of a kv head become G
+        // query rows of that head (same memory), so each key tile is read
+        // once for all of them. L = 1 sees every key: causal is none.
+        let rows = AttentionDims {
+            h_q: dims.h_kv,
+            l: g,
+            ..*dims
+        };
+        let mask = match mask {
+            Mask::Additive { data, strides: t } => Mask::Additive {
+                data,
+                strides: [t[0], t[1] * g, t[1], t[3]],
+            },
+            _ => Mask::None,
+        };
+        return flash_attention(q, k, v, &rows, scale, mask, out);
+    }
     let ctx = Ctx {
         q,
         k,
@@ -301,7 +324,7 @@ pub fn flash_attention<K: KvElement, V: KvElement>(
     };
     let work = dims.n * dims.h_q * dims.l * dims.s * (dims.d + dims.dv);
     let threads = rayon::current_num_threads();
-    if dims.l == 1 && dims.s >= 2 * SPLIT_MIN && threads > 1 {
+    if dims.l <= BR && dims.s >= 2 * SPLIT_MIN && threads > 1 {
         decode_split(&ctx, out, threads);
     } else if work < MIN_PARALLEL_WORK || threads <= 1 {
         for (b, head) in out.chunks_exact_mut(dims.l * dims.dv).enumerate() {

@@ -81,13 +81,15 @@ pub(super) fn query_tile<K: KvElement, V: KvElement>(
 }
 
 /// Flash-decoding: every head's `S` keys split into chunks, one task a
-/// chunk, then the chunks merged per head.
+/// chunk (all `L <= BR` query rows), then the chunks merged per row.
 pub(super) fn decode_split<K: KvElement, V: KvElement>(
     ctx: &Ctx<'_, K, V>,
     out: &mut [f32],
     threads: usize,
 ) {
-    let AttentionDims { n, h_q, s, dv, .. } = ctx.dims;
+    let AttentionDims {
+        n, h_q, l, s, dv, ..
+    } = ctx.dims;
     let heads = n * h_q;
     let chunks = (threads * 4).div_ceil(heads).clamp(1, s / SPLIT_MIN);
     let len = s.div_ceil(chunks);
@@ -95,33 +97,34 @@ pub(super) fn decode_split<K: KvElement, V: KvElement>(
         .into_par_iter()
         .map(|t| {
             let (b, c) = (t / chunks, t % chunks);
-            let mut st = RowState::new(1, dv);
+            let mut st = RowState::new(l, dv);
             let j0 = (c * len).min(s);
-            run_keys(ctx, b, 0, 1, j0, (j0 + len).min(s), &mut st);
+            run_keys(ctx, b, 0, l, j0, (j0 + len).min(s), &mut st);
             st
         })
         .collect();
-    for (b, o) in out.chunks_exact_mut(dv).enumerate() {
+    for (i, o) in out.chunks_exact_mut(dv).enumerate() {
+        let (b, r) = (i / l, i % l);
         let parts = &parts[b * chunks..(b + 1) * chunks];
         let m = parts
             .iter()
-            .map(|p| p.m[0])
+            .map(|p| p.m[r])
             .fold(f32::NEG_INFINITY, f32::max);
         if m == f32::NEG_INFINITY {
             o.fill(f32::NAN);
             continue;
         }
         o.fill(0.0);
-        let mut l = 0.0f32;
-        for p in parts.iter().filter(|p| p.m[0] > f32::NEG_INFINITY) {
-            let w = (p.m[0] - m).exp();
-            l += w * p.l[0];
-            for (oc, a) in o.iter_mut().zip(&p.acc) {
+        let mut sum = 0.0f32;
+        for p in parts.iter().filter(|p| p.m[r] > f32::NEG_INFINITY) {
+            let w = (p.m[r] - m).exp();
+            sum += w * p.l[r];
+            for (oc, a) in o.iter_mut().zip(&p.acc[r * dv..(r + 1) * dv]) {
                 *oc += w * a;
             }
         }
         for oc in o.iter_mut() {
-            *oc /= l;
+            *oc /= sum;
         }
     }
 }
