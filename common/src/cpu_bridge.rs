@@ -252,9 +252,137 @@ pub fn from_vec(mut data: Vec<f32>, shape: &[i32]) -> Result<Array> {
     Ok(array)
 }
 
+/// MLX's peak memory in bytes: the most its allocator has held at once
+/// since the start or the last [`reset_mlx_peak_memory`] (every array
+/// buffer MLX allocates, on the CPU too; not the kernels' own Rust
+/// allocations). Day 12 uses it to show that attention through the bridge
+/// allocates no `L x S` array.
+///
+/// Errors: [`Error::Invalid`] when mlx-c reports a failure.
+pub fn mlx_peak_memory() -> Result<usize> {
+    let mut bytes = 0usize;
+    // SAFETY: writes one usize through a valid pointer.
+    let rc = unsafe { mlx_sys::mlx_get_peak_memory(&mut bytes) };
+    if rc != 0 {
+        return Err(Error::Invalid("mlx_get_peak_memory failed".into()));
+    }
+    Ok(bytes)
+}
+
+/// Sets MLX's peak memory ([`mlx_peak_memory`]) to 0; the next
+/// allocation sets it to what MLX then holds, so a call's growth is the
+/// peak after it minus [`mlx_active_memory`] before it.
+///
+/// Errors: [`Error::Invalid`] when mlx-c reports a failure.
+pub fn reset_mlx_peak_memory() -> Result<()> {
+    // SAFETY: no arguments; resets a counter of MLX's allocator.
+    let rc = unsafe { mlx_sys::mlx_reset_peak_memory() };
+    if rc != 0 {
+        return Err(Error::Invalid("mlx_reset_peak_memory failed".into()));
+    }
+    Ok(())
+}
+
+/// The bytes MLX's allocator holds now (live array buffers).
+///
+/// Errors: [`Error::Invalid`] when mlx-c reports a failure.
+pub fn mlx_active_memory() -> Result<usize> {
+    let mut bytes = 0usize;
+    // SAFETY: writes one usize through a valid pointer.
+    let rc = unsafe { mlx_sys::mlx_get_active_memory(&mut bytes) };
+    if rc != 0 {
+        return Err(Error::Invalid("mlx_get_active_memory failed".into()));
+    }
+    Ok(bytes)
+}
+
+/// An evaluated array read in place with its own strides: a view (a slice
+/// of a middle axis, as a KV cache's filled part of its buffer) is not
+/// made row-contiguous.
+#[derive(Debug)]
+pub struct HostView {
+    array: Array,
+    strides: Vec<usize>,
+    extent: usize,
+}
+
+impl HostView {
+    /// The element strides of each axis (element `[i, j, ..]` is at
+    /// `i * strides[0] + j * strides[1] + ..` of [`HostView::slice`]).
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    /// The elements from the view's first to its last, borrowed from MLX's
+    /// buffer (elements between them that the view skips included).
+    ///
+    /// Errors: [`Error::Invalid`] when `T` is not the array's dtype.
+    pub fn slice<T: ArrayElement>(&self) -> Result<&[T]> {
+        if T::DTYPE != self.array.dtype() {
+            return Err(Error::Invalid(format!(
+                "cannot borrow a {:?} array as {:?}",
+                self.array.dtype(),
+                T::DTYPE
+            )));
+        }
+        if self.extent == 0 {
+            return Ok(&[]);
+        }
+        let data = T::array_data(&self.array);
+        if data.is_null() {
+            return Err(Error::Invalid("the array has no data".into()));
+        }
+        // SAFETY: `array` is evaluated; MLX's data pointer is the view's
+        // first element and every element the strides reach, up to
+        // `extent`, lies in the same buffer, alive as long as `self`.
+        Ok(unsafe { std::slice::from_raw_parts(data, self.extent) })
+    }
+
+    /// The array (evaluated).
+    pub fn array(&self) -> &Array {
+        &self.array
+    }
+}
+
+/// [`host`] without the copy of a strided view: evaluates `a` (a sync) and
+/// borrows its buffer with its strides (counted as borrowed: the bytes
+/// from its first to its last element).
+///
+/// Errors: [`Error::Invalid`] naming `what` when the dtype is not `dtype`;
+/// MLX's error when evaluation fails.
+pub fn host_strided(a: &Array, what: &str, dtype: Dtype) -> Result<HostView> {
+    if a.dtype() != dtype {
+        return Err(Error::Invalid(format!(
+            "{what}: expected dtype {dtype:?}, got {:?}",
+            a.dtype()
+        )));
+    }
+    READS.fetch_add(1, Relaxed);
+    eval_counted(a)?;
+    let strides = a.strides().to_vec();
+    let extent = if a.size() == 0 {
+        0
+    } else {
+        1 + a
+            .shape()
+            .iter()
+            .zip(&strides)
+            .map(|(&d, &s)| (d as usize - 1) * s)
+            .sum::<usize>()
+    };
+    let item = a.nbytes() / a.size().max(1);
+    BORROWED.fetch_add((extent * item) as u64, Relaxed);
+    Ok(HostView {
+        array: a.clone(),
+        strides,
+        extent,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mlx_rs::ops::indexing::IndexOp;
 
     #[test]
     fn borrows_contiguous_and_copies_views() {
@@ -311,5 +439,27 @@ mod tests {
         let e = from_vec(vec![0.0; 5], &[2, 3]).unwrap_err().to_string();
         assert!(e.contains("kernel output"), "{e}");
         assert_eq!(from_vec(Vec::new(), &[0, 4]).unwrap().shape(), &[0, 4]);
+    }
+
+    #[test]
+    fn mlx_peak_memory_sees_an_allocation() {
+        let a = Array::from_slice(&[1.0f32; 4], &[2, 2]);
+        a.eval().unwrap();
+        reset_mlx_peak_memory().unwrap();
+        let before = mlx_active_memory().unwrap();
+        let big = mlx_rs::ops::zeros::<f32>(&[1024, 1024]).unwrap();
+        big.eval().unwrap();
+        assert!(mlx_peak_memory().unwrap() >= before + 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn host_strided_reads_a_view_in_place() {
+        let a = Array::from_slice(&[0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], &[2, 4]);
+        let v = a.index((.., 1..3));
+        let h = host_strided(&v, "v", Dtype::Float32).unwrap();
+        assert_eq!(h.strides(), &[4, 1]);
+        // elements 1, 2 and 5, 6 (and 3, 4 between them)
+        assert_eq!(h.slice::<f32>().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert!(h.slice::<i32>().is_err());
     }
 }

@@ -30,6 +30,16 @@ use tiny_llm_common::{AttentionMask, Result};
 /// multiple of `H_kv`, or the mask does not broadcast;
 /// [`tiny_llm_common::Error::Invalid`] for a non-float array or
 /// `L > S` with a causal mask.
+///
+/// Hints: check the shapes first (4-D, matching `N`, `D`, `S`, `H_kv`,
+/// `H_q % H_kv == 0`, a causal mask with `L <= S`) with
+/// `tiny_llm_common::shape_error`; `cpu_bridge::host_f32(q, "q")`,
+/// `cpu_bridge::host(k, "k", k.dtype())` and `host(v, ...)`, then
+/// `slice::<f32>()`, `slice::<half::bf16>()` or `slice::<half::f16>()` by
+/// dtype; an additive mask read as f32 in its own shape, with stride 0 on
+/// the axes it broadcasts; `cpu_bridge::crossing()`; the kernel into a
+/// `Vec<f32>`; `cpu_bridge::from_vec(out, &[N, H_q, L, D_v])`, cast to
+/// `q.dtype()`.
 pub fn flash_attention(
     q: &Array,
     k: &Array,
