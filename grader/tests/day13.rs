@@ -20,8 +20,9 @@
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype};
 use proptest::prelude::*;
+use std::cell::RefCell;
 use std::collections::HashMap;
-use tiny_llm_common::{Checkpoint, KvCache, Qwen2Config};
+use tiny_llm_common::{CachedLm, Checkpoint, KvCache, Qwen2Config};
 use tiny_llm_grader::fixture::{checked_dir, checked_file};
 use tiny_llm_grader::imp::batch::{
     batch_causal_mask, left_pad, rope_rows, row_offsets, LeftPadded,
@@ -311,11 +312,34 @@ fn batch_causal_mask_rejects_bad_input() {
 
 // ---- RoPE per row -----------------------------------------------------------
 
+/// A RoPE with tables computed here, in f64 on the host:
+/// `cos(p * base^(-2i/D))` and `sin(..)` for `p < seq_len`, `i < D/2` (so
+/// the test does not depend on day 2's `RoPE::new`).
+fn rope_table(dims: i32, seq_len: i32, base: f32, traditional: bool) -> RoPE {
+    let half = dims / 2;
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for p in 0..seq_len {
+        for i in 0..half {
+            let theta = (base as f64).powf(-2.0 * i as f64 / dims as f64);
+            cos.push((p as f64 * theta).cos() as f32);
+            sin.push((p as f64 * theta).sin() as f32);
+        }
+    }
+    RoPE {
+        dims,
+        seq_len,
+        base,
+        traditional,
+        cos: Array::from_slice(&cos, &[seq_len, half]),
+        sin: Array::from_slice(&sin, &[seq_len, half]),
+    }
+}
+
 fn rope_of(c: &Case, d: i32) -> RoPE {
     let seq_len: i32 = c.meta("seq_len").expect("seq_len");
     let base: f32 = c.meta("base").expect("base");
     let traditional: bool = c.meta("traditional").expect("traditional");
-    ok("RoPE::new", RoPE::new(d, seq_len, base, traditional))
+    rope_table(d, seq_len, base, traditional)
 }
 
 fn rope_rows_case(test: &str, dtype: &str) {
@@ -375,7 +399,7 @@ fn prop_rope_rows_equals_rope_per_row() {
         strategy,
         |((b, l, trad, seed), offsets)| {
             let (h, d) = (2, 8);
-            let rope = ok("RoPE::new", RoPE::new(d, 16, 10000.0, trad));
+            let rope = rope_table(d, 16, 10000.0, trad);
             let key = mlx_rs::random::key(seed).expect("key");
             let x = mlx_rs::random::normal::<f32>(&[b, l, h, d], None, None, &key).expect("x");
             let got = ok("rope_rows", rope_rows(&x, &rope, &offsets));
@@ -411,7 +435,7 @@ fn prop_rope_rows_equals_rope_per_row() {
 
 #[test]
 fn rope_rows_rejects_bad_input() {
-    let rope = ok("RoPE::new", RoPE::new(8, 16, 10000.0, false));
+    let rope = rope_table(8, 16, 10000.0, false);
     let x = Array::zeros::<f32>(&[2, 3, 1, 8]).expect("zeros");
     should_fail_naming(
         "rope_rows",
@@ -514,10 +538,10 @@ fn row_ids(ids: &[u32]) -> Array {
 /// forced): at every real position each row's logits equal day 8's
 /// `forward` of that row alone, with its own caches.
 fn batch_equals_rows(test: &str, model_name: &str) {
-    let model = build(model_name);
     let prompts: [&[u32]; 3] = [&[11, 250, 3, 99, 42], &[7, 203], &[1, 2, 3, 4, 5, 6, 7]];
     let steps: [[u32; 3]; 3] = [[5, 8, 13], [21, 34, 55], [89, 144, 233]];
     let batch = pad(&prompts);
+    let model = build(model_name);
     let l = batch.ids.dim(1);
     let mut cache = model.new_cache();
     let got = ok(
@@ -575,9 +599,9 @@ fn batch_forward_matches_each_row_alone_llama() {
 /// padding: errors naming what was wrong, the caches unchanged.
 #[test]
 fn batch_forward_rejects_bad_input() {
-    let model = build("qwen2");
     let call = "Qwen2ModelWeek2::forward_batch";
     let batch = pad(&[&[1, 2, 3], &[4]]);
+    let model = build("qwen2");
     let mut cache = model.new_cache();
     should_fail_naming(
         call,
@@ -747,10 +771,142 @@ fn chunked_prefill_continues_a_cache() {
     );
 }
 
+/// A scripted [`CachedLm`]: records the ids of every forward pass, grows
+/// its counting caches by each pass's length, and returns `1 x vocab`
+/// logits holding the number of tokens seen so far (so the last pass's
+/// logits are recognisable).
+struct Recorder {
+    calls: RefCell<Vec<Vec<i32>>>,
+    context: usize,
+    vocab: usize,
+}
+
+/// A cache that only counts (the scripted model's).
+struct CountingCache(usize);
+
+impl KvCache for CountingCache {
+    fn offset(&self) -> usize {
+        self.0
+    }
+    fn update_and_fetch(
+        &mut self,
+        keys: &Array,
+        values: &Array,
+    ) -> tiny_llm_common::Result<(Array, Array)> {
+        self.0 += keys.dim(2) as usize;
+        Ok((keys.clone(), values.clone()))
+    }
+    fn trim(&mut self, n: usize) -> usize {
+        let n = n.min(self.0);
+        self.0 -= n;
+        n
+    }
+    fn state(&self) -> Option<(Array, Array)> {
+        None
+    }
+}
+
+impl Recorder {
+    fn new(context: usize, vocab: usize) -> Recorder {
+        Recorder {
+            calls: RefCell::new(Vec::new()),
+            context,
+            vocab,
+        }
+    }
+}
+
+impl CachedLm for Recorder {
+    fn new_cache(&self) -> Vec<Box<dyn KvCache>> {
+        (0..2)
+            .map(|_| Box::new(CountingCache(0)) as Box<dyn KvCache>)
+            .collect()
+    }
+    fn forward_last_cached(
+        &self,
+        inputs: &Array,
+        cache: &mut [Box<dyn KvCache>],
+    ) -> tiny_llm_common::Result<Array> {
+        assert_eq!(
+            inputs.ndim(),
+            2,
+            "[wrong shape] the model was given ids of shape {:?}, expected 1 x L",
+            inputs.shape()
+        );
+        self.calls.borrow_mut().push(ints(inputs));
+        let l = inputs.dim(1);
+        let k = Array::zeros::<f32>(&[1, 1, l, 1])?;
+        for c in cache.iter_mut() {
+            c.update_and_fetch(&k, &k)?;
+        }
+        let seen = cache[0].offset() as f32;
+        Ok(Array::from_slice(
+            &vec![seen; self.vocab],
+            &[1, self.vocab as i32],
+        ))
+    }
+    fn context_len(&self) -> Option<usize> {
+        Some(self.context)
+    }
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.vocab)
+    }
+}
+
+/// With a scripted model: one forward pass per chunk, `1 x n` ids, the
+/// prompt's tokens in order, `budget` of them in every chunk but the last;
+/// the last pass's logits come back. A prompt after cached tokens goes on
+/// from the caches' offset.
+#[test]
+fn chunked_prefill_reads_chunks_of_at_most_budget() {
+    let prompt: Vec<u32> = (0..64).map(|i| (i * 7 % 50) as u32).collect();
+    for budget in BUDGETS {
+        let model = Recorder::new(100, 50);
+        let mut cache = model.new_cache();
+        let logits = ok(
+            "chunked_prefill",
+            chunked_prefill(&model, &prompt, budget, &mut cache),
+        );
+        let want: Vec<Vec<i32>> = prompt
+            .chunks(budget)
+            .map(|c| c.iter().map(|&t| t as i32).collect())
+            .collect();
+        assert_eq!(
+            *model.calls.borrow(),
+            want,
+            "[wrong numbers] chunked_prefill, budget {budget}: the forward passes' ids \
+             (expected the 64-token prompt in chunks of {budget}, in order)"
+        );
+        assert_eq!(
+            values(&logits)[0],
+            64.0,
+            "[wrong numbers] chunked_prefill, budget {budget}: must return the last pass's logits"
+        );
+        // 10 more tokens continue the cache: chunks of `budget` from there
+        model.calls.borrow_mut().clear();
+        ok(
+            "chunked_prefill",
+            chunked_prefill(&model, &prompt[..10], budget, &mut cache),
+        );
+        assert_eq!(
+            cache[0].offset(),
+            74,
+            "[wrong numbers] chunked_prefill, budget {budget}: the caches after 64 + 10 tokens"
+        );
+        assert_eq!(
+            model.calls.borrow().len(),
+            10usize.div_ceil(budget),
+            "[wrong numbers] chunked_prefill, budget {budget}: forward passes for 10 tokens"
+        );
+    }
+}
+
+/// Budget 0, an empty prompt, an id past the vocabulary, more tokens than
+/// the context: errors naming what was wrong, before any forward pass.
 #[test]
 fn chunked_prefill_rejects_bad_input() {
-    let model = build("qwen2");
     let call = "chunked_prefill";
+    let model = Recorder::new(8, 50);
     let mut cache = model.new_cache();
     should_fail_naming(
         call,
@@ -764,33 +920,39 @@ fn chunked_prefill_rejects_bad_input() {
         chunked_prefill(&model, &[], 4, &mut cache),
         &["empty"],
     );
-    let vocab = model.config().vocab_size as u32;
     should_fail_naming(
         call,
-        "an id past the vocabulary",
-        chunked_prefill(&model, &[1, vocab], 4, &mut cache),
+        "id 50 with a vocabulary of 50",
+        chunked_prefill(&model, &[1, 50], 4, &mut cache),
         &["vocabulary"],
     );
-    let (mut config, checkpoint) = tiny("qwen2");
-    config.max_position_embeddings = 8;
-    let short = ok(
-        "Qwen2ModelWeek2::new",
-        Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
-    );
-    let mut short_cache = short.new_cache();
     should_fail_naming(
         call,
         "9 tokens with a context of 8",
-        chunked_prefill(&short, &[1; 9], 4, &mut short_cache),
+        chunked_prefill(&model, &[1; 9], 4, &mut cache),
         &["context"],
     );
-    for (i, c) in cache.iter().chain(short_cache.iter()).enumerate() {
-        assert_eq!(
-            c.offset(),
-            0,
-            "[wrong numbers] a rejected chunked_prefill must leave the caches as they were (cache {i})"
-        );
-    }
+    ok(
+        "chunked_prefill",
+        chunked_prefill(&model, &[1; 5], 4, &mut cache),
+    );
+    model.calls.borrow_mut().clear();
+    should_fail_naming(
+        call,
+        "5 cached and 4 new tokens with a context of 8",
+        chunked_prefill(&model, &[1; 4], 4, &mut cache),
+        &["context"],
+    );
+    assert!(
+        model.calls.borrow().is_empty(),
+        "[wrong numbers] a rejected chunked_prefill must not run the model (it ran {:?})",
+        model.calls.borrow()
+    );
+    assert_eq!(
+        cache[0].offset(),
+        5,
+        "[wrong numbers] a rejected chunked_prefill must leave the caches as they were"
+    );
 }
 
 // ---- the planner --------------------------------------------------------------
