@@ -160,6 +160,14 @@ pub fn plan_prefill(budget: usize, lengths: &[usize]) -> Result<Vec<Vec<Chunk>>>
     todo!("day 13: plan_prefill")
 }
 
+/// One prompt after its prefill: its caches and its last logits.
+pub struct Prefilled {
+    /// The prompt's caches, one per layer, holding its tokens.
+    pub cache: Vec<Box<dyn KvCache>>,
+    /// `1 x vocab` logits of the token after the prompt.
+    pub logits: Array,
+}
+
 /// Prefills several prompts under one token budget per step, following
 /// [`plan_prefill`]: each chunk is one forward pass over that sequence's
 /// own caches. Returns, per prompt, its caches and the `1 x vocab` logits
@@ -171,7 +179,7 @@ pub fn prefill_planned(
     model: &dyn CachedLm,
     prompts: &[&[u32]],
     budget: usize,
-) -> Result<Vec<(Vec<Box<dyn KvCache>>, Array)>> {
+) -> Result<Vec<Prefilled>> {
     let _ = (model, prompts, budget);
     todo!("day 13: prefill_planned")
 }

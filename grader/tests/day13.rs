@@ -28,7 +28,7 @@ use tiny_llm_grader::imp::batch::{
     batch_causal_mask, left_pad, rope_rows, row_offsets, LeftPadded,
 };
 use tiny_llm_grader::imp::chunked_prefill::{
-    chunked_prefill, plan_prefill, prefill_planned, Chunk, PrefillPlanner,
+    chunked_prefill, plan_prefill, prefill_planned, Chunk, PrefillPlanner, Prefilled,
 };
 use tiny_llm_grader::imp::positional_encoding::RoPE;
 use tiny_llm_grader::imp::qwen2_week2::Qwen2ModelWeek2;
@@ -1213,13 +1213,13 @@ fn prefill_planned_matches_one_shot() {
     let model = build("qwen2");
     let (prompt, _) = day7_greedy();
     let prompts: [&[u32]; 3] = [&prompt[..9], &prompt[30..34], &prompt[40..53]];
-    let got = ok("prefill_planned", prefill_planned(&model, &prompts, 6));
+    let got: Vec<Prefilled> = ok("prefill_planned", prefill_planned(&model, &prompts, 6));
     assert_eq!(
         got.len(),
         3,
         "[wrong numbers] {test}: prefill_planned must return one result per prompt"
     );
-    for (i, (p, (cache, logits))) in prompts.iter().zip(&got).enumerate() {
+    for (i, (p, done)) in prompts.iter().zip(&got).enumerate() {
         let want = ok(
             "Qwen2ModelWeek2::forward_last",
             model.forward_last(&row_ids(p), 0, &mut model.new_cache()),
@@ -1227,11 +1227,11 @@ fn prefill_planned_matches_one_shot() {
         assert_logits(
             test,
             &format!("prompt {i} ({} tokens), budget 6", p.len()),
-            logits,
+            &done.logits,
             &want,
         );
         assert!(
-            cache.iter().all(|c| c.offset() == p.len()),
+            done.cache.iter().all(|c| c.offset() == p.len()),
             "[wrong numbers] {test}: prompt {i}'s caches must hold its {} tokens",
             p.len()
         );

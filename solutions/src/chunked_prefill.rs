@@ -220,6 +220,14 @@ pub fn plan_prefill(budget: usize, lengths: &[usize]) -> Result<Vec<Vec<Chunk>>>
     Ok(steps)
 }
 
+/// One prompt after its prefill: its caches and its last logits.
+pub struct Prefilled {
+    /// The prompt's caches, one per layer, holding its tokens.
+    pub cache: Vec<Box<dyn KvCache>>,
+    /// `1 x vocab` logits of the token after the prompt.
+    pub logits: Array,
+}
+
 /// Prefills several prompts under one token budget per step, following
 /// [`plan_prefill`]: each chunk is one forward pass over that sequence's
 /// own caches. Returns, per prompt, its caches and the `1 x vocab` logits
@@ -231,7 +239,7 @@ pub fn prefill_planned(
     model: &dyn CachedLm,
     prompts: &[&[u32]],
     budget: usize,
-) -> Result<Vec<(Vec<Box<dyn KvCache>>, Array)>> {
+) -> Result<Vec<Prefilled>> {
     let lengths: Vec<usize> = prompts.iter().map(|p| p.len()).collect();
     if let Some(i) = lengths.iter().position(|&n| n == 0) {
         return Err(Error::Invalid(format!(
@@ -272,7 +280,7 @@ pub fn prefill_planned(
         .zip(logits)
         .enumerate()
         .map(|(i, (cache, l))| {
-            l.map(|l| (cache, l)).ok_or_else(|| {
+            l.map(|logits| Prefilled { cache, logits }).ok_or_else(|| {
                 Error::Invalid(format!("prefill_planned: prompt {i} was never read"))
             })
         })
