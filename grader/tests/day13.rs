@@ -536,7 +536,10 @@ fn row_ids(ids: &[u32]) -> Array {
 /// Three prompts of 5, 2 and 7 tokens (ids below the tiny Llama's vocabulary of 320), left-padded, prefilled in one
 /// `forward_batch`, then 3 decode steps (one token per row, teacher
 /// forced): at every real position each row's logits equal day 8's
-/// `forward` of that row alone, with its own caches.
+/// `forward` of that row alone, with its own caches. (This catches a
+/// padding key seen by a real query, not a row's RoPE positions shifted
+/// as a whole: attention only sees relative positions; the `rope_rows`
+/// tests check those.)
 fn batch_equals_rows(test: &str, model_name: &str) {
     let prompts: [&[u32]; 3] = [&[11, 250, 3, 99, 42], &[7, 203], &[1, 2, 3, 4, 5, 6, 7]];
     let steps: [[u32; 3]; 3] = [[5, 8, 13], [21, 34, 55], [89, 144, 233]];
