@@ -357,3 +357,73 @@ fn qwen_4bit_logits_match_mlx_lm() {
 fn smollm_4bit_logits_match_mlx_lm() {
     check_4bit_logits("smollm_4bit_logits_match_mlx_lm", SMOLLM);
 }
+
+/// Day 13: mlx-lm's decode prompt read by `chunked_prefill` with budgets 1,
+/// 7 and 64 (more than the prompt: one chunk), then greedy decoding: the
+/// first logits and every step's equal mlx-lm's (log-probabilities at the
+/// fixture's kept ids, as the cached decode check), and the greedy tokens
+/// are mlx-lm's 16.
+fn check_chunked_prefill(test: &str, name: &'static str) {
+    use tiny_llm_grader::imp::chunked_prefill::chunked_prefill;
+    let dir = model_dir(name);
+    let config = Qwen2Config::from_file(&dir.join("config.json"))
+        .unwrap_or_else(|e| panic!("[fixture] {name}: {e}"));
+    let checkpoint = Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] {name}: {e}"));
+    let model = ok(
+        "Qwen2ModelWeek2::new",
+        Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
+    );
+    drop(checkpoint);
+    let case = Case::load("real", &format!("{name}-decode"));
+    let prompt = ids_of(case.get("prompt_ids"));
+    let tokens = ids_of(case.get("tokens"));
+    let ids = case.get("ids");
+    let want = case.get("logprobs");
+    for budget in [1, 7, 64] {
+        let mut cache = model.new_cache();
+        let mut logits = ok(
+            "chunked_prefill",
+            chunked_prefill(&model, &prompt, budget, &mut cache),
+        );
+        for (t, &token) in tokens.iter().enumerate() {
+            let lp = log_softmax(&logits);
+            assert_close(
+                test,
+                &format!(
+                    "real/{name}-decode, {}-token prompt in chunks of {budget}, step {t}",
+                    prompt.len()
+                ),
+                "log-probabilities at the kept ids",
+                &lp.take_axis(ids, -1).unwrap(),
+                &want.try_index(t as i32..t as i32 + 1).unwrap(),
+                Tol::logits(Dtype::Float32),
+            );
+            let got_token = ids_of(&argmax_axis(&lp, -1, false).unwrap())[0];
+            assert_eq!(
+                got_token, token,
+                "[wrong numbers] {test}: {name}, budget {budget}, step {t}: the greedy token \
+                 differs from mlx-lm's"
+            );
+            if t + 1 < tokens.len() {
+                logits = ok(
+                    "Qwen2ModelWeek2::forward_last",
+                    model.forward_last(
+                        &Array::from_slice(&[token as i32], &[1, 1]),
+                        prompt.len() + t,
+                        &mut cache,
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn qwen_chunked_prefill_matches_mlx_lm() {
+    check_chunked_prefill("qwen_chunked_prefill_matches_mlx_lm", QWEN);
+}
+
+#[test]
+fn smollm_chunked_prefill_matches_mlx_lm() {
+    check_chunked_prefill("smollm_chunked_prefill_matches_mlx_lm", SMOLLM);
+}
