@@ -149,7 +149,8 @@ impl<M: CachedLm> Week2<M> {
         self
     }
 
-    /// The model.
+    /// The model (the session tests read their scripted model's record).
+    #[cfg(all(test, feature = "solutions"))]
     pub fn model(&self) -> &M {
         &self.model
     }

@@ -240,8 +240,9 @@ fn trim_and_rewind_count_hand_worked() {
     let test = "trim_and_rewind_count_hand_worked";
     let m = model(Dtype::Float32);
     let mut cache = filled(&m, &ids(1, 10));
-    // (call, returned, expected, tokens left expected)
-    let steps: [(&str, fn(&mut PromptCache) -> usize, usize, usize); 5] = [
+    // (call, expected return, tokens left expected)
+    type Call = fn(&mut PromptCache) -> usize;
+    let steps: [(&str, Call, usize, usize); 5] = [
         ("trim(3)", |c| c.trim(3), 3, 7),
         ("rewind_to(9)", |c| c.rewind_to(9), 0, 7),
         ("rewind_to(5)", |c| c.rewind_to(5), 2, 5),
