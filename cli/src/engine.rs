@@ -7,18 +7,34 @@
 //! prefill and one decode step) so that a week-2 day that is not implemented
 //! yet shows up before any text is printed: then, unless `--week 2` was
 //! given, the run falls back to week 1 with a one-line note
-//! ([`try_week2`]).
+//! ([`try_week2`]). With day 14's prompt cache, week 2 keeps the tokens of
+//! every answer and their keys and values: the next chat turn, whose prompt
+//! re-renders the whole conversation, runs only the tokens after the longest
+//! cached prefix ([`Week2::with_prompt_cache`]).
 
 use crate::imp::generate::{simple_generate, StreamingDetokenizer};
+use crate::imp::prompt_cache::PromptCache;
 use crate::imp::sampler::Sampler;
 use crate::model_pick::{Week, WeekChoice};
 use crate::not_implemented::{self, Todo};
 use anyhow::Result;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use tiny_llm_common::{
     Cached, CachedLm, CausalLm, FinishReason, Generation, GenerationStats, StepModel, TokenSampler,
     Tokenizer,
 };
+
+/// One answer: what was generated and how fast, and how many prompt tokens
+/// came from the prompt cache.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// The generated tokens, the prompt's length, the timings.
+    pub stats: GenerationStats,
+    /// Prompt tokens whose keys and values were reused from earlier turns
+    /// (`None` without a prompt cache).
+    pub reused: Option<usize>,
+}
 
 /// A model ready to answer, on one of the two paths.
 pub trait Engine {
@@ -28,32 +44,41 @@ pub trait Engine {
     ///
     /// Errors: the model's, the sampler's or the tokenizer's.
     fn generate(
-        &self,
+        &mut self,
         tokenizer: &Tokenizer,
         ids: &[u32],
         max_new: usize,
         sampler: &mut Sampler,
         on_text: &mut dyn FnMut(&str),
-    ) -> Result<GenerationStats>;
+    ) -> Result<Turn>;
 
     /// Which path this is.
     fn week(&self) -> Week;
+
+    /// Whether answers reuse the cached prefix of earlier prompts (day 14).
+    fn reuses_prompts(&self) -> bool {
+        false
+    }
 }
 
 impl<E: Engine + ?Sized> Engine for Box<E> {
     fn generate(
-        &self,
+        &mut self,
         tokenizer: &Tokenizer,
         ids: &[u32],
         max_new: usize,
         sampler: &mut Sampler,
         on_text: &mut dyn FnMut(&str),
-    ) -> Result<GenerationStats> {
+    ) -> Result<Turn> {
         (**self).generate(tokenizer, ids, max_new, sampler, on_text)
     }
 
     fn week(&self) -> Week {
         (**self).week()
+    }
+
+    fn reuses_prompts(&self) -> bool {
+        (**self).reuses_prompts()
     }
 }
 
@@ -62,16 +87,18 @@ pub struct Week1<M>(pub M);
 
 impl<M: CausalLm> Engine for Week1<M> {
     fn generate(
-        &self,
+        &mut self,
         tokenizer: &Tokenizer,
         ids: &[u32],
         max_new: usize,
         sampler: &mut Sampler,
         on_text: &mut dyn FnMut(&str),
-    ) -> Result<GenerationStats> {
-        Ok(simple_generate(
-            &self.0, tokenizer, ids, max_new, sampler, on_text,
-        )?)
+    ) -> Result<Turn> {
+        let stats = simple_generate(&self.0, tokenizer, ids, max_new, sampler, on_text)?;
+        Ok(Turn {
+            stats,
+            reused: None,
+        })
     }
 
     fn week(&self) -> Week {
@@ -79,25 +106,103 @@ impl<M: CausalLm> Engine for Week1<M> {
     }
 }
 
-/// Week 2: a [`CachedLm`] with fresh caches for every answer (a chat turn
-/// reads the whole conversation once; reusing the earlier turns' cache is
-/// day 14's prompt cache).
-pub struct Week2<M>(pub M);
+/// Where a prompt cache is kept between runs (`--prompt-cache FILE`).
+pub struct CacheFile {
+    /// The safetensors file.
+    pub path: PathBuf,
+    /// The model's identity in it (model directory name).
+    pub model: String,
+    /// The caches' dtype.
+    pub dtype: mlx_rs::Dtype,
+}
+
+/// Week 2: a [`CachedLm`], with a prompt cache (day 14) kept across
+/// answers, or fresh caches for every answer without one.
+pub struct Week2<M> {
+    model: M,
+    cache: Option<PromptCache>,
+    file: Option<CacheFile>,
+}
+
+impl<M: CachedLm> Week2<M> {
+    /// Fresh caches for every answer (each reads its whole prompt).
+    pub fn new(model: M) -> Self {
+        Week2 {
+            model,
+            cache: None,
+            file: None,
+        }
+    }
+
+    /// Answers through `cache` (empty, or loaded), kept across answers.
+    pub fn with_prompt_cache(model: M, cache: PromptCache) -> Self {
+        Week2 {
+            model,
+            cache: Some(cache),
+            file: None,
+        }
+    }
+
+    /// Saves the prompt cache to `file` after every answer.
+    pub fn saving_to(mut self, file: CacheFile) -> Self {
+        self.file = Some(file);
+        self
+    }
+
+    /// The model (the session tests read their scripted model's record).
+    #[cfg(all(test, feature = "solutions"))]
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+}
 
 impl<M: CachedLm> Engine for Week2<M> {
     fn generate(
-        &self,
+        &mut self,
         tokenizer: &Tokenizer,
         ids: &[u32],
         max_new: usize,
         sampler: &mut Sampler,
         on_text: &mut dyn FnMut(&str),
-    ) -> Result<GenerationStats> {
-        generate_cached(&self.0, tokenizer, ids, max_new, sampler, on_text)
+    ) -> Result<Turn> {
+        let Some(cache) = self.cache.as_mut() else {
+            let stats = generate_steps(
+                Cached::new(&self.model),
+                tokenizer,
+                ids,
+                max_new,
+                sampler,
+                on_text,
+            )?;
+            return Ok(Turn {
+                stats,
+                reused: None,
+            });
+        };
+        // The prefill below reuses exactly this prefix (and trims nothing
+        // more); asked first, for the report.
+        let reused = if ids.is_empty() { 0 } else { cache.reuse(ids)? };
+        let steps = cache.steps(&self.model);
+        let stats = generate_steps(steps, tokenizer, ids, max_new, sampler, on_text)?;
+        if let Some(f) = &self.file {
+            // The answer stands; a cache that could not be saved is only
+            // slower next time.
+            if let Err(e) = cache.save(&f.path, &f.model, f.dtype) {
+                eprintln!("[prompt cache: not saved to {}: {e}]", f.path.display());
+            }
+        }
+        Ok(Turn {
+            stats,
+            reused: Some(reused),
+        })
     }
 
     fn week(&self) -> Week {
         Week::Two
+    }
+
+    fn reuses_prompts(&self) -> bool {
+        self.cache.is_some()
     }
 }
 
@@ -110,27 +215,22 @@ impl TokenSampler for Lent<'_> {
     }
 }
 
-/// The week-2 loop: [`Generation::prefill`] on the prompt, then
-/// [`Generation::step`] until it stops (an end-of-sequence id, `max_new`
-/// tokens, or a full context), each token through day 7's
-/// `StreamingDetokenizer` (an end-of-sequence id is not detokenized), and
-/// what it holds back flushed at the end.
+/// The week-2 loop over `steps` (fresh caches, or a prompt cache):
+/// [`Generation::prefill`] on the prompt, then [`Generation::step`] until it
+/// stops (an end-of-sequence id, `max_new` tokens, or a full context), each
+/// token through day 7's `StreamingDetokenizer` (an end-of-sequence id is
+/// not detokenized), and what it holds back flushed at the end.
 ///
 /// Errors: the model's, the sampler's or the tokenizer's.
-pub fn generate_cached<M: CachedLm>(
-    model: &M,
+pub fn generate_steps<S: StepModel>(
+    steps: S,
     tokenizer: &Tokenizer,
     ids: &[u32],
     max_new: usize,
     sampler: &mut Sampler,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<GenerationStats> {
-    let mut generation = Generation::new(
-        Cached::new(model),
-        Lent(sampler),
-        max_new,
-        tokenizer.eos_token_ids(),
-    );
+    let mut generation = Generation::new(steps, Lent(sampler), max_new, tokenizer.eos_token_ids());
     let mut detok = StreamingDetokenizer::new(tokenizer);
     let mut event = generation.prefill(ids)?;
     while let Some(e) = event {

@@ -65,27 +65,32 @@ fn show(rate: Option<f64>) -> String {
 /// The line printed after an answer.
 ///
 /// - `prompt_tokens`: the prompt's length.
+/// - `reused`: with a prompt cache, how many of the prompt's tokens came
+///   from it (their keys and values were not computed again).
 /// - `generated`: tokens sampled (an end-of-sequence token included).
 /// - `prefill_seconds`: the prompt's forward pass and the first sample.
 /// - `decode_seconds`: from the first sampled token to the last.
 /// - `finish`: why it stopped (`Stop`, `Length`).
 ///
-/// Prefill speed is `prompt_tokens / prefill_seconds`; the time to the
-/// first token is `prefill_seconds` (`-` when none was generated); decode speed is
-/// `(generated - 1) / decode_seconds` (the first token comes out of the
-/// prefill). A speed that is not defined (`--max-tokens 0`, one token)
-/// prints as `-`, never `inf` or `NaN`.
+/// Prefill speed is the prompt tokens computed (`prompt_tokens - reused`)
+/// per `prefill_seconds`; the time to the first token is `prefill_seconds`
+/// (`-` when none was generated); decode speed is `(generated - 1) /
+/// decode_seconds` (the first token comes out of the prefill). A speed
+/// that is not defined (`--max-tokens 0`, one token) prints as `-`, never
+/// `inf` or `NaN`.
 pub fn stats_line(
     prompt_tokens: usize,
+    reused: Option<usize>,
     generated: usize,
     prefill_seconds: f64,
     decode_seconds: f64,
     finish: &str,
 ) -> String {
+    let computed = prompt_tokens.saturating_sub(reused.unwrap_or(0));
     let prefill = if generated == 0 {
         None
     } else {
-        rate(prompt_tokens, prefill_seconds)
+        rate(computed, prefill_seconds)
     };
     let decode = rate(generated.saturating_sub(1), decode_seconds);
     let first = if generated == 0 {
@@ -93,8 +98,9 @@ pub fn stats_line(
     } else {
         format!("{prefill_seconds:.2} s")
     };
+    let cached = reused.map_or_else(String::new, |r| format!(" ({r} reused from the cache)"));
     format!(
-        "[prompt: {prompt_tokens} tokens, {} tok/s | first token: {first} | decode: {generated} tokens, {} tok/s | {finish} | {:.1} s in all]",
+        "[prompt: {prompt_tokens} tokens{cached}, {} tok/s | first token: {first} | decode: {generated} tokens, {} tok/s | {finish} | {:.1} s in all]",
         show(prefill),
         show(decode),
         prefill_seconds + decode_seconds,
@@ -146,18 +152,23 @@ mod tests {
     fn undefined_speeds_print_as_a_dash() {
         // --max-tokens 0: nothing ran
         assert_eq!(
-            stats_line(12, 0, 0.0, 0.0, "Length"),
+            stats_line(12, None, 0, 0.0, 0.0, "Length"),
             "[prompt: 12 tokens, - tok/s | first token: - | decode: 0 tokens, - tok/s | Length | 0.0 s in all]"
         );
         // one token: prefill only (12 / 0.5 = 24), no decode speed
         assert_eq!(
-            stats_line(12, 1, 0.5, 0.0, "Length"),
+            stats_line(12, None, 1, 0.5, 0.0, "Length"),
             "[prompt: 12 tokens, 24.00 tok/s | first token: 0.50 s | decode: 1 tokens, - tok/s | Length | 0.5 s in all]"
         );
         // 12 / 0.25 = 48 tok/s; (5 - 1) / 1.75 = 2.2857 tok/s; 0.25 + 1.75 = 2 s
         assert_eq!(
-            stats_line(12, 5, 0.25, 1.75, "Stop"),
+            stats_line(12, None, 5, 0.25, 1.75, "Stop"),
             "[prompt: 12 tokens, 48.00 tok/s | first token: 0.25 s | decode: 5 tokens, 2.29 tok/s | Stop | 2.0 s in all]"
+        );
+        // a prompt cache: 9 of 12 tokens reused, 3 computed in 0.25 s = 12 tok/s
+        assert_eq!(
+            stats_line(12, Some(9), 5, 0.25, 1.75, "Stop"),
+            "[prompt: 12 tokens (9 reused from the cache), 12.00 tok/s | first token: 0.25 s | decode: 5 tokens, 2.29 tok/s | Stop | 2.0 s in all]"
         );
     }
 }

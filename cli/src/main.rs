@@ -30,6 +30,7 @@ mod model_pick;
 mod not_implemented;
 mod progress;
 mod session;
+mod speedups;
 
 use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -50,6 +51,7 @@ use tiny_llm as imp;
 use tiny_llm_ref as imp;
 
 use imp::loader::load_weights;
+use imp::prompt_cache::PromptCache;
 use imp::qwen2_week1::Qwen2ModelWeek1;
 use imp::qwen2_week2::Qwen2ModelWeek2;
 use imp::sampler::{Sampler, SamplerConfig};
@@ -115,6 +117,12 @@ struct Args {
     /// A system message (the chat template's default otherwise).
     #[arg(long)]
     system: Option<String>,
+    /// Keep the prompt cache (day 14) in FILE (safetensors): loaded at the
+    /// start when it was saved for this model and dtype, saved after every
+    /// answer. A later run whose prompt starts like the cached tokens reads
+    /// only the rest.
+    #[arg(long, value_name = "FILE")]
+    prompt_cache: Option<PathBuf>,
     /// cpu or gpu [default: gpu when MLX has a usable one].
     #[arg(long, value_parser = PossibleValuesParser::new(Device::NAMES).map(|s| s.parse::<Device>().expect("a Device name")))]
     device: Option<Device>,
@@ -201,19 +209,89 @@ fn load_week1(
     Ok(Box::new(Week1(model)))
 }
 
+/// What the week-2 engine is asked for besides the model.
+struct Week2Wants<'a> {
+    /// A prompt cache (chat, or `--prompt-cache`).
+    prompt_cache: bool,
+    /// `--prompt-cache FILE`.
+    file: Option<&'a std::path::Path>,
+}
+
 /// The week-2 model: the checkpoint as stored (packed layers stay packed),
-/// day 8's model, and a two-token probe ([`engine::probe`]).
+/// day 8's model and a two-token probe ([`engine::probe`]), then the
+/// fastest kernels that run (days 11-12, [`speedups::choose_kernels`]) and,
+/// when wanted, day 14's prompt cache ([`speedups::prompt_cache`]), each
+/// left out with a note while its day is not implemented.
 fn load_week2(
     dir: &std::path::Path,
     config: &Qwen2Config,
     dtype: Dtype,
-) -> Result<Box<dyn Engine>> {
+    wants: &Week2Wants,
+) -> Result<(Box<dyn Engine>, String)> {
     let checkpoint = Checkpoint::load(dir)
         .with_context(|| format!("loading the weights of {}", dir.display()))?;
     let model = Qwen2ModelWeek2::new(config, &checkpoint, dtype)?;
     drop(checkpoint);
     engine::probe(&model)?;
-    Ok(Box::new(Week2(model)))
+    let (model, note) = speedups::choose_kernels(model)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    let label = format!(
+        "week 2, KV cache, {}",
+        speedups::kernels_name(model.kernels())
+    );
+    if !wants.prompt_cache {
+        return Ok((Box::new(Week2::new(model)), label));
+    }
+    let mut cache = match speedups::prompt_cache(&model)? {
+        Ok(cache) => cache,
+        Err(todo) => {
+            eprintln!("{}", speedups::no_prompt_cache_note(&todo));
+            return Ok((Box::new(Week2::new(model)), label));
+        }
+    };
+    let label = format!("{label}, prompt cache");
+    let Some(path) = wants.file else {
+        return Ok((Box::new(Week2::with_prompt_cache(model, cache)), label));
+    };
+    let identity = cache_identity(dir)?;
+    if path.exists() {
+        match PromptCache::load(path, &identity, dtype, model.new_cache()) {
+            Ok(loaded) => {
+                eprintln!(
+                    "[prompt cache: {} tokens loaded from {}]",
+                    loaded.len(),
+                    path.display()
+                );
+                cache = loaded;
+            }
+            Err(e) => eprintln!(
+                "[prompt cache: not loaded ({e}); starting empty, {} will be overwritten]",
+                path.display()
+            ),
+        }
+    }
+    let file = engine::CacheFile {
+        path: path.to_path_buf(),
+        model: identity,
+        dtype,
+    };
+    let engine = Week2::with_prompt_cache(model, cache).saving_to(file);
+    Ok((Box::new(engine), label))
+}
+
+/// The model identity a saved prompt cache carries: the model directory's
+/// name and its quantization (`qwen2.5-coder-0.5b-4bit (4-bit g64)`).
+fn cache_identity(dir: &std::path::Path) -> Result<String> {
+    let name = dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok(match model_pick::quantization_of(dir)? {
+        Some((group, bits)) => format!("{name} ({bits}-bit g{group})"),
+        None => format!("{name} (not quantized)"),
+    })
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -231,13 +309,18 @@ fn run(args: &Args) -> Result<()> {
     let started = Instant::now();
     let config = Qwen2Config::from_file(&dir.join("config.json"))?;
     let tokenizer = Tokenizer::from_dir(&dir)?;
-    let engine = match week.week {
-        Week::One => load_week1(&dir, &config, dtype)?,
-        Week::Two => match engine::try_week2(week, || load_week2(&dir, &config, dtype))? {
-            Attempt::Ready(engine) => engine,
+    let week1_label = "week 1, no KV cache".to_string();
+    let wants = Week2Wants {
+        prompt_cache: args.chat || args.prompt_cache.is_some(),
+        file: args.prompt_cache.as_deref(),
+    };
+    let (engine, path) = match week.week {
+        Week::One => (load_week1(&dir, &config, dtype)?, week1_label),
+        Week::Two => match engine::try_week2(week, || load_week2(&dir, &config, dtype, &wants))? {
+            Attempt::Ready(loaded) => loaded,
             Attempt::FallBack(todo) => {
                 eprintln!("{}", engine::fallback_note(&todo));
-                load_week1(&dir, &config, dtype)?
+                (load_week1(&dir, &config, dtype)?, week1_label)
             }
         },
     };
@@ -255,10 +338,6 @@ fn run(args: &Args) -> Result<()> {
         Some((group, bits)) => format!("{bits}-bit g{group}, "),
         None => String::new(),
     };
-    let path = match engine.week() {
-        Week::One => "week 1, no KV cache",
-        Week::Two => "week 2, KV cache",
-    };
     eprintln!(
         "[{} ({} layers, {quantized}{dtype:?}, {path}) loaded in {:.1} s]",
         dir.display(),
@@ -267,6 +346,7 @@ fn run(args: &Args) -> Result<()> {
     );
 
     let week_one = engine.week() == Week::One;
+    let reuses = engine.reuses_prompts();
     let mut session = session::Session {
         engine,
         tokenizer,
@@ -287,6 +367,9 @@ fn run(args: &Args) -> Result<()> {
             if week_one {
                 "Week 1 has no KV cache, so each turn re-reads the whole conversation: turns get \
                  slower as it grows"
+            } else if reuses {
+                "The prompt cache keeps the conversation's keys and values: each turn reads only \
+                 what follows the cached prefix, then decodes from the KV cache"
             } else {
                 "Each turn reads the whole conversation once, then decodes from the KV cache \
                  (reusing earlier turns is day 14's prompt cache)"

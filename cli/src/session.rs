@@ -61,7 +61,7 @@ impl<E: Engine> Session<E> {
         }
         let mut answer = String::new();
         let mut spinner = progress::Spinner::start(ids.len());
-        let stats = self.engine.generate(
+        let turn = self.engine.generate(
             &self.tokenizer,
             &ids,
             budget.max_new,
@@ -77,10 +77,12 @@ impl<E: Engine> Session<E> {
         spinner.stop();
         let _ = writeln!(out);
         let _ = out.flush();
+        let stats = &turn.stats;
         eprintln!(
             "{}",
             limits::stats_line(
                 stats.prompt_tokens,
+                turn.reused,
                 stats.tokens.len(),
                 stats.prefill_seconds,
                 stats.decode_seconds,
@@ -159,14 +161,27 @@ mod tests {
     }
     impl Wrap for Week2<Scripted> {
         fn wrap(m: Scripted) -> Self {
-            Week2(m)
+            Week2::new(m)
         }
         fn model(&self) -> &Scripted {
-            &self.0
+            Week2::model(self)
+        }
+    }
+
+    fn scripted(script: Vec<u32>) -> Scripted {
+        Scripted {
+            script,
+            vocab: 1088,
+            step: Cell::new(0),
+            fed: RefCell::new(Vec::new()),
         }
     }
 
     fn session<E: Wrap>(script: Vec<u32>, max_tokens: usize, context: usize) -> Session<E> {
+        session_with(E::wrap(scripted(script)), max_tokens, context)
+    }
+
+    fn session_with<E: Engine>(engine: E, max_tokens: usize, context: usize) -> Session<E> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tiny-qwen2");
         let tokenizer = Tokenizer::from_dir(&dir).unwrap();
         let sampler = Sampler::new(SamplerConfig {
@@ -185,12 +200,7 @@ mod tests {
             intermediate: 1.0,
         };
         Session {
-            engine: E::wrap(Scripted {
-                script,
-                vocab: 1088,
-                step: Cell::new(0),
-                fed: RefCell::new(Vec::new()),
-            }),
+            engine,
             tokenizer,
             sampler,
             options: Options {
@@ -278,6 +288,50 @@ mod tests {
     #[test]
     fn week2_max_tokens_zero_and_huge_and_a_full_context() {
         max_tokens_zero_and_huge_and_a_full_context::<Week2<Scripted>>();
+    }
+
+    /// With a prompt cache, the second turn (the template re-rendering the
+    /// first turn's prompt and answer, then the new message) feeds the
+    /// model only what follows the cached tokens: the first turn's prompt
+    /// and the answer's tokens fed back (all but the last sampled one).
+    #[test]
+    fn week2_with_a_prompt_cache_feeds_only_the_new_turn() {
+        use crate::imp::prompt_cache::PromptCache;
+        let tok = session::<Week1<Scripted>>(vec![], 0, 2048).tokenizer;
+        let ab = tok.encode("ab", false).unwrap();
+        let eos = tok.eos_token_ids()[0];
+        // turn 1 answers "ab", turn 2 the first token of "ab"
+        let script: Vec<u32> = ab.iter().copied().chain([eos, ab[0], eos]).collect();
+        let m = scripted(script);
+        let cache = PromptCache::for_model(&m);
+        let mut s = session_with(Week2::with_prompt_cache(m, cache), 16, 2048);
+        assert!(s.engine.reuses_prompts());
+        let render = |h: &[ChatMessage]| {
+            tok.encode(&tok.apply_chat_template(h, true).unwrap(), false)
+                .unwrap()
+        };
+        let mut history = vec![ChatMessage::user("hi")];
+        let p1 = render(&history);
+        let mut out = Vec::new();
+        let a1 = s.answer(&history, &mut out).unwrap();
+        assert_eq!(a1, "ab");
+        history.push(ChatMessage::assistant(a1));
+        history.push(ChatMessage::user("more"));
+        let p2 = render(&history);
+        let cached: Vec<u32> = p1.iter().chain(&ab).copied().collect();
+        assert!(
+            p2.starts_with(&cached),
+            "{p1:?} + {ab:?} is not a prefix of {p2:?}"
+        );
+        let a2 = s.answer(&history, &mut out).unwrap();
+        assert_eq!(a2, tok.decode(&ab[..1]).unwrap());
+        let fed = s.engine.model().fed.borrow().clone();
+        // turn 1: the prompt, then the answer's tokens one at a time; turn
+        // 2: only the tokens after the cached ones, then its one answer token
+        let mut want = vec![p1.len() as i32];
+        want.extend(std::iter::repeat_n(1, ab.len()));
+        want.extend([(p2.len() - cached.len()) as i32, 1]);
+        assert_eq!(fed, want);
     }
 
     /// Week 1 feeds the whole sequence every step; week 2 the prompt once,

@@ -81,6 +81,9 @@ impl KvCache for KvConcatCache {
     }
 
     /// The concatenated keys and values (`None` while empty).
+    ///
+    /// Hints: (day 14) a clone of what the cache keeps: MLX arrays share
+    /// their buffers, so this copies nothing.
     fn state(&self) -> Option<(Array, Array)> {
         todo!("day 14: KvConcatCache::state")
     }
@@ -158,6 +161,10 @@ impl KvCache for KvStepCache {
     }
 
     /// The first `offset` tokens of the buffers (`None` at offset 0).
+    ///
+    /// Hints: (day 14) `try_index((.., .., 0..offset, ..))` of both buffers,
+    /// as `update_and_fetch` returns them; not the whole buffers, whose
+    /// spare room (and what `trim` forgot) is not part of the cache.
     fn state(&self) -> Option<(Array, Array)> {
         todo!("day 14: KvStepCache::state")
     }

@@ -6,8 +6,11 @@
 //! One message a line, from a terminal or a pipe
 //! (`printf 'hi\nand then?\n' | cargo xtask chat --solution`); every turn
 //! sends the whole history (week 1 re-reads it for every token; week 2 reads
-//! it once per turn, then decodes from the KV cache). `/reset` clears the history, `/quit` or the end of input ends the
-//! chat. Everything else is `run`'s ([`crate::run::ModelArgs`]): it starts
+//! it once per turn, then decodes from the KV cache; with day 14's prompt
+//! cache it reads only what follows the prefix cached by earlier turns, and
+//! prints per turn how many prompt tokens were reused and the time to the
+//! first token). `--prompt-cache FILE` keeps that cache across runs.
+//! `/reset` clears the history, `/quit` or the end of input ends the chat. Everything else is `run`'s ([`crate::run::ModelArgs`]): it starts
 //! `tiny-llm-chat --chat`.
 
 use crate::run::{launch, ModelArgs};
@@ -53,12 +56,18 @@ mod tests {
             "4",
             "--week",
             "2",
+            "--prompt-cache",
+            "c.safetensors",
         ]);
         assert!(cli.chat.model.solution);
         assert_eq!(cli.chat.model.system.as_deref(), Some("Be brief."));
         assert_eq!(cli.chat.model.max_tokens, Some(9));
         assert_eq!(cli.chat.model.quant.as_deref(), Some("4"));
         assert_eq!(cli.chat.model.week.as_deref(), Some("2"));
+        assert_eq!(
+            cli.chat.model.prompt_cache.as_deref(),
+            Some(std::path::Path::new("c.safetensors"))
+        );
         assert!(Cli::try_parse_from(["chat", "hello"]).is_err());
         assert_eq!(tail(), ["--chat"]);
     }

@@ -65,6 +65,10 @@ pub struct ModelArgs {
     /// Print the prompt the chat template made before answering.
     #[arg(long)]
     pub show_prompt: bool,
+    /// Keep day 14's prompt cache in FILE (safetensors): loaded when it was
+    /// saved for this model and dtype, saved after every answer.
+    #[arg(long, value_name = "FILE")]
+    pub prompt_cache: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -120,6 +124,7 @@ fn chat_args(args: &ModelArgs, model_dir: Option<String>, tail: Vec<String>) -> 
     opt("dtype", args.dtype.clone());
     opt("system", args.system.clone());
     opt("device", args.device.map(|d| d.as_str().to_string()));
+    opt("prompt-cache", args.prompt_cache.as_deref().map(absolute));
     if args.show_prompt {
         out.push("--show-prompt".into());
     }
@@ -261,13 +266,22 @@ mod tests {
 
     #[test]
     fn messages_files_and_model_directories_become_absolute() {
-        let cli = Cli::parse_from(["run", "--model", "src", "--messages", "chat.json"]);
+        let cli = Cli::parse_from([
+            "run",
+            "--model",
+            "src",
+            "--prompt-cache",
+            "c.safetensors",
+            "--messages",
+            "chat.json",
+        ]);
         let here = std::env::current_dir().unwrap();
         let args = chat_args(&cli.run.model, None, run_tail(&cli.run));
         assert_eq!(
             args,
             [
                 format!("--model={}", here.join("src").display()),
+                format!("--prompt-cache={}", here.join("c.safetensors").display()),
                 format!("--messages={}", here.join("chat.json").display()),
             ]
         );

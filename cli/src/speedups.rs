@@ -1,0 +1,202 @@
+//! The week-2 model's optional speed-ups, each tried when the model loads
+//! and left out, with a one-line note, while its day is not implemented:
+//!
+//! - the kernels ([`choose_kernels`]): day 11's fused kernels and day 12's
+//!   flash attention ([`Week2Kernels::ALL`]), else the fused kernels alone,
+//!   else day 8's layers ([`Week2Kernels::NONE`]);
+//! - day 14's prompt cache ([`prompt_cache`]): a chat turn then runs only
+//!   the tokens after the longest prefix it shares with the cached tokens.
+//!
+//! Each is probed like the week-2 model itself ([`crate::engine::probe`]):
+//! a `todo!()` of its day, caught, means "not yet"; any other panic goes on
+//! unwinding, to be reported as usual. Kernels must also give day 8's
+//! logits on the probe (a prefill of 3 tokens, then a decode step), so that
+//! a kernel that is wrong is left out with a note instead of garbling the
+//! answers.
+
+use crate::imp::prompt_cache::PromptCache;
+use crate::imp::qwen2_week2::Qwen2ModelWeek2;
+use crate::not_implemented::{self, Todo};
+use anyhow::{bail, Result};
+use mlx_rs::{Array, Dtype};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use tiny_llm_common::{Cached, CachedLm, StepModel, Week2Kernels};
+
+/// How far a kernel's probe logits may be from day 8's (as
+/// log-probabilities, absolute): far above f32 rounding (about 1e-5 here),
+/// far below what a wrong kernel moves them.
+const PROBE_TOLERANCE: f32 = 1e-2;
+
+/// The logits (as f32 log-probabilities) of a 3-token prefill and one
+/// decode step, evaluated.
+fn probe_logits<M: CachedLm>(model: &M) -> Result<Vec<f32>> {
+    let mut steps = Cached::new(model);
+    let mut out = Vec::new();
+    for ids in [&[1u32, 2, 3][..], &[4]] {
+        let x = steps.feed(ids)?.as_dtype(Dtype::Float32)?;
+        let lse = x.logsumexp_axis(-1, true)?;
+        let lp: Array = x.subtract(lse)?;
+        lp.eval()?;
+        out.extend_from_slice(lp.try_as_slice::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// What `f` came to: its value, or the `todo!()` of one of `days` that it
+/// reached. Any other panic keeps unwinding.
+///
+/// Errors: `f`'s.
+pub fn unless_todo<T>(days: &[u32], f: impl FnOnce() -> Result<T>) -> Result<Result<T, Todo>> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(done) => done.map(Ok),
+        Err(payload) => match not_implemented::day_of(&payload) {
+            Some(todo) if todo.day.is_some_and(|d| days.contains(&d)) => Ok(Err(todo)),
+            _ => resume_unwind(payload),
+        },
+    }
+}
+
+/// The kernels' names, as the load line prints them.
+pub fn kernels_name(k: Week2Kernels) -> &'static str {
+    match (k.fused, k.flash_attention) {
+        (true, true) => "fused kernels + flash attention",
+        (true, false) => "fused kernels",
+        (false, true) => "flash attention",
+        (false, false) => "day 8's layers",
+    }
+}
+
+fn todo_text(todo: &Todo) -> String {
+    let day = todo.day.unwrap_or(0);
+    if todo.item.is_empty() {
+        format!("day {day} is not implemented yet")
+    } else {
+        format!("day {day} is not implemented yet (`{}`)", todo.item)
+    }
+}
+
+/// `model` with the fastest kernels that run and agree with day 8's
+/// layers on a probe: [`Week2Kernels::ALL`], else the fused kernels alone,
+/// else [`Week2Kernels::NONE`]. Returns the model and, when it is not
+/// `ALL`, a one-line note saying why.
+///
+/// Errors: the probe's with [`Week2Kernels::NONE`] (day 8's own model).
+pub fn choose_kernels(model: Qwen2ModelWeek2) -> Result<(Qwen2ModelWeek2, Option<String>)> {
+    let model = model.with_kernels(Week2Kernels::NONE);
+    let want = probe_logits(&model)?;
+    let fused_only = Week2Kernels {
+        fused: true,
+        ..Week2Kernels::NONE
+    };
+    let mut why: Vec<String> = Vec::new();
+    for kernels in [Week2Kernels::ALL, fused_only] {
+        let candidate = model.clone().with_kernels(kernels);
+        let reason = match unless_todo(&[11, 12], || probe_logits(&candidate)) {
+            Ok(Ok(got)) => {
+                let worst =
+                    got.iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(
+                            0.0f32,
+                            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+                        );
+                if got.len() == want.len() && worst <= PROBE_TOLERANCE {
+                    let note = (!why.is_empty()).then(|| {
+                        format!(
+                            "[kernels: {}: running {}]",
+                            why.join("; "),
+                            kernels_name(kernels)
+                        )
+                    });
+                    return Ok((candidate, note));
+                }
+                format!(
+                    "{} give other logits than day 8's layers (off by {worst:.1e})",
+                    kernels_name(kernels)
+                )
+            }
+            Ok(Err(todo)) => todo_text(&todo),
+            Err(e) => format!("{} failed: {e:#}", kernels_name(kernels)),
+        };
+        // the same day missing again says nothing new
+        if !why.contains(&reason) {
+            why.push(reason);
+        }
+    }
+    let note = format!(
+        "[kernels: {}: running {}]",
+        why.join("; "),
+        kernels_name(Week2Kernels::NONE)
+    );
+    Ok((model, Some(note)))
+}
+
+/// An empty prompt cache for `model`, after a probe (a one-token prompt,
+/// then a two-token prompt reusing its first token); or day 14's
+/// `todo!()` when the prompt cache is not implemented yet.
+///
+/// Errors: the model's; a prompt cache that does not reuse the shared
+/// token.
+pub fn prompt_cache<M: CachedLm>(model: &M) -> Result<Result<PromptCache, Todo>> {
+    unless_todo(&[14], || {
+        let mut cache = PromptCache::for_model(model);
+        cache.prefill(model, &[0])?.logits.eval()?;
+        let second = cache.prefill(model, &[0, 0])?;
+        second.logits.eval()?;
+        if second.reused != 1 {
+            bail!(
+                "the prompt cache reused {} tokens of [0] for the prompt [0, 0], expected 1",
+                second.reused
+            );
+        }
+        cache.clear();
+        Ok(cache)
+    })
+}
+
+/// The note printed when the prompt cache is left out.
+pub fn no_prompt_cache_note(todo: &Todo) -> String {
+    format!(
+        "[prompt cache: {}: each chat turn reads the whole conversation again]",
+        todo_text(todo)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn todos_of_the_named_days_are_caught_others_unwind() {
+        not_implemented::install_hook();
+        let got = unless_todo::<u32>(&[14], || {
+            panic!("not yet implemented: day 14: PromptCache::reuse")
+        })
+        .unwrap();
+        let todo = got.unwrap_err();
+        assert_eq!(
+            no_prompt_cache_note(&todo),
+            "[prompt cache: day 14 is not implemented yet (`PromptCache::reuse`): each chat \
+             turn reads the whole conversation again]"
+        );
+        assert_eq!(unless_todo(&[14], || Ok(3)).unwrap().unwrap(), 3);
+        assert!(unless_todo::<u32>(&[14], || bail!("no")).is_err());
+        let caught = catch_unwind(|| {
+            let _ = unless_todo::<u32>(&[11, 12], || {
+                panic!("not yet implemented: day 8: KvStepCache::trim")
+            });
+        })
+        .unwrap_err();
+        assert_eq!(not_implemented::day_of(&caught).unwrap().day, Some(8));
+    }
+
+    #[test]
+    fn kernel_names() {
+        assert_eq!(
+            kernels_name(Week2Kernels::ALL),
+            "fused kernels + flash attention"
+        );
+        assert_eq!(kernels_name(Week2Kernels::NONE), "day 8's layers");
+    }
+}
