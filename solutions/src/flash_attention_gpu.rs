@@ -4,30 +4,32 @@
 //! machines the kit is tested on).
 //!
 //! Same function, signature and contract as `crate::flash_attention` (the
-//! CPU kernel of day 12), with two kernels behind it:
+//! CPU kernel of day 12), with two kernels behind it: a prefill kernel for
+//! `L > 1` (a thread block per `(query tile, query head, batch row)`, K/V
+//! tiles staged in shared memory, an online softmax, key tiles wholly in a
+//! causal tile's future skipped) and a decode kernel for `L = 1` (the `S`
+//! keys split over blocks, each writing a partial `(max, sum, output)`),
+//! followed by a small kernel that merges the partials. GQA: query head `h`
+//! reads kv head `h / (H_q / H_kv)`; nothing is copied. No `L x S` buffer
+//! exists on the device (an explicit mask is the caller's own array, read in
+//! place). MLX wraps and launches the bodies as `crate::fused_gpu`'s module
+//! doc describes.
 //!
-//! - prefill (`L > 1`): a block of 4 warps per `(query tile of 16 rows,
-//!   query head, batch row)`. The tile's queries (pre-scaled) and each tile
-//!   of 32 keys and values are staged in shared memory as f32; lane `j` of a
-//!   warp scores key `j` against one query row, the warp updates that row's
-//!   running maximum `m`, sum `l` and output accumulator (the online softmax
-//!   of FlashAttention-2), with each lane owning the output columns
-//!   `lane, lane + 32, ...`. With a causal mask, key tiles wholly in the
-//!   tile's future are never loaded.
-//! - decode (`L = 1`): the `S` keys are split into up to 32 chunks, one
-//!   block per `(chunk, query head, batch row)`; each warp runs the same
-//!   online softmax over its keys, the block merges its warps, and writes
-//!   its partial `(m, l, acc)`; a second kernel merges the chunks
-//!   (`out = sum_c acc_c e^(m_c - M) / sum_c l_c e^(m_c - M)`).
-//!
-//! GQA: query head `h` reads kv head `h / (H_q / H_kv)`; nothing is copied.
-//! No `L x S` buffer exists on the device (an explicit mask is the caller's
-//! own array, read in place).
+//! Implementation: prefill blocks have 4 warps and 16 query rows (4 a
+//! warp). The tile's queries (pre-scaled) and each tile of 32 keys and
+//! values are staged in shared memory as f32; lane `j` scores key `j`
+//! against one query row, and the warp updates that row's running maximum
+//! `m`, sum `l` and accumulator (FlashAttention-2's online softmax), each
+//! lane owning the output columns `lane, lane + 32, ...`. Decode splits `S`
+//! into up to 32 chunks of at least 128 keys, one block of 4 warps per
+//! `(chunk, query head, batch row)`; a warp computes each key's score as a
+//! warp-wide sum (coalesced reads of the key row), runs the same online
+//! softmax over its keys, and the block merges its warps; the merge kernel
+//! computes `sum_c acc_c e^(m_c - M) / sum_c l_c e^(m_c - M)`.
 //!
 //! Reference: Dao et al. 2022, "FlashAttention"; Dao 2023,
 //! "FlashAttention-2" (online softmax, work per query tile); the split-S
-//! decode of "Flash-Decoding" (Dao et al. 2023). MLX wraps the bodies as
-//! described in `crate::fused_gpu`.
+//! decode of "Flash-Decoding" (Dao et al. 2023).
 
 use mlx_rs::{Array, Device, Dtype, Stream};
 use tiny_llm_common::gpu::{
@@ -285,7 +287,7 @@ const DECODE_MERGE_SOURCE: &str = r#"
   }
 "#;
 
-/// MLX's default GPU stream, or [`Error::Invalid`] when no CUDA GPU is
+/// MLX's default GPU stream, or [`tiny_llm_common::Error::Invalid`] when no CUDA GPU is
 /// usable (asked before `Device::gpu()`, which ends the process without one).
 fn cuda_stream() -> Result<Stream> {
     if gpu_backend() != Some(GpuBackend::Cuda) {
@@ -405,9 +407,9 @@ fn mask_input(mask: &AttentionMask<'_>, dims: &Dims) -> Result<(Array, [i32; 4])
 /// - returns: `N x H_q x L x D_v` in `q`'s dtype. A query that sees no key
 ///   gives NaN, as MLX's does.
 ///
-/// Errors: [`Error::Shape`] naming the argument when the arrays are not
+/// Errors: [`tiny_llm_common::Error::Shape`] naming the argument when the arrays are not
 /// 4-D, disagree on `N`, `D`, `S` or `H_kv`, `H_q` is not a multiple of
-/// `H_kv`, or the mask does not broadcast; [`Error::Invalid`] for a
+/// `H_kv`, or the mask does not broadcast; [`tiny_llm_common::Error::Invalid`] for a
 /// non-float array, `L > S` with a causal mask, a head wider than 128, or
 /// no usable CUDA GPU.
 ///

@@ -7,24 +7,30 @@
 //! kernels of day 11): each one checks its arguments on the host, then
 //! launches one CUDA kernel on MLX's default GPU stream. The kernels read
 //! their inputs in the input's dtype (f32, f16 or bf16), compute in f32 and
-//! write the input's dtype.
+//! write the input's dtype. Without a CUDA GPU (a CPU-only MLX, or no
+//! NVIDIA device) every function returns
+//! [`tiny_llm_common::Error::Invalid`] before touching MLX's GPU device.
 //!
-//! - `rms_norm`, `softmax`: one thread block per row; the row's sum (of
-//!   squares, of exponentials) and maximum are reduced with warp shuffles
-//!   (`__shfl_xor_sync`), then across the block's warps through 32 floats of
-//!   shared memory.
-//! - `rope`: one thread per rotated pair, with one position offset per batch
-//!   row; `swiglu`: one thread per element (grid-stride loop).
+//! How MLX runs a body (`CudaKernel::new(name, inputs, outputs, source,
+//! header, ..)`): it wraps `source` in `__global__ void
+//! custom_kernel_<name>_<template args>(const T_in* in.., T_out* out..)`
+//! (after MLX's header and `header`), declares each template argument inside
+//! it (`constexpr int N = ..`, `constexpr bool B = ..`, `using T = float`),
+//! and launches `grid / block` blocks of `block` threads: the grid is
+//! counted in threads. Shared memory is static (`__shared__ float s[..]`,
+//! 48 KB at most). A kernel is compiled once per name and template arguments
+//! (NVRTC) and cached, so the input dtypes must be template arguments (the
+//! cache key), and sizes that change from call to call (rows, sequence
+//! length) are better read from a small `int32` input than made template
+//! arguments (which would compile one kernel per length). Floats such as
+//! `eps` travel as 1-element f32 inputs.
 //!
-//! How MLX runs a body: it wraps the source in
-//! `__global__ void custom_kernel_<name>_<template args>(const T_in* in..., T_out* out...)`,
-//! declares each template argument as `constexpr int` / `constexpr bool` /
-//! `using` inside it, and launches `grid / block` blocks of `block` threads
-//! (the grid is counted in threads). Compiled once per name and template
-//! arguments (NVRTC) and cached; so every kernel takes the input dtype as a
-//! template argument (the cache key), and sizes that change from call to call
-//! (rows, sequence length) are read from a small `int32` input rather than
-//! made template arguments (which would compile a kernel per length).
+//! Implementation: `rms_norm` and `softmax` run one block of 256 threads per
+//! row; the row's sum (of squares, of exponentials) and maximum are reduced
+//! with warp shuffles (`__shfl_xor_sync`), then across the block's warps
+//! through 32 floats of shared memory. `rope` runs one thread per rotated
+//! pair, with one position offset per batch row; `swiglu` one thread per
+//! element (grid-stride loops, at most 65,536 blocks).
 //!
 //! Reference: MLX `mlx/backend/cuda/custom_kernel.cpp` (the wrapping), and
 //! the formulas of `crate::fused`: `mx.fast.rms_norm`, `mx.fast.rope`,
@@ -154,7 +160,7 @@ const SWIGLU_SOURCE: &str = r#"
   }
 "#;
 
-/// MLX's default GPU stream, or [`Error::Invalid`] when no CUDA GPU is
+/// MLX's default GPU stream, or [`tiny_llm_common::Error::Invalid`] when no CUDA GPU is
 /// usable (asked before touching `Device::gpu()`, which ends the process
 /// on a machine without one).
 fn cuda_stream() -> Result<Stream> {
@@ -228,8 +234,8 @@ fn launch_one(
 ///   float dtype (read as f32).
 /// - returns: `N.. x E` in `x`'s dtype.
 ///
-/// Errors: [`Error::Shape`] when `x` is 0-D or `weight` is not `E`;
-/// [`Error::Invalid`] for a non-float `x`, `eps <= 0` (or not finite), or
+/// Errors: [`tiny_llm_common::Error::Shape`] when `x` is 0-D or `weight` is not `E`;
+/// [`tiny_llm_common::Error::Invalid`] for a non-float `x`, `eps <= 0` (or not finite), or
 /// no usable CUDA GPU.
 ///
 /// Implementation: one block of 256 threads per row; each thread sums the
@@ -284,8 +290,8 @@ pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array> {
 /// - `offsets`: `N` offsets, or one for every row.
 /// - returns: `N x L x H x D` in `x`'s dtype.
 ///
-/// Errors: [`Error::Shape`] when `x` is not 4-D with `D = rope.dims`;
-/// [`Error::Invalid`] when `offsets.len()` is neither 1 nor `N`, a position
+/// Errors: [`tiny_llm_common::Error::Shape`] when `x` is not 4-D with `D = rope.dims`;
+/// [`tiny_llm_common::Error::Invalid`] when `offsets.len()` is neither 1 nor `N`, a position
 /// is negative or passes `rope.seq_len` (naming the row), `x` is not float,
 /// or no CUDA GPU is usable.
 ///
@@ -350,8 +356,9 @@ pub fn rope(x: &Array, rope: &RoPE, offsets: &[i32]) -> Result<Array> {
 /// - `gate`, `up`: the same shape `N.. x I`, float (computed in f32).
 /// - returns: `N.. x I` in `gate`'s dtype.
 ///
-/// Errors: [`Error::Shape`] when the shapes differ; [`Error::Invalid`] for
-/// a non-float input or no usable CUDA GPU.
+/// Errors: [`tiny_llm_common::Error::Shape`] when the shapes differ;
+/// [`tiny_llm_common::Error::Invalid`] for a non-float input or no usable CUDA
+/// GPU.
 ///
 /// Implementation: one thread per element in a grid-stride loop,
 /// `g / (1 + exp(-g)) * u` in f32.
@@ -399,7 +406,7 @@ pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
 /// - `x`: `N.. x S`, float (computed in f32).
 /// - returns: `N.. x S` in `x`'s dtype.
 ///
-/// Errors: [`Error::Invalid`] for a non-float or 0-D `x`, or no usable
+/// Errors: [`tiny_llm_common::Error::Invalid`] for a non-float or 0-D `x`, or no usable
 /// CUDA GPU.
 ///
 /// Implementation: one block of 256 threads per row: a block-wide maximum,
