@@ -27,11 +27,10 @@ def consts(path):
 FUSED = consts(f"{SRC}/fused_gpu.rs")
 FLASH = consts(f"{SRC}/flash_attention_gpu.rs")
 
+# MLX 0.32.2's default header, less its own utils (which the bodies do not use):
+# the fp16/bf16 types and cooperative groups; no `inf` macro (later MLX adds one).
 PRELUDE_TRIES = [
-    "#include <cuda_bf16.h>\n#include <cuda_fp16.h>\n#include <cuda/std/limits>\n#include <cooperative_groups.h>\n"
-    "#define inf cuda::std::numeric_limits<float>::infinity()\n",
-    "#include <cuda_bf16.h>\n#include <cuda_fp16.h>\n#include <cooperative_groups.h>\n"
-    "#define inf __int_as_float(0x7f800000)\n",
+    "#include <cuda_bf16.h>\n#include <cuda_fp16.h>\n#include <cooperative_groups.h>\n",
 ]
 PRELUDE = None
 
@@ -315,7 +314,7 @@ def flash(n, hq, hkv, l, s, d, dv, mode, tq="f32", tkv="f32", mask_shape=None, f
                     [("q", qa), ("k", ka), ("v", va), ("mask", mask_arr), ("scale", sc_arr), ("dims", params)],
                     [("o_part", (n, hq, splits, dv), "f32"), ("m_part", (n, hq, splits), "f32"), ("l_part", (n, hq, splits), "f32")],
                     (splits * 128, hq, n), (128, 1, 1), targs)
-        out = run("tiny_llm_flash_decode_merge", FLASH["DECODE_MERGE_SOURCE"], "",
+        out = run("tiny_llm_flash_decode_merge", FLASH["DECODE_MERGE_SOURCE"], FLASH["HEADER"],
                   [("o_part", parts[0]), ("m_part", parts[1]), ("l_part", parts[2]), ("dims", Arr(np.array([splits]), "i32"))],
                   [("out", (n, hq, l, dv), tq)], (n * hq * 128, 1, 1), (128, 1, 1), [("TQ", tq), ("DV", dv)])[0].host()
         path = f"decode/{splits} splits"

@@ -116,7 +116,8 @@ pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
 ///
 /// Hints: like `rms_norm`, one block per row, the row length as an int32
 /// input; three passes over the row: a block-wide maximum (`fmaxf` in the
-/// shuffles, `-inf` as the neutral element; MLX's header defines `inf`), a
+/// shuffles, `-inf` as the neutral element: `-__int_as_float(0x7f800000)`,
+/// as MLX 0.32's header defines no `inf`), a
 /// block-wide sum of `expf(x - max)`, then the writes. Call `__syncthreads()`
 /// before reusing the shared scratch for the second reduction. A row of all
 /// `-inf` gives NaN by itself (`expf(-inf - -inf)`).

@@ -49,8 +49,10 @@ const MAX_SPLITS: i32 = 32;
 const MIN_KEYS_PER_SPLIT: i32 = 128;
 
 /// Warp reductions and the online-softmax step shared by both kernels.
-/// `inf` comes from MLX's own header.
+/// `-inf` is spelled with a CUDA intrinsic (MLX 0.32's header defines no
+/// `inf`, and NVRTC has no `<math.h>` for `INFINITY`).
 const HEADER: &str = r#"
+#define TINY_LLM_NEG_INF (-__int_as_float(0x7f800000))
 __device__ __forceinline__ float tiny_llm_warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -68,7 +70,7 @@ __device__ __forceinline__ float tiny_llm_online_step(float s, float& m, float& 
   const float m_new = fmaxf(m, tiny_llm_warp_max(s));
   float p = 0.0f;
   alpha = 1.0f;
-  if (m_new != -inf) {
+  if (m_new != TINY_LLM_NEG_INF) {
     p = expf(s - m_new);
     alpha = expf(m - m_new);
   }
@@ -111,7 +113,7 @@ const PREFILL_SOURCE: &str = r#"
   float m[ROWS], l[ROWS], acc[ROWS][DVL];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {
-    m[r] = -inf;
+    m[r] = TINY_LLM_NEG_INF;
     l[r] = 0.0f;
 #pragma unroll
     for (int c = 0; c < DVL; ++c) acc[r][c] = 0.0f;
@@ -134,7 +136,7 @@ const PREFILL_SOURCE: &str = r#"
     for (int r = 0; r < ROWS; ++r) {
       const int row = warp * ROWS + r, qi = q0 + row;
       if (qi < L) {  // the same for the whole warp
-        float s = -inf;
+        float s = TINY_LLM_NEG_INF;
         if (key < S && (MASK != 1 || key <= qi + S - L)) {
           float dot = 0.0f;
 #pragma unroll 8
@@ -198,14 +200,14 @@ const DECODE_SOURCE: &str = r#"
     qr[c] = d < D ? static_cast<float>(qp[d]) * sc : 0.0f;
   }
   const int kbeg = split * chunk, kend = min(S, kbeg + chunk);
-  float m = -inf, l = 0.0f, acc[DVL];
+  float m = TINY_LLM_NEG_INF, l = 0.0f, acc[DVL];
 #pragma unroll
   for (int c = 0; c < DVL; ++c) acc[c] = 0.0f;
   // Warp w takes the chunk's key tiles w, w + 4, ...; lane j ends up with
   // the score of key k0 + j (each dot product is a warp-wide sum, so the
   // reads of a key row are coalesced).
   for (int k0 = kbeg + warp * 32; k0 < kend; k0 += WARPS * 32) {
-    float s = -inf;
+    float s = TINY_LLM_NEG_INF;
     for (int j = 0; j < 32 && k0 + j < kend; ++j) {
       const TKV* kr = kp + (size_t)(k0 + j) * D;
       float part = 0.0f;
@@ -242,20 +244,20 @@ const DECODE_SOURCE: &str = r#"
     if (d < DV) acc_s[warp * DV + d] = acc[c];
   }
   __syncthreads();
-  float mb = -inf;
+  float mb = TINY_LLM_NEG_INF;
   for (int w = 0; w < WARPS; ++w) mb = fmaxf(mb, m_s[w]);
   const size_t part = ((size_t)n * HQ + h) * nsplit + split;
   for (int d = tid; d < DV; d += blockDim.x) {
     float a = 0.0f;
     for (int w = 0; w < WARPS; ++w) {
-      if (m_s[w] != -inf) a += acc_s[w * DV + d] * expf(m_s[w] - mb);
+      if (m_s[w] != TINY_LLM_NEG_INF) a += acc_s[w * DV + d] * expf(m_s[w] - mb);
     }
     o_part[part * DV + d] = a;
   }
   if (tid == 0) {
     float lb = 0.0f;
     for (int w = 0; w < WARPS; ++w) {
-      if (m_s[w] != -inf) lb += l_s[w] * expf(m_s[w] - mb);
+      if (m_s[w] != TINY_LLM_NEG_INF) lb += l_s[w] * expf(m_s[w] - mb);
     }
     m_part[part] = mb;
     l_part[part] = lb;
@@ -265,23 +267,23 @@ const DECODE_SOURCE: &str = r#"
 /// Decode, pass 2: merges the chunks of one `(n, h)` per block. Inputs
 /// `o_part`, `m_part`, `l_part` (f32), `dims` (int32: chunks); output `out`
 /// (`TQ`, `N x H_q x 1 x DV`). Template: `TQ`, `DV`. Grid: (N H_q x 128),
-/// block 128.
+/// block 128. Uses `HEADER` (for `TINY_LLM_NEG_INF`).
 const DECODE_MERGE_SOURCE: &str = r#"
   const int nsplit = dims[0];
   const size_t row = blockIdx.x;
   const float* mp = m_part + row * nsplit;
   const float* lp = l_part + row * nsplit;
   const float* op = o_part + row * nsplit * DV;
-  float mx = -inf;
+  float mx = TINY_LLM_NEG_INF;
   for (int c = 0; c < nsplit; ++c) mx = fmaxf(mx, mp[c]);
   float total = 0.0f;
   for (int c = 0; c < nsplit; ++c) {
-    if (mp[c] != -inf) total += lp[c] * expf(mp[c] - mx);
+    if (mp[c] != TINY_LLM_NEG_INF) total += lp[c] * expf(mp[c] - mx);
   }
   for (int d = threadIdx.x; d < DV; d += blockDim.x) {
     float a = 0.0f;
     for (int c = 0; c < nsplit; ++c) {
-      if (mp[c] != -inf) a += op[(size_t)c * DV + d] * expf(mp[c] - mx);
+      if (mp[c] != TINY_LLM_NEG_INF) a += op[(size_t)c * DV + d] * expf(mp[c] - mx);
     }
     out[row * DV + d] = static_cast<TQ>(a / total);  // no key seen: 0/0 = NaN
   }
@@ -528,7 +530,7 @@ pub fn flash_attention(
         &["o_part", "m_part", "l_part", "dims"],
         &["out"],
         DECODE_MERGE_SOURCE,
-        "",
+        HEADER,
         true,
     )?;
     let params = Array::from_slice(&[splits], &[1]);

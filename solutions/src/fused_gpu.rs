@@ -50,11 +50,13 @@ const ELEM_BLOCK: i32 = 256;
 /// At most this many blocks for a grid-stride kernel.
 const MAX_ELEM_BLOCKS: i64 = 65_536;
 
-/// Device helpers shared by the row kernels: block-wide sum and maximum
-/// (`inf` is defined by MLX's own header, which comes first).
+/// Device helpers shared by the row kernels: block-wide sum and maximum.
 /// `scratch` is 32 floats of shared memory; every thread of the block must
-/// call, and gets the result.
+/// call, and gets the result. `-inf` is spelled with a CUDA intrinsic (MLX
+/// 0.32's own header defines no `inf`, and NVRTC has no `<math.h>` for
+/// `INFINITY`).
 const HEADER: &str = r#"
+#define TINY_LLM_NEG_INF (-__int_as_float(0x7f800000))
 __device__ __forceinline__ float tiny_llm_warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -68,7 +70,7 @@ template <bool MAX>
 __device__ float tiny_llm_block_reduce(float v, float* scratch) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int warps = (blockDim.x + 31) >> 5;
-  const float neutral = MAX ? -inf : 0.0f;
+  const float neutral = MAX ? TINY_LLM_NEG_INF : 0.0f;
   v = MAX ? tiny_llm_warp_max(v) : tiny_llm_warp_sum(v);
   __syncthreads();  // scratch may still be read by a previous reduction
   if (lane == 0) scratch[warp] = v;
@@ -112,7 +114,7 @@ const SOFTMAX_SOURCE: &str = r#"
   const size_t row = blockIdx.x;
   const T* xr = x + row * S;
   T* yr = out + row * S;
-  float m = -inf;
+  float m = TINY_LLM_NEG_INF;
   for (int i = threadIdx.x; i < S; i += blockDim.x) m = fmaxf(m, static_cast<float>(xr[i]));
   m = tiny_llm_block_reduce<true>(m, scratch);
   float sum = 0.0f;
