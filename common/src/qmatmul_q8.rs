@@ -101,9 +101,16 @@ pub fn group_step(amax: f32) -> (f32, f32) {
 
 /// `round_half_even(v * inv)` as int8 (within `-127..=127` when `|v| <=
 /// amax`; clamped there against rounding of `inv`).
+///
+/// Implementation: adding and subtracting `1.5 * 2^23` rounds an f32 of
+/// magnitude below `2^22` to the nearest integer, ties to even (IEEE
+/// round-to-nearest), as `f32::round_ties_even` does; it compiles to two
+/// additions where `round_ties_even` is a call to `rintf` without SSE4.1.
 #[inline]
 pub fn quantize_one(v: f32, inv: f32) -> i8 {
-    (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    let y = (v * inv).clamp(-127.0, 127.0);
+    ((y + MAGIC) - MAGIC) as i8
 }
 
 /// The oracle: the module's algorithm in plain scalar loops.
@@ -232,14 +239,24 @@ fn compute<S: Scale>(
         let (r0, r1) = (c * per_chunk, ((c + 1) * per_chunk).min(w.rows));
         for r in (r0..r1).step_by(4) {
             let nr = (r1 - r).min(4);
-            for i in 0..m {
-                let mut four = [0f32; 4];
-                dot_rows(isa, prep, i, w, r, &mut four[..nr]);
-                for (j, v) in four[..nr].iter().enumerate() {
-                    // SAFETY: chunks own disjoint rows [r0, r1) of the
-                    // output's columns; `out` (m x rows) outlives the call.
-                    unsafe { *out.0.add(i * w.rows + r + j) = *v };
+            let mut i = 0;
+            while i < m {
+                // two rows of x at a time where they share each unpack
+                let mut eight = [0f32; 8];
+                let xs = if i + 1 < m && nr == 4 && dot_pair(isa, prep, i, w, r, &mut eight) {
+                    2
+                } else {
+                    dot_rows(isa, prep, i, w, r, &mut eight[..nr]);
+                    1
+                };
+                for a in 0..xs {
+                    for (j, v) in eight[a * 4..a * 4 + nr].iter().enumerate() {
+                        // SAFETY: chunks own disjoint rows [r0, r1) of the
+                        // output's columns; `out` (m x rows) outlives the call.
+                        unsafe { *out.0.add((i + a) * w.rows + r + j) = *v };
+                    }
                 }
+                i += xs;
             }
         }
     };
@@ -331,6 +348,30 @@ fn dot_rows<S: Scale>(
                 }
             }
         },
+    }
+}
+
+/// Rows `r..r + 4` of `W` times rows `i` and `i + 1` of `x` into `out`
+/// (`[x row][w row]`), when the 4-bit AVX2 kernel applies; `false` (and
+/// nothing written) otherwise.
+fn dot_pair<S: Scale>(
+    isa: Isa,
+    p: &Q8Activations,
+    i: usize,
+    w: &QuantizedMatrix<'_, S>,
+    r: usize,
+    out: &mut [f32; 8],
+) -> bool {
+    match isa {
+        Isa::Portable => false,
+        // SAFETY: AVX2 and FMA were detected; `r + 4 <= w.rows`, `i + 1 < m`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if w.bits == 4 => {
+            unsafe { avx2::rows4x2(p, i, w, r, out) };
+            true
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => false,
     }
 }
 
@@ -430,6 +471,63 @@ mod avx2 {
         }
         for j in 0..R {
             out[j] = hsum(acc[j]) + bias[j];
+        }
+    }
+
+    /// 4 bits, prefill: rows `r..r + 4` of `W` times rows `i`, `i + 1` of
+    /// `x` (`out[a * 4 + j]`): each unpacked block feeds two activation rows.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows4x2<S: Scale>(
+        p: &Q8Activations,
+        i: usize,
+        w: &QuantizedMatrix<'_, S>,
+        r: usize,
+        out: &mut [f32; 8],
+    ) {
+        let (k, gpr) = (w.cols, w.groups_per_row());
+        let blocks = w.group_size / 32;
+        let row_bytes = w.words_per_row() * 4;
+        let base = w.packed.as_ptr() as *const u8;
+        let rows: [*const u8; 4] = std::array::from_fn(|j| base.add((r + j) * row_bytes));
+        let (nib, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
+        let xp: [*const i8; 2] = std::array::from_fn(|a| p.q.as_ptr().add((i + a) * k));
+        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+        let mut bias = [[0f32; 4]; 2];
+        for g in 0..gpr {
+            let mut d = [[_mm256_setzero_si256(); 4]; 2];
+            for b in 0..blocks {
+                let blk = g * blocks + b;
+                let xv: [__m256i; 2] = std::array::from_fn(|a| {
+                    _mm256_loadu_si256(xp[a].add(blk * 32) as *const __m256i)
+                });
+                for j in 0..4 {
+                    let raw = _mm_loadu_si128(rows[j].add(blk * 16) as *const __m128i);
+                    let codes =
+                        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), nib);
+                    for a in 0..2 {
+                        d[a][j] = _mm256_add_epi16(d[a][j], _mm256_maddubs_epi16(codes, xv[a]));
+                    }
+                }
+            }
+            for j in 0..4 {
+                let at = (r + j) * gpr + g;
+                let (s, b) = (
+                    to_f32(*w.scales.get_unchecked(at)),
+                    to_f32(*w.biases.get_unchecked(at)),
+                );
+                for a in 0..2 {
+                    let at_x = (i + a) * gpr + g;
+                    let n = _mm256_cvtepi32_ps(_mm256_madd_epi16(d[a][j], ones));
+                    let sd = _mm256_set1_ps(s * *p.scale.get_unchecked(at_x));
+                    acc[a][j] = _mm256_fmadd_ps(n, sd, acc[a][j]);
+                    bias[a][j] += b * *p.sum.get_unchecked(at_x);
+                }
+            }
+        }
+        for a in 0..2 {
+            for j in 0..4 {
+                out[a * 4 + j] = hsum(acc[a][j]) + bias[a][j];
+            }
         }
     }
 

@@ -68,6 +68,18 @@ fn hand_worked_group_of_32() {
     assert!((bound - 0.3875).abs() < 1e-6, "{bound}");
 }
 
+#[test]
+fn quantize_one_rounds_half_to_even_and_clamps() {
+    for k in -300..=300 {
+        let v = k as f32 * 0.25; // every quarter: ties at .5 included
+        let want = v.round_ties_even().clamp(-127.0, 127.0) as i8;
+        assert_eq!(quantize_one(v, 1.0), want, "{v}");
+    }
+    assert_eq!(quantize_one(1.0, 127.0 / 1.0), 127);
+    assert_eq!(quantize_one(-1.0, 127.0), -127);
+    assert_eq!(quantize_one(0.3, 0.0), 0);
+}
+
 /// A random quantized matrix and activations.
 #[derive(Debug, Clone)]
 struct Case {
@@ -84,7 +96,7 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        1usize..=3,
+        1usize..=5,
         1usize..=9,
         1usize..=3,
         prop_oneof![Just(32usize), Just(64), Just(128)],

@@ -35,15 +35,31 @@ fn step(
     Ok(next.try_item_cast::<u32>()? as i32)
 }
 
+/// This process's CPU time (user + system, all threads) in seconds, from
+/// `/proc/self/stat` (Linux; 0 elsewhere): on a machine shared with other
+/// work, CPU time per token compares kernels better than wall time.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // fields after the command's closing parenthesis; utime, stime are 14, 15
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0 // USER_HZ, 100 on Linux
+}
+
 /// Prefill seconds for `prefill` ids, decode tok/s over `decode` steps
-/// after `context` ids, and the decoded ids.
+/// after `context` ids, CPU ms per decoded token, and the decoded ids.
 fn measure(
     model: &Qwen2ModelWeek2,
     prompt: &[i32],
     prefill: usize,
     context: usize,
     decode: usize,
-) -> Result<(f64, f64, Vec<i32>)> {
+) -> Result<(f64, f64, f64, Vec<i32>)> {
     let mut cache = model.new_cache();
     let t = Instant::now();
     step(model, &prompt[..prefill], 0, &mut cache)?;
@@ -51,12 +67,14 @@ fn measure(
     let mut cache = model.new_cache();
     let mut token = step(model, &prompt[..context], 0, &mut cache)?;
     let mut out = vec![token];
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     for i in 0..decode {
         token = step(model, &[token], context + i, &mut cache)?;
         out.push(token);
     }
-    Ok((prefill_s, decode as f64 / t.elapsed().as_secs_f64(), out))
+    let tok_s = decode as f64 / t.elapsed().as_secs_f64();
+    let cpu_ms = (cpu_seconds() - cpu) * 1e3 / decode.max(1) as f64;
+    Ok((prefill_s, tok_s, cpu_ms, out))
 }
 
 fn main() -> Result<()> {
@@ -90,12 +108,13 @@ fn main() -> Result<()> {
     for (name, kernels) in rows {
         let m = model.take().expect("model").with_kernels(kernels);
         measure(&m, &prompt, 16, 16, 2)?; // warm-up
-        let (p, d, toks) = measure(&m, &prompt, prefill, context, decode)?;
+        let (p, d, cpu_ms, toks) = measure(&m, &prompt, prefill, context, decode)?;
         let same = first
             .as_ref()
             .map(|f| f.iter().zip(&toks).take_while(|(a, b)| a == b).count());
         println!(
-            "{name:6} prefill {prefill}: {:7.1} tok/s ({p:.3} s)   decode after {context}: {d:6.2} tok/s   \
+            "{name:6} prefill {prefill}: {:7.1} tok/s ({p:.3} s)   decode after {context}: {d:6.2} tok/s \
+             ({cpu_ms:.0} CPU ms a token)   \
              greedy ids equal to the first row's for {same:?} of {} steps",
             prefill as f64 / p,
             toks.len()
