@@ -1,6 +1,7 @@
 //! Times day 10's kernel on Qwen2.5-0.5B's shapes (4-bit, group 64, bf16
 //! scales, random codes): GB/s of weights read at M = 1 (decode) and
-//! GFLOP/s at M = 128 (prefill), beside MLX's own `quantized_matmul` and
+//! GFLOP/s at M = 128 (prefill), beside the int8-activation kernel
+//! (`tiny_llm_common::qmatmul_q8`), MLX's own `quantized_matmul` and
 //! dequantize-to-f32 + MLX matmul (OpenBLAS sgemm), the cost of one bridge
 //! crossing, and a 2-thread streaming read (the memory roofline).
 //!
@@ -12,6 +13,7 @@ use half::bf16;
 use mlx_rs::{Array, Dtype};
 use std::time::Instant;
 use tiny_llm_common::cpu_bridge;
+use tiny_llm_common::qmatmul_q8::qmatmul_q8;
 use tiny_llm_common::qmatrix::QuantizedMatrix;
 use tiny_llm_common::{Linear, LinearWeight};
 use tiny_llm_ref::qmatmul_simd::qmatmul;
@@ -71,7 +73,9 @@ fn main() {
     println!("read bandwidth (2 threads, 512 MiB): {bw:.1} GB/s");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let (g, bits) = (64usize, 4u32);
-    println!("shape (O x I)    M     kernel           GB/s  GFLOP/s   MLX qmm   deq+sgemm");
+    println!(
+        "shape (O x I)    M     kernel           GB/s  GFLOP/s   int8-act kernel  GB/s   MLX qmm   deq+sgemm"
+    );
     for (o, i) in [
         (896usize, 896usize),
         (128, 896),
@@ -107,6 +111,7 @@ fn main() {
             let t = time(r, || qmatmul(&x, m, &w, &mut out).unwrap());
             let gbs = w.bytes() as f64 / t / 1e9;
             let gflops = 2.0 * (m * o * i) as f64 / t / 1e9;
+            let t_q8 = time(r, || qmatmul_q8(&x, m, &w, &mut out).unwrap());
             let xa = Array::from_slice(&x, &[m as i32, i as i32]);
             let mlx_reps = (r / 10).max(1);
             let t_qmm = time(mlx_reps, || {
@@ -131,8 +136,10 @@ fn main() {
                 "-".into()
             };
             println!(
-                "{o:>6} x {i:<5} {m:>4} {:>11.1} us {gbs:>7.2} {gflops:>8.1} {:>9.1} us {t_deq}",
+                "{o:>6} x {i:<5} {m:>4} {:>11.1} us {gbs:>7.2} {gflops:>8.1} {:>13.1} us {:>6.2} {:>9.1} us {t_deq}",
                 t * 1e6,
+                t_q8 * 1e6,
+                w.bytes() as f64 / t_q8 / 1e9,
                 t_qmm * 1e6
             );
         }

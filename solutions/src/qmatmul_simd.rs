@@ -46,14 +46,13 @@
 //!   idle machine for wall-clock figures.
 //! - Toward the memory roofline: llama.cpp's trick, activations quantized to
 //!   int8 per group and integer dot products (`vpmaddubsw` + `vpmaddwd`,
-//!   one int-to-float conversion per group instead of one per code). A
-//!   quick experiment (4 rows at a time, int8 per group of 64, not in the
-//!   kit) ran 1.4-1.6x the float path's CPU-time throughput on 4864 x 896,
-//!   about 9 GB/s per core (some 60 tok/s for the kernels on 2 cores), with
-//!   errors up to 5e-4 of `sum |x_i w_i|` (each activation rounded to
-//!   1/254 of its group's largest). It changes the numerics, so the property
-//!   test would check a bound instead of f32 rounding; not done here (day
-//!   10 keeps the oracle's math exactly).
+//!   one int-to-float conversion per group instead of one per code), is
+//!   `tiny_llm_common::qmatmul_q8`, beyond the course and off by default
+//!   (`Week2Kernels::int8_activations`: it changes the numerics, so day 10
+//!   keeps the oracle's math exactly). Same run of `qmatmul_bench`
+//!   (2026-12-02, load 5-6 on the 2 cores, wall time, 2 threads), int8 vs
+//!   this kernel: M = 1: 1.5x (896 x 896), 1.6x (4864 x 896 and 896 x
+//!   4864), 1.2x (151936 x 896, from DRAM); M = 128: 1.3-1.9x.
 
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -81,9 +80,10 @@ use tiny_llm_common::qmatrix::{check_matmul, KernelError, QuantizedMatrix, Scale
 ///   accumulators; per group `s * dot(x, q) + b * sum_x`. Every weight byte
 ///   is read once; on the kit's Zen 3 this path is compute-bound (about
 ///   12 GB/s on two cores, see the module docs), not memory-bound.
-/// - `M > 1` (prefill): a tile of four rows is dequantized to f32 once
-///   (`s * q + b`) into a per-thread buffer, then multiplied with the `M`
-///   rows of `x`, three at a time (twelve register accumulators).
+/// - `M > 1` (prefill): a tile of 16 to 64 rows (256 KB of f32) is
+///   dequantized to f32 once (`s * q + b`) into a per-thread buffer, then
+///   multiplied with the `M` rows of `x`, three rows of `x` by four of the
+///   tile at a time (twelve register accumulators).
 /// - Threads: the output rows are split into chunks of whole 4-row tiles
 ///   for rayon's pool; a small matrix runs on the calling thread (a rayon
 ///   call costs a few microseconds, as much as reading 64 KB).
@@ -149,10 +149,18 @@ fn compute<S: Scale>(
 /// time, the tiled kernel dequantizes four.
 const TILE: usize = 4;
 
-/// Rows the tiled path dequantizes at a time (16 x 4864 f32 = 311 KB at
-/// most, within a core's L2), so each row of `x` is read once per 16 rows of
-/// `W` rather than once per 4.
-const DEQUANT_ROWS: usize = 16;
+/// Rows the tiled path dequantizes at a time for `cols` inputs: as many
+/// as fill [`TILE_BYTES`] of f32 (a multiple of 4, 16 to 64: 64 for
+/// Qwen2.5-0.5B's 896 inputs, 16 for its 4864), so each row of `x` is read
+/// once per that many rows of `W` (x of a 512-token prefill, 1.8 MB at 896
+/// inputs, does not fit in L2 and streams from L3 once per tile).
+fn dequant_rows(cols: usize) -> usize {
+    (TILE_BYTES / (4 * cols.max(1))).clamp(16, 64) / 4 * 4
+}
+
+/// The f32 tile the prefill path keeps per thread: within a core's 512 KB
+/// L2 (Zen 3), with room for the rows of `x` being multiplied.
+const TILE_BYTES: usize = 256 * 1024;
 
 /// Below this many weight bytes (times `min(m, 8)`) a call stays on the
 /// calling thread.
@@ -297,10 +305,11 @@ unsafe fn rows<S: Scale>(
             } else {
                 TILE_BUF.with(|buf| {
                     let mut buf = buf.borrow_mut();
-                    buf.resize(DEQUANT_ROWS * w.cols, 0.0);
+                    let tile_rows = dequant_rows(w.cols);
+                    buf.resize(tile_rows * w.cols, 0.0);
                     let mut r = r0;
                     while r < r1 {
-                        let nr = (r1 - r).min(DEQUANT_ROWS);
+                        let nr = (r1 - r).min(tile_rows);
                         avx2::dequantize_rows(w, r, nr, &mut buf);
                         avx2::tile_matmul(prep, m, &buf, nr, |i, j, v| put(i, r + j, v));
                         r += nr;
@@ -312,7 +321,7 @@ unsafe fn rows<S: Scale>(
 }
 
 thread_local! {
-    /// Per-thread buffer for dequantized rows (`DEQUANT_ROWS x I` f32).
+    /// Per-thread buffer for dequantized rows (`dequant_rows(I) x I` f32).
     static TILE_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -16,7 +16,7 @@ use crate::kv_cache::KvStepCache;
 use crate::layer_norm::RmsNorm;
 use crate::mlp::silu;
 use crate::positional_encoding::RoPE;
-use crate::week2_linear::{load_linear, project, TokenTable};
+use crate::week2_linear::{load_linear, project_with, TokenTable};
 use mlx_rs::ops::concatenate;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype};
@@ -63,12 +63,12 @@ impl Projections {
     }
 
     /// One output per layer, `N.. x O_i` each.
-    fn forward(&self, x: &Array) -> Result<Vec<Array>> {
+    fn forward(&self, x: &Array, kernels: Week2Kernels) -> Result<Vec<Array>> {
         match self.layers.as_slice() {
             [one] if !self.splits.is_empty() => {
-                Ok(project(x, one)?.split_at_indices(&self.splits, -1)?)
+                Ok(project_with(x, one, kernels)?.split_at_indices(&self.splits, -1)?)
             }
-            layers => layers.iter().map(|l| project(x, l)).collect(),
+            layers => layers.iter().map(|l| project_with(x, l, kernels)).collect(),
         }
     }
 }
@@ -376,12 +376,13 @@ impl Qwen2ModelWeek2 {
         // call and one transpose for both.
         let (qk, v) = match layer.qkv.fused() {
             Some(one) => {
-                let mut y = project(x, one)?.split_at_indices(&[(h_q + h_kv) * d], -1)?;
+                let mut y = project_with(x, one, self.kernels)?
+                    .split_at_indices(&[(h_q + h_kv) * d], -1)?;
                 let v = y.pop();
                 (y.pop(), v)
             }
             None => {
-                let mut y = layer.qkv.forward(x)?;
+                let mut y = layer.qkv.forward(x, self.kernels)?;
                 let v = y.pop();
                 let k = y.pop();
                 let q = y.pop();
@@ -407,7 +408,7 @@ impl Qwen2ModelWeek2 {
         let (k, v) = cache.update_and_fetch(&k, &v)?; // N x H_kv x S x D
         let o = self.attend(&q, &k, &v)?;
         let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[n, l, h_q * d])?;
-        project(&o, &layer.o_proj)
+        project_with(&o, &layer.o_proj, self.kernels)
     }
 
     /// Every layer over the new tokens: `N x L` ids -> `N x L x E`.
@@ -455,10 +456,14 @@ impl Qwen2ModelWeek2 {
                 )?;
                 h = h.add(r)?;
                 let x = self.rms_norm(&layer.post_attention_layernorm, &h)?;
-                let [g, u]: [Array; 2] = layer.gate_up.forward(&x)?.try_into().map_err(|_| {
-                    Error::Invalid("gate/up projections: expected 2 outputs".into())
-                })?;
-                let r = project(&self.swiglu(&g, &u)?, &layer.down_proj)?;
+                let [g, u]: [Array; 2] = layer
+                    .gate_up
+                    .forward(&x, self.kernels)?
+                    .try_into()
+                    .map_err(|_| {
+                        Error::Invalid("gate/up projections: expected 2 outputs".into())
+                    })?;
+                let r = project_with(&self.swiglu(&g, &u)?, &layer.down_proj, self.kernels)?;
                 h = h.add(r)?;
             }
             Ok(h)
@@ -476,8 +481,8 @@ impl Qwen2ModelWeek2 {
     fn head(&self, h: &Array) -> Result<Array> {
         let h = self.rms_norm(&self.norm, h)?;
         match &self.lm_head {
-            Some(l) => project(&h, l),
-            None => self.embed_tokens.as_linear(&h),
+            Some(l) => project_with(&h, l, self.kernels),
+            None => self.embed_tokens.as_linear_with(&h, self.kernels),
         }
     }
 

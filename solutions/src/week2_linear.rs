@@ -11,7 +11,10 @@ use crate::basics::linear;
 use crate::embedding::Embedding;
 use crate::quantized_linear::{quantized_linear, QuantizedEmbedding};
 use mlx_rs::{Array, Dtype};
-use tiny_llm_common::{shape_error, take_weight, Checkpoint, Error, Linear, LinearWeight, Result};
+use tiny_llm_common::linear_q8::quantized_linear_q8;
+use tiny_llm_common::{
+    shape_error, take_weight, Checkpoint, Error, Linear, LinearWeight, Result, Week2Kernels,
+};
 
 /// `x W^T + b` for a dense or quantized layer (given): a dense weight goes
 /// to day 1's `linear`, a quantized one to day 10's `quantized_linear`
@@ -27,6 +30,26 @@ pub fn project(x: &Array, layer: &Linear) -> Result<Array> {
             let y = quantized_linear(&x.as_dtype(Dtype::Float32)?, layer)?;
             Ok(y.as_dtype(x.dtype())?)
         }
+    }
+}
+
+/// [`project`] with the model's kernel choice (given): with
+/// `kernels.int8_activations` a quantized layer runs the int8-activation
+/// kernel (`tiny_llm_common::linear_q8`, beyond the course: `x` quantized
+/// to int8 per group, not exact); otherwise exactly [`project`].
+///
+/// - `x`: `N.. x I`; returns `N.. x O` in `x`'s dtype.
+pub fn project_with(x: &Array, layer: &Linear, kernels: Week2Kernels) -> Result<Array> {
+    match &layer.weight {
+        LinearWeight::Quantized { .. } if kernels.int8_activations => {
+            let y = quantized_linear_q8(x, layer)?;
+            Ok(if x.dtype() == Dtype::Float32 {
+                y
+            } else {
+                y.as_dtype(x.dtype())?
+            })
+        }
+        _ => project(x, layer),
     }
 }
 
@@ -75,6 +98,17 @@ impl TokenTable {
             TokenTable::Quantized(t) => Ok(t
                 .as_linear(&x.as_dtype(Dtype::Float32)?)?
                 .as_dtype(x.dtype())?),
+        }
+    }
+
+    /// [`TokenTable::as_linear`] with the model's kernel choice (given): a
+    /// quantized table goes through [`project_with`].
+    pub fn as_linear_with(&self, x: &Array, kernels: Week2Kernels) -> Result<Array> {
+        match self {
+            TokenTable::Quantized(t) if kernels.int8_activations => {
+                project_with(x, &t.table, kernels)
+            }
+            _ => self.as_linear(x),
         }
     }
 }
