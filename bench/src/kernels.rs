@@ -22,17 +22,20 @@ use tiny_llm_course::Todo;
 pub enum KernelRequest {
     /// Exactly these kernels; a missing one is "not implemented".
     Exact(Week2Kernels),
-    /// [`Week2Kernels::ALL`], dropping flash attention then the fused
-    /// kernels while they are not implemented.
-    Best,
+    /// [`Week2Kernels::ALL`] (with `int8_activations` when `true`),
+    /// dropping flash attention or the fused kernels while they are not
+    /// implemented.
+    Best(bool),
 }
 
-/// Parses `--kernels`: `none`, `best`, or a comma list of `fused`, `flash`
-/// and `int8` (`all` = `fused,flash`).
+/// Parses `--kernels`: `none`, a comma list of `fused`, `flash` and `int8`
+/// (`all` = `fused,flash`), or `best` (with `,int8` or not).
 pub fn parse(spec: &str) -> Result<KernelRequest> {
     let spec = spec.trim();
-    if spec == "best" {
-        return Ok(KernelRequest::Best);
+    match spec {
+        "best" => return Ok(KernelRequest::Best(false)),
+        "best,int8" | "int8,best" => return Ok(KernelRequest::Best(true)),
+        _ => {}
     }
     let mut k = Week2Kernels::NONE;
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -46,8 +49,8 @@ pub fn parse(spec: &str) -> Result<KernelRequest> {
             "flash" => k.flash_attention = true,
             "int8" => k.int8_activations = true,
             other => bail!(
-                "--kernels: unknown kernel {other:?} (expected none, best, all, or a comma list of \
-                 fused, flash, int8)"
+                "--kernels: unknown kernel {other:?} (expected none, best, best,int8, all, or a \
+                 comma list of fused, flash, int8)"
             ),
         }
     }
@@ -101,7 +104,10 @@ pub fn with_fallback(
             probe(&model)?;
             return Ok((model, Vec::new()));
         }
-        KernelRequest::Best => Week2Kernels::ALL,
+        KernelRequest::Best(int8) => Week2Kernels {
+            int8_activations: int8,
+            ..Week2Kernels::ALL
+        },
     };
     let mut notes = Vec::new();
     loop {
@@ -178,7 +184,7 @@ mod tests {
     fn kernel_specs_parse_and_name_back() {
         let exact = |s: &str| match parse(s).unwrap() {
             KernelRequest::Exact(k) => k,
-            KernelRequest::Best => panic!("{s} is not exact"),
+            KernelRequest::Best(_) => panic!("{s} is not exact"),
         };
         assert_eq!(exact("none"), Week2Kernels::NONE);
         assert_eq!(exact("all"), Week2Kernels::ALL);
@@ -187,7 +193,8 @@ mod tests {
         assert!(k.fused && k.int8_activations && !k.flash_attention);
         assert_eq!(name(k), "fused,int8");
         assert_eq!(name(Week2Kernels::NONE), "none");
-        assert_eq!(parse("best").unwrap(), KernelRequest::Best);
+        assert_eq!(parse("best").unwrap(), KernelRequest::Best(false));
+        assert_eq!(parse("best,int8").unwrap(), KernelRequest::Best(true));
         let e = parse("fused,turbo").unwrap_err().to_string();
         assert!(
             e.contains("\"turbo\"") && e.contains("fused, flash, int8"),

@@ -110,7 +110,8 @@ enum Cmd {
         /// Week 2: the kernels the model runs: `none` (day 8's model), a
         /// comma list of `fused` (day 11), `flash` (day 12), `int8` (int8
         /// activations, beyond the course), `all` (= fused,flash), or `best`
-        /// (all, dropping a day that is not implemented, and saying so).
+        /// (all, dropping a day that is not implemented, and saying so;
+        /// `best,int8`: the same with int8 activations).
         #[arg(long, default_value = "none")]
         kernels: String,
         /// Week 2: tokens per forward pass when the decode run's prompt is

@@ -9,7 +9,9 @@
 //!   copy), + fused kernels (day 11), + flash attention (day 12,
 //!   `Week2Kernels::ALL`), and apart + int8 activations (beyond the course).
 //!   A step whose day is still a `todo!()` is skipped with a note; the int8
-//!   row is skipped when the flag changes no logit (kernel not there).
+//!   row runs the best exact kernels available plus int8 (`--kernels
+//!   best,int8`), and is skipped when the flag changes no logit (kernel not
+//!   there).
 //! - Long context: decode `--long-new-tokens` with `--long-context` cached
 //!   tokens: the reference (`--kernels best`, the prompt prefilled in passes
 //!   of 512), llama.cpp (`llama-bench -n N -d 4096`) and mlx-lm (a cache of
@@ -96,7 +98,7 @@ pub(super) const STEPS: &[StepRow] = &[
         label: "+ int8 activations (beyond the course)",
         weights: Weights::Q4,
         week: 2,
-        kernels: "all,int8",
+        kernels: "best,int8",
         chained: false,
     },
 ];
