@@ -48,6 +48,7 @@ mod output;
 mod proc;
 mod stats;
 mod steps;
+mod steps_output;
 mod steps_report;
 mod table;
 #[cfg(test)]
@@ -65,6 +66,7 @@ use engines::*;
 use output::*;
 use proc::*;
 use stats::*;
+use steps_output::*;
 use steps_report::*;
 use table::*;
 pub use week2::Week2Args;
