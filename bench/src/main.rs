@@ -27,6 +27,11 @@
 //!   `Qwen2ModelWeek2::new(.., Dtype::Float32)`, each prefill into a fresh KV
 //!   cache, decode one token per step with the cache (`cargo xtask bench
 //!   week2`).
+//!   `--kernels` routes its layers through days 11-12's kernels (and the
+//!   int8-activation path); `--prefill-chunk` prefills the decode run's
+//!   prompt in passes (how the long-context run fills 4096 tokens).
+//! - `turns`: the time to first token of a conversation's second turn with
+//!   the prompt cache against its first turn (`turns`).
 //! - `bandwidth`: memory read bandwidth with N threads (no MLX), the
 //!   denominator of week 2's roofline.
 //!
@@ -35,11 +40,13 @@
 //! code returned gives `{"status": "error", ...}`.
 
 mod bandwidth;
+mod kernels;
 mod measure;
 mod measure2;
 mod profile;
 mod prompt;
 mod report;
+mod turns;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -87,9 +94,9 @@ enum Cmd {
         /// The ids file written by `prompt`.
         #[arg(long)]
         prompt: PathBuf,
-        /// Prompt lengths to prefill (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "128,512")]
-        prefill: Vec<usize>,
+        /// Prompt lengths to prefill (comma-separated; `none`: no prefill run).
+        #[arg(long, default_value = "128,512")]
+        prefill: String,
         /// Prompt length of the decode run.
         #[arg(long, default_value_t = 128)]
         decode_prompt: usize,
@@ -100,6 +107,39 @@ enum Cmd {
         /// week-2 path (KV cache, packed quantized layers, f32 activations).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
         week: u8,
+        /// Week 2: the kernels the model runs: `none` (day 8's model), a
+        /// comma list of `fused` (day 11), `flash` (day 12), `int8` (int8
+        /// activations, beyond the course), `all` (= fused,flash), or `best`
+        /// (all, dropping a day that is not implemented, and saying so;
+        /// `best,int8`: the same with int8 activations).
+        #[arg(long, default_value = "none")]
+        kernels: String,
+        /// Week 2: tokens per forward pass when the decode run's prompt is
+        /// prefilled (0: one pass).
+        #[arg(long, default_value_t = 0)]
+        prefill_chunk: usize,
+    },
+    /// Time to first token of a second turn with the prompt cache, against
+    /// the first turn (week 2).
+    Turns {
+        /// The model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// The ids file written by `prompt`.
+        #[arg(long)]
+        prompt: PathBuf,
+        /// Tokens of the conversation before the first turn's answer.
+        #[arg(long, default_value_t = 1000)]
+        history: usize,
+        /// Tokens of the first turn's answer (decoded into the cache).
+        #[arg(long, default_value_t = 16)]
+        answer: usize,
+        /// Tokens of the second turn's new message.
+        #[arg(long, default_value_t = 24)]
+        turn: usize,
+        /// The kernels, as for `run --kernels`.
+        #[arg(long, default_value = "best")]
+        kernels: String,
     },
     /// Memory read bandwidth: threads streaming once through a large buffer.
     Bandwidth {
@@ -143,6 +183,20 @@ fn select_device() -> Result<()> {
     Ok(())
 }
 
+/// `--prefill`: comma-separated lengths, or `none`.
+fn parse_lengths(spec: &str) -> Result<Vec<usize>> {
+    if spec.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    spec.split(',')
+        .map(|s| {
+            s.trim().parse().map_err(|_| {
+                anyhow::anyhow!("--prefill: {s:?} is not a length (expected e.g. 128,512 or none)")
+            })
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     if let Err(e) = select_device() {
         eprintln!("error: {e:#}");
@@ -165,17 +219,21 @@ fn main() -> ExitCode {
             decode_prompt,
             new_tokens,
             week,
+            kernels,
+            prefill_chunk,
         } => {
-            let plan = measure::Plan {
-                model,
-                dtype,
-                prompt,
-                prefill,
-                decode_prompt,
-                new_tokens,
-            };
-            let report = if week == 2 {
-                report::caught(&plan.model, DType::F32, || {
+            let report = report::caught(&model.clone(), dtype, || {
+                let plan = measure::Plan {
+                    model,
+                    dtype,
+                    prompt,
+                    prefill: parse_lengths(&prefill)?,
+                    decode_prompt,
+                    new_tokens,
+                    kernels: kernels::parse(&kernels)?,
+                    prefill_chunk,
+                };
+                if week == 2 {
                     if plan.dtype != DType::F32 {
                         anyhow::bail!(
                             "--dtype {} with --week 2: week 2 runs f32 activations on the CPU \
@@ -184,10 +242,38 @@ fn main() -> ExitCode {
                         );
                     }
                     measure2::run(&plan)
+                } else {
+                    if plan.kernels != kernels::KernelRequest::Exact(Default::default())
+                        || plan.prefill_chunk != 0
+                    {
+                        anyhow::bail!(
+                            "--kernels and --prefill-chunk are week 2's (--week 2); week 1 has \
+                             neither a KV cache nor kernels to choose"
+                        );
+                    }
+                    measure::run(&plan)
+                }
+            });
+            report::print(report)
+        }
+        Cmd::Turns {
+            model,
+            prompt,
+            history,
+            answer,
+            turn,
+            kernels,
+        } => {
+            let report = report::caught(&model, DType::F32, || {
+                turns::run(&turns::TurnsPlan {
+                    model: &model,
+                    prompt: &prompt,
+                    kernels: kernels::parse(&kernels)?,
+                    history,
+                    answer,
+                    turn,
                 })
-            } else {
-                report::caught(&plan.model, plan.dtype, || measure::run(&plan))
-            };
+            });
             report::print(report)
         }
         Cmd::Bandwidth { threads, mib, reps } => {

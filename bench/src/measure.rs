@@ -28,6 +28,11 @@ pub struct Plan {
     pub decode_prompt: usize,
     /// Tokens to generate (0: no decode run).
     pub new_tokens: usize,
+    /// Week 2 only: the kernels the model runs.
+    pub kernels: crate::kernels::KernelRequest,
+    /// Week 2 only: tokens per forward pass when the decode run's prompt is
+    /// prefilled (0: the whole prompt in one pass).
+    pub prefill_chunk: usize,
 }
 
 /// The process's peak resident set (`VmHWM`), in bytes, for information.

@@ -1,7 +1,9 @@
 //! `run --week 2`: the week-2 path (KV cache, quantized layers when the
-//! checkpoint is): prefill into a fresh cache, then one token per step.
+//! checkpoint is, the kernels of `--kernels`): prefill into a fresh cache,
+//! then one token per step.
 
 use crate::imp::qwen2_week2::Qwen2ModelWeek2;
+use crate::kernels;
 use crate::measure::{max_rss_bytes, Plan, WARMUP_TOKENS};
 use crate::prompt::read_ids;
 use anyhow::{bail, Context, Result};
@@ -14,7 +16,7 @@ use tiny_llm_common::{Checkpoint, KvCache, Qwen2Config};
 /// Greedy next token after feeding `ids` at `offset` into `cache`
 /// (`forward_last`, `argmax`, read back to the host, which evaluates the
 /// graph and so the cache update).
-fn step(
+pub fn step(
     model: &Qwen2ModelWeek2,
     ids: &[i32],
     offset: usize,
@@ -41,10 +43,72 @@ pub fn load_model(dir: &Path) -> Result<(Qwen2ModelWeek2, u64)> {
     Ok((model, bytes))
 }
 
+/// Greedy next token after feeding `ids` into `cache` from `offset`, in
+/// forward passes of at most `chunk` tokens (0: one pass), as chunked
+/// prefill does: every chunk but the last only fills the caches.
+pub fn chunked_step(
+    model: &Qwen2ModelWeek2,
+    ids: &[i32],
+    offset: usize,
+    chunk: usize,
+    cache: &mut [Box<dyn KvCache>],
+) -> Result<i32> {
+    let chunk = if chunk == 0 { ids.len().max(1) } else { chunk };
+    let mut at = 0;
+    while ids.len() - at > chunk {
+        let part = &ids[at..at + chunk];
+        let input = Array::from_slice(part, &[1, part.len() as i32]);
+        let h = model
+            .forward_last(&input, offset + at, cache)
+            .context("forward_last")?;
+        // Evaluates the chunk (and so the caches) before the next one.
+        h.eval()?;
+        at += chunk;
+    }
+    step(model, &ids[at..], offset + at, cache)
+}
+
+/// The warm-up: a short prefill and two decode steps, into a cache that is
+/// then dropped.
+pub fn warm_up(model: &Qwen2ModelWeek2, ids: &[i32]) -> Result<()> {
+    let mut cache = model.new_cache();
+    let t = step(model, &ids[..WARMUP_TOKENS], 0, &mut cache)?;
+    let t = step(model, &[t], WARMUP_TOKENS, &mut cache)?;
+    step(model, &[t], WARMUP_TOKENS + 1, &mut cache)?;
+    Ok(())
+}
+
+/// Loads `dir`'s model with the kernels of `request` (falling back as
+/// [`kernels::with_fallback`] does), warmed up. Returns the model, the
+/// bytes of its tensors as stored, and the report's fields about the
+/// kernels; `Err` of a `Value` is a "skipped" report (`int8` asked for in
+/// a build whose matmul ignores it).
+pub fn load_with_kernels(
+    dir: &Path,
+    request: kernels::KernelRequest,
+    ids: &[i32],
+) -> Result<std::result::Result<(Qwen2ModelWeek2, u64, Value), Value>> {
+    let (model, weight_bytes) = load_model(dir)?;
+    let (model, fallback) = kernels::with_fallback(model, request, |m| warm_up(m, ids))?;
+    let fields = json!({
+        "kernels": kernels::name(model.kernels()),
+        "kernel_fallback": fallback,
+    });
+    if model.kernels().int8_activations {
+        if let Some(note) = kernels::int8_has_effect(&model, &ids[..WARMUP_TOKENS])? {
+            let mut skipped = json!({ "status": "skipped", "message": note });
+            skipped["kernels"] = fields["kernels"].clone();
+            return Ok(Err(skipped));
+        }
+    }
+    Ok(Ok((model, weight_bytes, fields)))
+}
+
 /// Measures `plan` on the week-2 path: for each prefill length a fresh
 /// cache and one `forward_last` over the prompt; then the decode run: the
-/// `decode_prompt` ids into a fresh cache (time to first token), then
-/// `new_tokens - 1` single-token steps. Peak memory as in week 1.
+/// `decode_prompt` ids into a fresh cache, in passes of `prefill_chunk`
+/// tokens (time to first token), then `new_tokens - 1` single-token steps.
+/// Peak memory as in week 1.
 pub fn run(plan: &Plan) -> Result<Value> {
     let ids = read_ids(&plan.prompt)?;
     let longest = plan
@@ -63,13 +127,11 @@ pub fn run(plan: &Plan) -> Result<Value> {
     }
 
     let started = Instant::now();
-    let (model, weight_bytes) = load_model(&plan.model)?;
-    // Warm-up: a short prefill and two decode steps.
-    let mut cache = model.new_cache();
-    let t = step(&model, &ids[..WARMUP_TOKENS], 0, &mut cache)?;
-    let t = step(&model, &[t], WARMUP_TOKENS, &mut cache)?;
-    step(&model, &[t], WARMUP_TOKENS + 1, &mut cache)?;
-    drop(cache);
+    let (model, weight_bytes, kernel_fields) =
+        match load_with_kernels(&plan.model, plan.kernels, &ids)? {
+            Ok(loaded) => loaded,
+            Err(skipped) => return Ok(skipped),
+        };
     let load_seconds = started.elapsed().as_secs_f64();
     mlx_rs::memory::reset_peak_memory()?;
 
@@ -87,7 +149,13 @@ pub fn run(plan: &Plan) -> Result<Value> {
         let mut cache = model.new_cache();
         let mut generated = Vec::with_capacity(plan.new_tokens);
         let start = Instant::now();
-        let mut token = step(&model, &ids[..plan.decode_prompt], 0, &mut cache)?;
+        let mut token = chunked_step(
+            &model,
+            &ids[..plan.decode_prompt],
+            0,
+            plan.prefill_chunk,
+            &mut cache,
+        )?;
         let first_at = Instant::now();
         generated.push(token);
         for i in 1..plan.new_tokens {
@@ -104,6 +172,7 @@ pub fn run(plan: &Plan) -> Result<Value> {
         }
         json!({
             "prompt_tokens": plan.decode_prompt,
+            "prefill_chunk": plan.prefill_chunk,
             "new_tokens": plan.new_tokens,
             "ttft_seconds": (first_at - start).as_secs_f64(),
             "decode_seconds": first_at.elapsed().as_secs_f64(),
@@ -117,6 +186,8 @@ pub fn run(plan: &Plan) -> Result<Value> {
     Ok(json!({
         "status": "ok",
         "week": 2,
+        "kernels": kernel_fields["kernels"],
+        "kernel_fallback": kernel_fields["kernel_fallback"],
         "load_seconds": load_seconds,
         "weight_bytes": weight_bytes,
         "prefill": prefill,

@@ -14,6 +14,12 @@ token per step with the cache), on MLX's CPU device:
 - peak memory: mx.get_peak_memory() (bytes held by MLX's allocator, weights
   included) over the measured work, after a 16-token warm-up and
   mx.reset_peak_memory().
+- --synthetic-context N (week 2's long-context row): decode with N cached
+  tokens. The cache is filled with random keys and values of the model's
+  shape (N x kv heads x head width per layer, in the model's dtype) instead
+  of prefilling N tokens, which mlx-lm's quantized CPU path would take hours
+  to do here; a decode step costs the same whatever the cached values are.
+  The first decode-prompt id is then fed at position N.
 
 Prints one JSON object on stdout (the same keys as tiny-llm-bench). Run with the
 kit's venv python (target/venv); `cargo xtask bench` does.
@@ -34,6 +40,7 @@ import mlx.core as mx
 mx.set_default_device(mx.gpu if os.environ.get("TINY_LLM_DEVICE") == "gpu" else mx.cpu)
 
 from mlx_lm.generate import generate_step  # noqa: E402  (after the device is set)
+from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 from mlx_lm.utils import load_model  # noqa: E402
 
 WARMUP_TOKENS = 16
@@ -44,13 +51,31 @@ def greedy(logprobs):
     return mx.argmax(logprobs, axis=-1)
 
 
-def generate(model, ids, new_tokens):
+def synthetic_cache(model, context, dtype):
+    """mlx-lm's prompt cache holding `context` tokens of random keys and
+    values (seeded), for every layer."""
+    args = model.args
+    kv_heads = args.num_key_value_heads
+    head_dim = args.hidden_size // args.num_attention_heads
+    cache = make_prompt_cache(model)
+    mx.random.seed(0)
+    for c in cache:
+        k = mx.random.normal((1, kv_heads, context, head_dim)).astype(dtype)
+        v = mx.random.normal((1, kv_heads, context, head_dim)).astype(dtype)
+        c.update_and_fetch(k, v)
+        mx.eval(c.state)
+    return cache
+
+
+def generate(model, ids, new_tokens, prompt_cache=None):
     """Greedy tokens after `ids` through mlx-lm's generate_step, with the time
     each one became available on the host (seconds from the call)."""
     prompt = mx.array(ids, dtype=mx.int32)
     start = time.perf_counter()
     tokens, times = [], []
-    for token, _ in generate_step(prompt, model, max_tokens=new_tokens, sampler=greedy):
+    for token, _ in generate_step(
+        prompt, model, max_tokens=new_tokens, sampler=greedy, prompt_cache=prompt_cache
+    ):
         times.append(time.perf_counter() - start)
         tokens.append(int(token))
     # generate_step evaluates one step ahead: let it finish before going on.
@@ -79,7 +104,18 @@ def measure(args):
         prefill.append({"tokens": length, "seconds": times[0], "first_token": tokens[0]})
 
     decode = None
-    if args.new_tokens > 0:
+    if args.new_tokens > 0 and args.synthetic_context > 0:
+        cache = synthetic_cache(model, args.synthetic_context, DTYPES[args.dtype])
+        tokens, times = generate(model, ids[:1], args.new_tokens, prompt_cache=cache)
+        decode = {
+            "prompt_tokens": args.synthetic_context,
+            "synthetic_context": True,
+            "new_tokens": args.new_tokens,
+            "ttft_seconds": None,
+            "decode_seconds": times[-1] - times[0],
+            "tokens": tokens,
+        }
+    elif args.new_tokens > 0:
         tokens, times = generate(model, ids[: args.decode_prompt], args.new_tokens)
         decode = {
             "prompt_tokens": args.decode_prompt,
@@ -108,8 +144,9 @@ def main():
     p.add_argument("--prefill", default="128,512")
     p.add_argument("--decode-prompt", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--synthetic-context", type=int, default=0)
     args = p.parse_args()
-    args.prefill = [int(x) for x in args.prefill.split(",") if x]
+    args.prefill = [int(x) for x in args.prefill.split(",") if x and x != "none"]
     report = {"implementation": "mlx-lm", "model": args.model, "dtype": args.dtype}
     try:
         report.update(measure(args))

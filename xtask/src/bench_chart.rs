@@ -30,9 +30,30 @@ const PANEL_WIDTH: u32 = 320;
 const ROW_HEIGHT: u32 = 300;
 const LEGEND_HEIGHT: u32 = 60;
 
+/// The chart label of a `bench week2` step (`steps::STEPS`' keys).
+pub fn step_label(key: &str) -> &'static str {
+    match key {
+        "week1" => "week 1",
+        "kv_cache" => "+kv cache",
+        "q4" => "+4-bit",
+        "fused" => "+fused",
+        "flash" => "+flash",
+        "int8" => "+int8",
+        _ => "?",
+    }
+}
+
 /// A fixed colour per variant label, so every panel and chart agree.
 fn colour(label: &str) -> RGBColor {
     match label {
+        "week 1" => RGBColor(200, 200, 200),
+        "+kv cache" => RGBColor(250, 220, 160),
+        "+4-bit" => RGBColor(245, 175, 90),
+        "+fused" => RGBColor(230, 120, 30),
+        "+flash" => RGBColor(180, 70, 20),
+        "+int8" => RGBColor(120, 40, 10),
+        "first turn" => RGBColor(170, 170, 170),
+        "second turn" => RGBColor(230, 120, 30),
         "mlx-lm" => RGBColor(52, 101, 164),
         "reference" => RGBColor(230, 120, 30),
         "learner" => RGBColor(60, 150, 70),

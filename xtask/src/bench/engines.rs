@@ -84,13 +84,23 @@ pub(super) fn prebuilt(side: Side) -> Result<Built> {
 
 /// Writes the prompt ids of `config`'s model once (`tiny-llm-bench prompt`).
 pub(super) fn prompt_ids(reference_bin: &Path, config: &Config) -> Result<PathBuf> {
-    let out = bench_dir().join(format!("prompt-{}.json", config.name));
     let longest = PREFILL_LENGTHS
         .iter()
         .copied()
         .max()
         .unwrap_or(0)
         .max(DECODE_PROMPT);
+    prompt_ids_n(reference_bin, config, longest)
+}
+
+/// Writes the first `longest` ids of the benchmark text for `config`'s
+/// model (`tiny-llm-bench prompt`); returns the file.
+pub(super) fn prompt_ids_n(
+    reference_bin: &Path,
+    config: &Config,
+    longest: usize,
+) -> Result<PathBuf> {
+    let out = bench_dir().join(format!("prompt-{}-{longest}.json", config.name));
     let mut cmd = Command::new(reference_bin);
     cmd.args(["prompt", "--tokens", &longest.to_string(), "--model"])
         .arg(&config.dir)

@@ -22,7 +22,10 @@
 //! the kit's (OpenBLAS swapped in by `setup`) run the same one.
 //!
 //! `cargo xtask bench week2` (module `week2`): the week-2 path against
-//! mlx-lm and llama.cpp on the same quantized weights.
+//! mlx-lm and llama.cpp on the same quantized weights, then (module `steps`)
+//! the reference step by step (week 1, + KV cache, + 4-bit, + fused, +
+//! flash attention, + int8), long-context decode, the prompt cache's second
+//! turn, and issue 11's targets with pass/miss.
 //!
 //! Output: a table on stdout (ratios reference/mlx-lm and learner/reference),
 //! `target/bench/week1-<model>-<dtype>.{json,md,svg}`, and `week1.svg` with
@@ -44,11 +47,16 @@ mod llama_cpp;
 mod output;
 mod proc;
 mod stats;
+mod steps;
+mod steps_output;
+mod steps_report;
 mod table;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests2;
+#[cfg(test)]
+mod tests_steps;
 mod week2;
 mod week2_report;
 
@@ -58,6 +66,8 @@ use engines::*;
 use output::*;
 use proc::*;
 use stats::*;
+use steps_output::*;
+use steps_report::*;
 use table::*;
 pub use week2::Week2Args;
 use week2::*;

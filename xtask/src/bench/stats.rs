@@ -67,6 +67,7 @@ pub(super) fn failure(reports: &[Value]) -> Option<String> {
             None => "not implemented".into(),
         },
         "does_not_compile" => "does not compile".into(),
+        "skipped" => format!("skipped: {}", r["message"].as_str().unwrap_or("?")),
         _ => format!("error: {}", r["message"].as_str().unwrap_or("?")),
     })
 }

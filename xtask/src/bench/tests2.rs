@@ -147,7 +147,7 @@ fn a_safetensors_header_without_offsets_is_an_error() {
     assert!(e.to_string().contains("data_offsets"), "{e}");
 }
 
-fn week2_args(quant: Option<&str>) -> Week2Args {
+pub(super) fn week2_args(quant: Option<&str>) -> Week2Args {
     Week2Args {
         model: None,
         reps: 3,
@@ -158,6 +158,12 @@ fn week2_args(quant: Option<&str>) -> Week2Args {
         omp_passive: false,
         no_llama_cpp: false,
         no_build: false,
+        no_steps: false,
+        steps_only: false,
+        week1_new_tokens: 16,
+        long_context: 4096,
+        long_new_tokens: 32,
+        history: 1000,
     }
 }
 

@@ -66,6 +66,28 @@ pub struct Week2Args {
     /// Use the binaries of the last build (target/bench/bin).
     #[arg(long)]
     pub no_build: bool,
+    /// Leave out the step-by-step section (week 1, + KV cache, + 4-bit, +
+    /// fused, + flash, + int8; long context; prompt cache; the targets).
+    #[arg(long, conflicts_with = "steps_only")]
+    pub no_steps: bool,
+    /// Only the step-by-step section: no learner, no 4/8-bit comparison
+    /// tables (mlx-lm then runs only the long-context decode).
+    #[arg(long)]
+    pub steps_only: bool,
+    /// Tokens the week-1 step decodes (each step re-reads the whole
+    /// sequence: about 2 tok/s here).
+    #[arg(long, default_value_t = 16)]
+    pub week1_new_tokens: usize,
+    /// Cached tokens of the long-context decode.
+    #[arg(long, default_value_t = 4096)]
+    pub long_context: usize,
+    /// Tokens decoded with the long context (mlx-lm: at most
+    /// --mlx-lm-new-tokens).
+    #[arg(long, default_value_t = 32)]
+    pub long_new_tokens: usize,
+    /// Tokens of history before the prompt cache's second turn.
+    #[arg(long, default_value_t = 1000)]
+    pub history: usize,
 }
 
 /// The bit widths a run measures.
@@ -78,7 +100,7 @@ pub(super) fn bit_widths(args: &Week2Args) -> Vec<u32> {
 }
 
 /// Threads of llama.cpp and of the bandwidth measurement: every core.
-fn threads() -> usize {
+pub(super) fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
@@ -103,8 +125,15 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    if args.new_tokens < 2 || args.mlx_lm_new_tokens < 2 {
-        bail!("--new-tokens and --mlx-lm-new-tokens must be at least 2 (decode speed is measured after the first token)");
+    if args.new_tokens < 2
+        || args.mlx_lm_new_tokens < 2
+        || args.week1_new_tokens < 2
+        || args.long_new_tokens < 2
+    {
+        bail!("--new-tokens, --mlx-lm-new-tokens, --week1-new-tokens and --long-new-tokens must be at least 2 (decode speed is measured after the first token)");
+    }
+    if args.long_context == 0 || args.history == 0 {
+        bail!("--long-context and --history must be at least 1");
     }
     let started = Instant::now();
     if !args.no_build {
@@ -131,7 +160,11 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
         Built::DoesNotCompile(e) => bail!("the reference does not compile: {e}"),
     };
     bins.insert(Side::Reference, reference.clone());
-    let learner_build = built(Side::Learner)?;
+    let learner_build = if args.steps_only {
+        Built::DoesNotCompile("not built (--steps-only)".into())
+    } else {
+        built(Side::Learner)?
+    };
     if let Built::Binary(p) = &learner_build {
         bins.insert(Side::Learner, p.clone());
     }
@@ -141,10 +174,14 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
     if args.no_llama_cpp {
         llama_note = Some("skipped (--no-llama-cpp)".to_string());
     } else {
-        let kinds: Vec<GgufType> = bit_widths(args)
+        let mut kinds: Vec<GgufType> = bit_widths(args)
             .into_iter()
             .map(GgufType::for_bits)
             .collect();
+        // The step-by-step section compares with Q4_0.
+        if !args.no_steps && !kinds.contains(&GgufType::Q4_0) {
+            kinds.insert(0, GgufType::Q4_0);
+        }
         let made = llama_cpp::ensure(&python).and_then(|tools| {
             let ggufs = llama_cpp::ensure_ggufs(&python, &tools, &base.name, &base.dir, &kinds)?;
             Ok((tools, ggufs))
@@ -160,7 +197,12 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
 
     let bw = bandwidth(&reference)?;
     let prompt = prompt_ids(&reference, &base)?;
-    for bits in bit_widths(args) {
+    let table_bits = if args.steps_only {
+        Vec::new()
+    } else {
+        bit_widths(args)
+    };
+    for bits in table_bits {
         let dir = quantized_dir(&base.name, bits)?;
         let config = Config {
             name: format!("{}-{bits}bit", base.name),
@@ -269,6 +311,24 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
         };
         report_week2(&summary, args, &ctx)?;
     }
+    if !args.no_steps {
+        let gguf = llama.as_ref().and_then(|(tools, g)| {
+            g.iter()
+                .find(|g| g.kind == GgufType::Q4_0)
+                .map(|g| (tools, g))
+        });
+        let setup = steps::StepsSetup {
+            dense: &base,
+            q4_dir: quantized_dir(&base.name, 4)?,
+            reference: &reference,
+            python: &python,
+            blas: blas.as_ref(),
+            llama: gguf,
+            llama_note: llama_note.clone(),
+        };
+        let ids = prompt_ids_n(&reference, &base, steps::ids_needed(args))?;
+        steps::run_steps(&setup, &ids, args, started)?;
+    }
     eprintln!("bench done in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -327,7 +387,7 @@ pub(super) fn side_plan(side: Side, args: &Week2Args) -> (Vec<usize>, usize) {
 
 /// Two `llama-bench` processes (prompt processing; generation at depth
 /// 128), turned into one report with the keys of `tiny-llm-bench run`.
-fn run_llama_bench(
+pub(super) fn run_llama_bench(
     tools: &LlamaCpp,
     g: &Gguf,
     args: &Week2Args,
