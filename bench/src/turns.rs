@@ -14,68 +14,30 @@
 //!   cache holds and the new prompt, trim the cache to it, prefill the
 //!   rest, and read the first token.
 //!
-//! The caches here are the model's own (`new_cache`, `KvCache::trim`), the
-//! bookkeeping of cached ids done by [`Conversation`]: what day 14's
-//! `prompt_cache` does for `chat`.
+//! Both turns go through day 14's `PromptCache` (`prefill`: reuse the
+//! longest cached prefix, feed the rest; `feed`: one decode step), as
+//! `chat` does.
 
-use crate::imp::qwen2_week2::Qwen2ModelWeek2;
+use crate::imp::prompt_cache::PromptCache;
 use crate::kernels::KernelRequest;
 use crate::measure::max_rss_bytes;
-use crate::measure2::{chunked_step, load_with_kernels, step};
+use crate::measure2::load_with_kernels;
 use crate::prompt::read_ids;
 use anyhow::{bail, Result};
+use mlx_rs::Array;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Instant;
-use tiny_llm_common::KvCache;
 
-/// Passes of the first turn's prefill (tokens per forward pass).
-const PREFILL_CHUNK: usize = 512;
-
-/// The model's caches and the ids they hold, in order.
-struct Conversation {
-    cache: Vec<Box<dyn KvCache>>,
-    ids: Vec<i32>,
+/// The greedy token of `logits` (`1 x vocab`), read back to the host.
+fn greedy(logits: &Array) -> Result<i32> {
+    let next = mlx_rs::ops::indexing::argmax_axis(logits, -1, false)?;
+    let id: u32 = next.try_item_cast()?;
+    Ok(id as i32)
 }
 
-impl Conversation {
-    fn new(model: &Qwen2ModelWeek2) -> Conversation {
-        Conversation {
-            cache: model.new_cache(),
-            ids: Vec::new(),
-        }
-    }
-
-    /// The greedy first token after `prompt`: the cache is trimmed to the
-    /// longest common prefix of what it holds and `prompt` (at least one
-    /// token is always fed), and the rest is prefilled. Returns the token
-    /// and how many of `prompt`'s ids were reused.
-    fn first_token(&mut self, model: &Qwen2ModelWeek2, prompt: &[i32]) -> Result<(i32, usize)> {
-        let same = self
-            .ids
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len().saturating_sub(1));
-        let extra = self.ids.len() - same;
-        for c in self.cache.iter_mut() {
-            if c.trim(extra) != extra {
-                bail!("a cache trimmed fewer than {extra} tokens");
-            }
-        }
-        self.ids.truncate(same);
-        let token = chunked_step(model, &prompt[same..], same, PREFILL_CHUNK, &mut self.cache)?;
-        self.ids.extend_from_slice(&prompt[same..]);
-        Ok((token, same))
-    }
-
-    /// Feeds `token` (one decode step); returns the next greedy token.
-    fn decode(&mut self, model: &Qwen2ModelWeek2, token: i32) -> Result<i32> {
-        let next = step(model, &[token], self.ids.len(), &mut self.cache)?;
-        self.ids.push(token);
-        Ok(next)
-    }
+fn ids_u32(ids: &[i32]) -> Vec<u32> {
+    ids.iter().map(|&t| t as u32).collect()
 }
 
 /// What `turns` measures.
@@ -107,10 +69,12 @@ pub fn run(plan: &TurnsPlan) -> Result<Value> {
         Err(skipped) => return Ok(skipped),
     };
     let history = &ids[..plan.history];
-    let mut conv = Conversation::new(&model);
+    let mut cache = PromptCache::for_model(&model);
 
     let t = Instant::now();
-    let (mut token, reused1) = conv.first_token(&model, history)?;
+    let first = cache.prefill(&model, &ids_u32(history))?;
+    let mut token = greedy(&first.logits)?;
+    let reused1 = first.reused;
     let ttft1 = t.elapsed().as_secs_f64();
     eprintln!(
         "  turn 1: {} tokens, first token after {ttft1:.3} s",
@@ -118,7 +82,7 @@ pub fn run(plan: &TurnsPlan) -> Result<Value> {
     );
     let mut answer = vec![token];
     while answer.len() < plan.answer {
-        token = conv.decode(&model, token)?;
+        token = greedy(&cache.feed(&model, &[token as u32])?)?;
         answer.push(token);
     }
 
@@ -126,7 +90,9 @@ pub fn run(plan: &TurnsPlan) -> Result<Value> {
     prompt2.extend_from_slice(&answer);
     prompt2.extend_from_slice(&ids[plan.history..plan.history + plan.turn]);
     let t = Instant::now();
-    let (token2, reused2) = conv.first_token(&model, &prompt2)?;
+    let second = cache.prefill(&model, &ids_u32(&prompt2))?;
+    let token2 = greedy(&second.logits)?;
+    let reused2 = second.reused;
     let ttft2 = t.elapsed().as_secs_f64();
     eprintln!(
         "  turn 2: {} tokens, {reused2} from the cache, first token after {ttft2:.3} s",
@@ -137,7 +103,7 @@ pub fn run(plan: &TurnsPlan) -> Result<Value> {
         "week": 2,
         "kernels": kernel_fields["kernels"],
         "kernel_fallback": kernel_fields["kernel_fallback"],
-        "cache": "the model's KV caches, trimmed to the longest common prefix (bench/src/turns.rs)",
+        "cache": "day 14's prompt_cache::PromptCache (prefill: the longest cached prefix reused)",
         "first_turn": {
             "prompt_tokens": history.len(),
             "reused_tokens": reused1,

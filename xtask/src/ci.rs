@@ -90,7 +90,23 @@ pub fn run() -> Result<bool> {
                 "--nocapture",
             ])
             .status()?;
-        Ok(s.success())
+        // Week 2's CUDA kernels (days 11-12) against the CPU path; their
+        // argument checks run everywhere.
+        let g = cargo()
+            .args([
+                "test",
+                "-p",
+                "tiny-llm-grader",
+                "--no-default-features",
+                "--features",
+                "solutions",
+                "--test",
+                "gpu_kernels",
+                "--",
+                "--nocapture",
+            ])
+            .status()?;
+        Ok(s.success() && g.success())
     });
     stage("clippy -D warnings", &mut || {
         let a = cargo()
