@@ -593,10 +593,11 @@ impl Qwen2ModelWeek2 {
             let mut h = self.embed_tokens.embed(inputs, self.dtype)?;
             for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
                 let x = self.rms_norm(&layer.input_layernorm, &h)?;
-                let [q, k, v]: [Array; 3] =
-                    layer.qkv.forward(&x)?.try_into().map_err(|_| {
-                        Error::Invalid("q/k/v projections: expected 3 outputs".into())
-                    })?;
+                let [q, k, v]: [Array; 3] = layer
+                    .qkv
+                    .forward(&x, self.kernels)?
+                    .try_into()
+                    .map_err(|_| Error::Invalid("q/k/v projections: expected 3 outputs".into()))?;
                 let rot = |a: &Array, heads: i32| -> Result<Array> {
                     let a = a.reshape(&[b, l, heads, d])?;
                     let a = crate::batch::rope_rows(&a, &self.rope, &offsets)?;
@@ -613,12 +614,20 @@ impl Qwen2ModelWeek2 {
                     scaled_dot_product_attention_grouped(&q, &k, &v, None, Some(&mask))?
                 };
                 let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, h_q * d])?;
-                h = h.add(project(&o, &layer.o_proj)?)?;
+                h = h.add(project_with(&o, &layer.o_proj, self.kernels)?)?;
                 let x = self.rms_norm(&layer.post_attention_layernorm, &h)?;
-                let [g, u]: [Array; 2] = layer.gate_up.forward(&x)?.try_into().map_err(|_| {
-                    Error::Invalid("gate/up projections: expected 2 outputs".into())
-                })?;
-                h = h.add(project(&self.swiglu(&g, &u)?, &layer.down_proj)?)?;
+                let [g, u]: [Array; 2] = layer
+                    .gate_up
+                    .forward(&x, self.kernels)?
+                    .try_into()
+                    .map_err(|_| {
+                        Error::Invalid("gate/up projections: expected 2 outputs".into())
+                    })?;
+                h = h.add(project_with(
+                    &self.swiglu(&g, &u)?,
+                    &layer.down_proj,
+                    self.kernels,
+                )?)?;
             }
             self.head(&h)
         };
