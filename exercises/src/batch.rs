@@ -18,12 +18,12 @@
 //! `causal_mask` and day 2's `RoPE::forward` are the one-row versions of
 //! what you write here.
 
-use crate::positional_encoding::RoPE;
 #[allow(unused_imports)]
 use mlx_rs::ops::indexing::{Ellipsis, TryIndexOp};
 #[allow(unused_imports)]
 use mlx_rs::ops::{arange, concatenate, select, stack};
 use mlx_rs::{Array, Dtype};
+use tiny_llm_common::RopeView;
 // `Error` is named by the doc comments.
 #[allow(unused_imports)]
 use tiny_llm_common::{shape_error, Error, Result};
@@ -138,7 +138,7 @@ pub fn row_offsets(offset: i32, left_padding: &[i32]) -> Vec<i32> {
 /// gather the rows of `rope.cos` and `rope.sin` with `take_axis(.., 0)`
 /// and reshape them to `B x L x 1 x D/2`; then rotate as day 2 does, in
 /// f32.
-pub fn rope_rows(x: &Array, rope: &RoPE, offsets: &[i32]) -> Result<Array> {
+pub fn rope_rows(x: &Array, rope: RopeView<'_>, offsets: &[i32]) -> Result<Array> {
     let _ = (x, rope, offsets);
     todo!("day 13: rope_rows")
 }

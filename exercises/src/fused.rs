@@ -24,9 +24,9 @@
 //! `as_dtype(x.dtype())` when `x` was not f32. A `KernelError` converts with
 //! `Error::Invalid(e.to_string())`.
 
-use crate::positional_encoding::RoPE;
 use mlx_rs::Array;
 use tiny_llm_common::Result;
+use tiny_llm_common::RopeView;
 
 /// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight` over the last axis.
 ///
@@ -42,7 +42,7 @@ pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array> {
 }
 
 /// RoPE with one position offset per batch row, from `rope`'s cos/sin
-/// tables (day 2's [`RoPE`]: `dims`, `base`, `traditional`).
+/// tables (day 2's `RoPE` (as a [`RopeView`]): `dims`, `base`, `traditional`).
 ///
 /// - `x`: `N x L x H x D` (`D = rope.dims`), any float dtype (computed in
 ///   f32); row `b`'s token `t` is at position `offsets[b] + t`.
@@ -54,7 +54,7 @@ pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array> {
 /// `D = rope.dims`; [`tiny_llm_common::Error::Invalid`] when
 /// `offsets.len()` is neither 1 nor `N`, or a position passes
 /// `rope.seq_len` (naming the row and the position).
-pub fn rope(x: &Array, rope: &RoPE, offsets: &[i32]) -> Result<Array> {
+pub fn rope(x: &Array, rope: RopeView<'_>, offsets: &[i32]) -> Result<Array> {
     let _ = (x, rope, offsets);
     todo!("day 11: rope")
 }

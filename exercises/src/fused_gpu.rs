@@ -29,9 +29,9 @@
 //! the formulas of `crate::fused`: `mx.fast.rms_norm`, `mx.fast.rope`,
 //! `mx.softmax`, Shazeer 2020 (SwiGLU).
 
-use crate::positional_encoding::RoPE;
 use mlx_rs::Array;
 use tiny_llm_common::Result;
+use tiny_llm_common::RopeView;
 
 /// RMSNorm on the GPU: `x / sqrt(mean(x^2) + eps) * weight` over the last
 /// axis (same contract as `crate::fused::rms_norm`).
@@ -80,7 +80,7 @@ pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array> {
 /// frequency `j = p % (D/2)`; its position is `offsets[b] + t`; the pair is
 /// `(2j, 2j+1)` when traditional, else `(j, j + D/2)`. A grid-stride loop
 /// (`p += gridDim.x * blockDim.x`) keeps the grid bounded.
-pub fn rope(x: &Array, rope: &RoPE, offsets: &[i32]) -> Result<Array> {
+pub fn rope(x: &Array, rope: RopeView<'_>, offsets: &[i32]) -> Result<Array> {
     let _ = (x, rope, offsets);
     todo!("day 11: rope")
 }

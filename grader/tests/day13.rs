@@ -351,7 +351,7 @@ fn rope_rows_case(test: &str, dtype: &str) {
         let x = c.get("x");
         let rope = rope_of(&c, x.dim(3));
         let offsets = ints(c.get("offsets"));
-        let got = ok("rope_rows", rope_rows(x, &rope, &offsets));
+        let got = ok("rope_rows", rope_rows(x, view(&rope), &offsets));
         let want = c.get("expected");
         assert_eq!(
             got.dtype(),
@@ -402,7 +402,7 @@ fn prop_rope_rows_equals_rope_per_row() {
             let rope = rope_table(d, 16, 10000.0, trad);
             let key = mlx_rs::random::key(seed).expect("key");
             let x = mlx_rs::random::normal::<f32>(&[b, l, h, d], None, None, &key).expect("x");
-            let got = ok("rope_rows", rope_rows(&x, &rope, &offsets));
+            let got = ok("rope_rows", rope_rows(&x, view(&rope), &offsets));
             prop_assert_eq!(got.shape(), &[b, l, h, d]);
             for (r, &o) in offsets.iter().enumerate() {
                 for i in 0..l {
@@ -440,22 +440,22 @@ fn rope_rows_rejects_bad_input() {
     should_fail_naming(
         "rope_rows",
         "3 offsets for 2 rows",
-        rope_rows(&x, &rope, &[0, 1, 2]),
+        rope_rows(&x, view(&rope), &[0, 1, 2]),
         &["offsets"],
     );
     should_fail_naming(
         "rope_rows",
         "row 1 at positions 14..17 with seq_len 16",
-        rope_rows(&x, &rope, &[0, 14]),
+        rope_rows(&x, view(&rope), &[0, 14]),
         &["row 1", "seq_len"],
     );
     let three_d = Array::zeros::<f32>(&[3, 1, 8]).expect("zeros");
-    should_fail("rope_rows", "3-D x", rope_rows(&three_d, &rope, &[0]));
+    should_fail("rope_rows", "3-D x", rope_rows(&three_d, view(&rope), &[0]));
     let wide = Array::zeros::<f32>(&[1, 3, 1, 6]).expect("zeros");
     should_fail(
         "rope_rows",
         "D = 6 for dims 8",
-        rope_rows(&wide, &rope, &[0]),
+        rope_rows(&wide, view(&rope), &[0]),
     );
     assert_eq!(
         row_offsets(5, &[0, 2, 7]),
@@ -1251,4 +1251,15 @@ fn prefill_planned_matches_one_shot() {
         prefill_planned(&model, &[&prompt[..3]], 0),
         &["budget"],
     );
+}
+
+/// Day 2's `RoPE` as the week-2 kernels read it (a view of its tables).
+fn view(r: &RoPE) -> tiny_llm_common::RopeView<'_> {
+    tiny_llm_common::RopeView {
+        dims: r.dims,
+        seq_len: r.seq_len,
+        traditional: r.traditional,
+        cos: &r.cos,
+        sin: &r.sin,
+    }
 }

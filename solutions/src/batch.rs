@@ -14,10 +14,10 @@
 //! Reference: mlx-lm `models/cache.py` (`BatchKVCache`, left padding) and
 //! `models/base.py` (`create_causal_mask(N, offset, left_padding=...)`).
 
-use crate::positional_encoding::RoPE;
 use mlx_rs::ops::indexing::{Ellipsis, TryIndexOp};
 use mlx_rs::ops::{arange, concatenate, select, stack};
 use mlx_rs::{Array, Dtype};
+use tiny_llm_common::RopeView;
 use tiny_llm_common::{shape_error, Error, Result};
 
 /// A batch of token sequences, left-padded to the longest.
@@ -173,7 +173,7 @@ pub fn row_offsets(offset: i32, left_padding: &[i32]) -> Vec<i32> {
 /// Reference: `mx.fast.rope(x, dims, traditional, base, scale, offset)` with
 /// an array `offset` (one per batch row), as mlx-lm's Qwen2 attention calls
 /// it with a `BatchKVCache`'s offsets.
-pub fn rope_rows(x: &Array, rope: &RoPE, offsets: &[i32]) -> Result<Array> {
+pub fn rope_rows(x: &Array, rope: RopeView<'_>, offsets: &[i32]) -> Result<Array> {
     if x.ndim() != 4 || x.dim(3) != rope.dims {
         return Err(shape_error(
             "rope_rows input",

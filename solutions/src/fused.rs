@@ -23,9 +23,9 @@
 //! (their errors would be a bug here, reported as `Error::Invalid`).
 
 use crate::fused_cpu::{self, isa, KernelError, RopeTables};
-use crate::positional_encoding::RoPE;
 use mlx_rs::{Array, Dtype};
 use tiny_llm_common::cpu_bridge::{crossing, from_vec, host_f32};
+use tiny_llm_common::RopeView;
 use tiny_llm_common::{shape_error, Error, Result};
 
 /// A kernel's error (a length that does not follow from the shapes: a bug
@@ -90,7 +90,7 @@ pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array> {
 }
 
 /// RoPE with one position offset per batch row, from `rope`'s cos/sin
-/// tables (day 2's [`RoPE`]: `dims`, `base`, `traditional`).
+/// tables (day 2's `RoPE` (as a [`RopeView`]): `dims`, `base`, `traditional`).
 ///
 /// - `x`: `N x L x H x D` (`D = rope.dims`), any float dtype (computed in
 ///   f32); row `b`'s token `t` is at position `offsets[b] + t`.
@@ -102,7 +102,7 @@ pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array> {
 /// `D = rope.dims`; [`tiny_llm_common::Error::Invalid`] when
 /// `offsets.len()` is neither 1 nor `N`, or a position passes
 /// `rope.seq_len` (naming the row and the position).
-pub fn rope(x: &Array, rope: &RoPE, offsets: &[i32]) -> Result<Array> {
+pub fn rope(x: &Array, rope: RopeView<'_>, offsets: &[i32]) -> Result<Array> {
     expect_float("x", x)?;
     if x.ndim() != 4 || x.dim(3) != rope.dims {
         return Err(shape_error(
@@ -131,8 +131,8 @@ pub fn rope(x: &Array, rope: &RoPE, offsets: &[i32]) -> Result<Array> {
     }
     let xh = host_f32(x, "x")?;
     let (ch, sh) = (
-        host_f32(&rope.cos, "rope.cos")?,
-        host_f32(&rope.sin, "rope.sin")?,
+        host_f32(rope.cos, "rope.cos")?,
+        host_f32(rope.sin, "rope.sin")?,
     );
     let tables = RopeTables {
         cos: ch.slice()?,

@@ -36,11 +36,11 @@
 //! the formulas of `crate::fused`: `mx.fast.rms_norm`, `mx.fast.rope`,
 //! `mx.softmax`, Shazeer 2020 (SwiGLU).
 
-use crate::positional_encoding::RoPE;
 use mlx_rs::{Array, Device, Dtype, Stream};
 use tiny_llm_common::gpu::{
     gpu_backend, CudaKernel, GpuBackend, KernelOutput, Launch, TemplateArg,
 };
+use tiny_llm_common::RopeView;
 use tiny_llm_common::{shape_error, Error, Result};
 
 /// Threads per block of the row kernels (`rms_norm`, `softmax`): 8 warps.
@@ -300,7 +300,7 @@ pub fn rms_norm(x: &Array, weight: &Array, eps: f32) -> Result<Array> {
 /// Implementation: one thread per rotated pair `(i1, i2)` (interleaved
 /// `(2j, 2j+1)` when `rope.traditional`, else the halves `(j, j + D/2)`),
 /// reading `cos`/`sin` at the pair's position from `rope`'s f32 tables.
-pub fn rope(x: &Array, rope: &RoPE, offsets: &[i32]) -> Result<Array> {
+pub fn rope(x: &Array, rope: RopeView<'_>, offsets: &[i32]) -> Result<Array> {
     expect_float("rope input", x)?;
     let want = format!("[N, L, H, {}]", rope.dims);
     if x.ndim() != 4 || x.dim(3) != rope.dims {

@@ -22,7 +22,7 @@ use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype};
 use tiny_llm_common::{
     shape_error, take_weight, AttentionMask, CachedLm, Checkpoint, Error, KvCache, Linear,
-    LinearWeight, Qwen2Config, Result, Week2Kernels,
+    LinearWeight, Qwen2Config, Result, RopeView, Week2Kernels,
 };
 
 /// Several linear layers on the same input.
@@ -293,10 +293,21 @@ impl Qwen2ModelWeek2 {
         }
     }
 
+    /// The RoPE tables as the week-2 kernels read them.
+    fn rope_view(&self) -> RopeView<'_> {
+        RopeView {
+            dims: self.rope.dims,
+            seq_len: self.rope.seq_len,
+            traditional: self.rope.traditional,
+            cos: &self.rope.cos,
+            sin: &self.rope.sin,
+        }
+    }
+
     /// RoPE of `x` (`N x L x H x D`) at `offset`: day 11's kernel or day 2's.
     fn rope(&self, x: &Array, offset: i32) -> Result<Array> {
         if self.kernels.fused {
-            crate::fused::rope(x, &self.rope, &[offset])
+            crate::fused::rope(x, self.rope_view(), &[offset])
         } else {
             self.rope.forward(x, offset)
         }
@@ -600,7 +611,7 @@ impl Qwen2ModelWeek2 {
                     .map_err(|_| Error::Invalid("q/k/v projections: expected 3 outputs".into()))?;
                 let rot = |a: &Array, heads: i32| -> Result<Array> {
                     let a = a.reshape(&[b, l, heads, d])?;
-                    let a = crate::batch::rope_rows(&a, &self.rope, &offsets)?;
+                    let a = crate::batch::rope_rows(&a, self.rope_view(), &offsets)?;
                     Ok(a.transpose_axes(&[0, 2, 1, 3])?)
                 };
                 let (q, k) = (rot(&q, h_q)?, rot(&k, h_kv)?);
