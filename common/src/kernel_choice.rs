@@ -20,6 +20,12 @@ pub struct Week2Kernels {
     /// 1e-2 from mlx-lm's, so it is off in [`Week2Kernels::ALL`] and in
     /// grading, and the bench reports it as its own row.
     pub int8_activations: bool,
+    /// Week 2 on a GPU (MLX's default device a CUDA GPU): the quantized
+    /// matmuls run day 10's CUDA kernels (`crate::qmatmul_gpu`), and the
+    /// kernels chosen above their GPU versions (`crate::fused_gpu`,
+    /// `crate::flash_attention_gpu`) instead of the CPU kernels;
+    /// `int8_activations` (a CPU kernel) is ignored.
+    pub gpu: bool,
 }
 
 impl Week2Kernels {
@@ -28,11 +34,18 @@ impl Week2Kernels {
         fused: false,
         flash_attention: false,
         int8_activations: false,
+        gpu: false,
     };
     /// Every exact week-2 kernel (not `int8_activations`).
     pub const ALL: Week2Kernels = Week2Kernels {
         fused: true,
         flash_attention: true,
         int8_activations: false,
+        gpu: false,
     };
+
+    /// The same choice run by the GPU versions of the kernels.
+    pub const fn on_gpu(self) -> Week2Kernels {
+        Week2Kernels { gpu: true, ..self }
+    }
 }

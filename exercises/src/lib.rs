@@ -83,11 +83,13 @@ pub use tiny_llm_ref::{qmatmul_scalar, quantized_matmul};
 
 // Day 10: quantized matmul II
 #[cfg(not(feature = "ref-day10"))]
+pub mod qmatmul_gpu;
+#[cfg(not(feature = "ref-day10"))]
 pub mod qmatmul_simd;
 #[cfg(not(feature = "ref-day10"))]
 pub mod quantized_linear;
 #[cfg(feature = "ref-day10")]
-pub use tiny_llm_ref::{qmatmul_simd, quantized_linear};
+pub use tiny_llm_ref::{qmatmul_gpu, qmatmul_simd, quantized_linear};
 // Day 11: fused kernels
 #[cfg(not(feature = "ref-day11"))]
 pub mod fused;

@@ -44,6 +44,7 @@ pub mod qmatmul_scalar;
 pub mod quantized_matmul;
 
 // Day 10
+pub mod qmatmul_gpu;
 pub mod qmatmul_simd;
 pub mod quantized_linear;
 
