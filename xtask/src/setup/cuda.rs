@@ -51,6 +51,11 @@ pub(super) fn ensure_cuda(l: &Layout, nvidia_libs: Option<&Path>) -> Result<bool
                     "manylinux_2_28_x86_64",
                     "--platform",
                     "manylinux_2_27_x86_64",
+                    // nvidia-nccl-cu13 2.28.3 ships only a manylinux_2_18 wheel
+                    "--platform",
+                    "manylinux_2_18_x86_64",
+                    "--platform",
+                    "manylinux_2_17_x86_64",
                 ])
                 .args([
                     "--platform",
