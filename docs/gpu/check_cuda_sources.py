@@ -4,7 +4,13 @@ the way MLX's cuda_kernel wraps and launches them (mlx/backend/cuda/custom_kerne
 namespace mlx::core::cu, template args as constexpr/using, grid counted in
 threads), through CuPy's NVRTC, and compares them with float64 numpy references.
 
-Usage: python3 check_cuda_sources.py SOLUTIONS_SRC_DIR [--quick]
+The quantized matmul kernels of qmatmul_gpu.rs (day 10) are checked against a
+float64 numpy dequantize-and-matmul, then timed on Qwen2 shapes: the matvec kernel
+in GB/s of bytes read (4-bit, group 64, bf16 x and scales, M = 1; the weights
+cycle through copies larger than the L2 so that every launch reads HBM) and the
+tiled kernel in TFLOP/s at M = 128 and 512.
+
+Usage: python3 check_cuda_sources.py SOLUTIONS_SRC_DIR [--quick] [--qmm-only] [--no-timing]
 """
 import math
 import re
@@ -15,6 +21,8 @@ import numpy as np
 
 SRC = sys.argv[1]
 QUICK = "--quick" in sys.argv
+QMM_ONLY = "--qmm-only" in sys.argv
+TIMING = "--no-timing" not in sys.argv
 rng = np.random.default_rng(0)
 FAILS = []
 
@@ -26,6 +34,7 @@ def consts(path):
 
 FUSED = consts(f"{SRC}/fused_gpu.rs")
 FLASH = consts(f"{SRC}/flash_attention_gpu.rs")
+QMM = consts(f"{SRC}/qmatmul_gpu.rs")
 
 # MLX 0.32.2's default header, less its own utils (which the bodies do not use):
 # the fp16/bf16 types and cooperative groups; no `inf` macro (later MLX adds one).
@@ -34,7 +43,7 @@ PRELUDE_TRIES = [
 ]
 PRELUDE = None
 
-CTYPE = {"f32": "float", "bf16": "__nv_bfloat16", "f16": "__half", "i32": "int32_t"}
+CTYPE = {"f32": "float", "bf16": "__nv_bfloat16", "f16": "__half", "i32": "int32_t", "u32": "uint32_t"}
 
 
 class Arr:
@@ -49,6 +58,8 @@ class Arr:
             self.dev = cp.asarray(host.astype(np.float16))
         elif dtype == "i32":
             self.dev = cp.asarray(host.astype(np.int32))
+        elif dtype == "u32":
+            self.dev = cp.asarray(host.astype(np.uint32))
         else:
             self.dev = cp.asarray(host.astype(np.float32))
 
@@ -81,6 +92,18 @@ _modules = {}
 
 def run(name, source, header, inputs, outputs, grid, block, targs):
     """inputs: list of (name, Arr); outputs: list of (name, shape, dtype)."""
+    fn = compile_fn(name, source, header, [(n, a.dtype) for n, a in inputs], outputs, targs)
+    outs = []
+    for n, shape, dt in outputs:
+        outs.append(Arr(np.full(shape, np.nan, dtype=np.float32), dt))  # poison: unwritten shows as NaN
+    g = tuple((grid[i] + block[i] - 1) // block[i] for i in range(3))
+    fn(g, block, tuple(a.dev for _, a in inputs) + tuple(o.dev for o in outs))
+    cp.cuda.runtime.deviceSynchronize()
+    return outs
+
+
+def compile_fn(name, source, header, inputs, outputs, targs):
+    """inputs: list of (name, dtype); the kernel as MLX would build it."""
     global PRELUDE
     thash = "".join(
         f"_{v}" if isinstance(v, int) and not isinstance(v, bool) else ("_t" if v is True else "_f" if v is False else f"_{v}")
@@ -88,8 +111,8 @@ def run(name, source, header, inputs, outputs, grid, block, targs):
     )
     fname = f"custom_kernel_{name}{thash}"
     params = []
-    for n, a in inputs:
-        params.append(f"    const {CTYPE[a.dtype]}* {n}")
+    for n, dt in inputs:
+        params.append(f"    const {CTYPE[dt]}* {n}")
     for n, _, dt in outputs:
         params.append(f"    {CTYPE[dt]}* {n}")
     body = ""
@@ -107,7 +130,7 @@ def run(name, source, header, inputs, outputs, grid, block, targs):
         + f"__global__ void {fname}(\n{sig}) {{\n{body}\n{source}\n}}\n\n}} // namespace mlx::core::cu\n"
     )
     full = f"mlx::core::cu::{fname}"
-    key = (fname, tuple(a.dtype for _, a in inputs), tuple(o[2] for o in outputs))
+    key = (fname, tuple(dt for _, dt in inputs), tuple(o[2] for o in outputs))
     if key not in _modules:
         tries = [PRELUDE] if PRELUDE else PRELUDE_TRIES
         err = None
@@ -123,14 +146,7 @@ def run(name, source, header, inputs, outputs, grid, block, targs):
             print(pre + rest)
             raise err
         _modules[key] = fn
-    fn = _modules[key]
-    outs = []
-    for n, shape, dt in outputs:
-        outs.append(Arr(np.full(shape, np.nan, dtype=np.float32), dt))  # poison: unwritten shows as NaN
-    g = tuple((grid[i] + block[i] - 1) // block[i] for i in range(3))
-    fn(g, block, tuple(a.dev for _, a in inputs) + tuple(o.dev for o in outs))
-    cp.cuda.runtime.deviceSynchronize()
-    return outs
+    return _modules[key]
 
 
 def check(label, got, want, rtol, atol):
@@ -154,6 +170,156 @@ def check(label, got, want, rtol, atol):
 
 
 TOL = {"f32": (2e-5, 2e-5), "bf16": (1.6e-2, 1e-2), "f16": (2e-3, 2e-3)}
+
+# ---------------------------------------------------------------- quantized matmul (day 10)
+MATVEC_MAX_ROWS = 8
+
+
+def pack_codes(q, bits):
+    """O x I codes -> O x I*bits/32 uint32 words, code j of a word at bits*j (lowest first)."""
+    per = 32 // bits
+    o, i = q.shape
+    qq = q.reshape(o, i // per, per).astype(np.uint64)
+    words = np.zeros((o, i // per), dtype=np.uint64)
+    for j in range(per):
+        words |= qq[:, :, j] << np.uint64(bits * j)
+    return words.astype(np.uint32)
+
+
+def qmm_launch(x, wq, s, b, m, i, o, gs, bits, path, out_dt):
+    """Launches the matvec or tiled kernel as qmatmul_gpu.rs does; returns the output Arr."""
+    targs = [("T", x.dtype), ("S", s.dtype), ("BITS", bits), ("GS", gs)]
+    dims = Arr(np.array([m, i, o]), "i32")
+    ins = [("x", x), ("w", wq), ("scales", s), ("biases", b), ("dims", dims)]
+    if path == "matvec":
+        rpw = 2 if o >= 8192 else 1
+        targs += [("M", m), ("RPW", rpw)]
+        blocks = (o + 8 * rpw - 1) // (8 * rpw)
+        return run("tiny_llm_qmv", QMM["MATVEC_SOURCE"], QMM["HEADER"], ins,
+                   [("out", (m, o), out_dt)], (blocks * 256, 1, 1), (256, 1, 1), targs)[0]
+    cols, rows = (o + 63) // 64, (m + 63) // 64
+    return run("tiny_llm_qmm_tiled", QMM["TILED_SOURCE"], QMM["HEADER"], ins,
+               [("out", (m, o), out_dt)], (cols * 256, rows, 1), (256, 1, 1), targs)[0]
+
+
+def qmm_case(m, i, o, bits, gs, xdt, sdt, paths=None):
+    q = rng.integers(0, 2 ** bits, size=(o, i))
+    g = i // gs
+    scales = rng.uniform(0.005, 0.02, size=(o, g)) * (1 if bits == 4 else 1 / 16)
+    biases = -scales * (2 ** (bits - 1)) + rng.standard_normal((o, g)) * 0.01
+    x = rng.standard_normal((m, i))
+    xa, sa, ba = Arr(x, xdt), Arr(scales, sdt), Arr(biases, sdt)
+    wq = Arr(pack_codes(q, bits), "u32")
+    w = np.repeat(sa.host(), gs, axis=1) * q + np.repeat(ba.host(), gs, axis=1)
+    want = xa.host() @ w.T
+    rtol, atol = (1e-5, 1e-4) if xdt == "f32" else TOL[xdt]
+    if paths is None:
+        paths = ["matvec" if m <= MATVEC_MAX_ROWS else "tiled"]
+    outs = {}
+    for path in paths:
+        out = qmm_launch(xa, wq, sa, ba, m, i, o, gs, bits, path, xdt).host()
+        outs[path] = out
+        check(f"qmm {path} m{m} i{i} o{o} b{bits} g{gs} x={xdt} s={sdt}", out, want, rtol, atol)
+    if len(paths) == 2:
+        check(f"qmm matvec == tiled m{m} i{i} o{o} b{bits} g{gs} x={xdt}", outs["matvec"], outs["tiled"], rtol, atol)
+
+
+def qmm_correctness():
+    for m in [1, 3, 8, 9, 33, 128]:
+        for bits in [4, 8]:
+            qmm_case(m, 384, 100, bits, 64, "f32", "f32")
+    for gs in [32, 64, 128]:
+        qmm_case(1, 512, 72, 4, gs, "f32", "bf16")
+        qmm_case(5, 512, 130, 8, gs, "bf16", "f16")
+        qmm_case(70, 256, 65, 4, gs, "f16", "f32")
+    qmm_case(2, 896, 1000, 4, 64, "bf16", "bf16")
+    qmm_case(1, 8960, 48, 4, 64, "f32", "f32")        # I > the matvec's slice: two slices at M = 1
+    qmm_case(8, 2048, 8200, 4, 128, "f32", "bf16")   # two rows per warp (O >= 8192), slices at M = 8
+    qmm_case(3, 4864, 40, 8, 32, "f32", "f16")
+    qmm_case(8, 640, 77, 4, 64, "f32", "f32", paths=["matvec", "tiled"])
+    qmm_case(1, 896, 33, 8, 128, "bf16", "bf16", paths=["matvec", "tiled"])
+    qmm_case(200, 1024, 300, 8, 64, "f32", "f32")
+    qmm_case(129, 96 * 4, 1, 4, 32, "f32", "f32")    # O = 1
+
+
+def dev_bf16(a):
+    u = a.astype(cp.float32).view(cp.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(cp.uint16)
+
+
+def qmm_timing():
+    print("\n# matvec, M = 1, 4-bit, group 64, bf16 x / scales / biases / out; weights cycled through copies > 200 MB")
+    l2_bytes = 200 * 2 ** 20
+    shapes = [(896, 1152), (896, 896), (896, 9728), (4864, 896), (896, 151936),
+              (1536, 2048), (1536, 17920), (8960, 1536), (1536, 151936)]
+    ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
+
+    def make(i, o, m):
+        words = cp.random.randint(0, 2 ** 31 - 1, size=(o, i // 8), dtype=cp.int64).astype(cp.uint32)
+        s = dev_bf16(cp.random.uniform(0.01, 0.1, size=(o, i // 64)))
+        b = dev_bf16(cp.random.uniform(-0.5, 0.5, size=(o, i // 64)))
+        x = dev_bf16(cp.random.standard_normal((m, i)))
+        return words, s, b, x
+
+    for i, o in shapes:
+        bytes_read = o * i // 2 + 2 * o * (i // 64) * 2 + i * 2
+        copies = max(1, -(-l2_bytes // bytes_read))
+        sets = [make(i, o, 1) for _ in range(copies)]
+        rpw = 2 if o >= 8192 else 1
+        targs = [("T", "bf16"), ("S", "bf16"), ("BITS", 4), ("GS", 64), ("M", 1), ("RPW", rpw)]
+        fn = compile_fn("tiny_llm_qmv", QMM["MATVEC_SOURCE"], QMM["HEADER"],
+                        [("x", "bf16"), ("w", "u32"), ("scales", "bf16"), ("biases", "bf16"), ("dims", "i32")],
+                        [("out", (1, o), "bf16")], targs)
+        dims = cp.asarray(np.array([1, i, o], dtype=np.int32))
+        out = cp.empty((1, o), dtype=cp.uint16)
+        blocks = (o + 8 * rpw - 1) // (8 * rpw)
+        reps = max(50, 4 * copies)
+        for k in range(copies):
+            w, s, b, x = sets[k]
+            fn((blocks, 1, 1), (256, 1, 1), (x, w, s, b, dims, out))
+        ev0.record()
+        for k in range(reps):
+            w, s, b, x = sets[k % copies]
+            fn((blocks, 1, 1), (256, 1, 1), (x, w, s, b, dims, out))
+        ev1.record()
+        ev1.synchronize()
+        t = cp.cuda.get_elapsed_time(ev0, ev1) / reps * 1e-3
+        gbs = bytes_read / t / 1e9
+        print(f"matvec I={i:5d} O={o:6d}: {t * 1e6:8.2f} us  {bytes_read / 1e6:7.2f} MB  {gbs:7.0f} GB/s  {gbs / 4800:5.1%} of 4.8 TB/s")
+        del sets
+
+    print("\n# tiled, 4-bit, group 64, bf16 x / scales / biases / out")
+    for i, o in [(896, 9728), (4864, 896), (1536, 17920), (8960, 1536)]:
+        for m in [128, 512]:
+            w, s, b, x = make(i, o, m)
+            targs = [("T", "bf16"), ("S", "bf16"), ("BITS", 4), ("GS", 64)]
+            fn = compile_fn("tiny_llm_qmm_tiled", QMM["TILED_SOURCE"], QMM["HEADER"],
+                            [("x", "bf16"), ("w", "u32"), ("scales", "bf16"), ("biases", "bf16"), ("dims", "i32")],
+                            [("out", (m, o), "bf16")], targs)
+            dims = cp.asarray(np.array([m, i, o], dtype=np.int32))
+            out = cp.empty((m, o), dtype=cp.uint16)
+            grid = ((o + 63) // 64, (m + 63) // 64, 1)
+            fn(grid, (256, 1, 1), (x, w, s, b, dims, out))
+            reps = 20
+            ev0.record()
+            for _ in range(reps):
+                fn(grid, (256, 1, 1), (x, w, s, b, dims, out))
+            ev1.record()
+            ev1.synchronize()
+            t = cp.cuda.get_elapsed_time(ev0, ev1) / reps * 1e-3
+            print(f"tiled M={m:4d} I={i:5d} O={o:6d}: {t * 1e6:8.2f} us  {2 * m * i * o / t / 1e12:6.2f} TFLOP/s")
+
+
+def qmatmul_section():
+    qmm_correctness()
+    if TIMING:
+        qmm_timing()
+
+
+if QMM_ONLY:
+    qmatmul_section()
+    print(f"\n{len(FAILS)} failed" + (": " + ", ".join(FAILS) if FAILS else ""))
+    sys.exit(1 if FAILS else 0)
 
 # ---------------------------------------------------------------- fused
 def rms_norm(x, w, eps, dt):
@@ -343,6 +509,8 @@ for s in [1, 31, 32, 127, 128, 129, 1000, 4096]:
 flash(2, 4, 2, 1, 300, 64, 64, "array", mask_shape=(1, 300))
 flash(2, 4, 2, 1, 300, 64, 64, "array", mask_shape=(2, 4, 1, 300), full_masked_row=True)
 flash(1, 2, 1, 1, 77, 8, 24, "none", tq="bf16", tkv="bf16")
+
+qmatmul_section()
 
 print(f"\n{len(FAILS)} failed" + (": " + ", ".join(FAILS) if FAILS else ""))
 sys.exit(1 if FAILS else 0)
