@@ -83,6 +83,20 @@ impl Tol {
         from_course(t)
     }
 
+    /// The element-wise tolerance of `day` (e.g. `"day10"`) on a GPU, whatever
+    /// this process's default device: the day's `[day.tolerance_gpu]`, else
+    /// the looser of its `[day.tolerance]` and `[tolerance.gpu]` (for kernel
+    /// tests whose oracle runs on the CPU stream while the kernel runs on
+    /// the GPU).
+    pub fn for_day_on_gpu(day: &str, dtype: Dtype) -> Tol {
+        let number: u32 = day
+            .strip_prefix("day")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let t = course().tolerance(number, Kind::Elementwise, Device::Gpu, course_dtype(dtype));
+        from_course(t)
+    }
+
     /// Whole-model logits, compared as log-probabilities (after subtracting
     /// each row's logsumexp), on this process's device: course.toml
     /// `[tolerance.logprobs_cpu]` or `[tolerance.logprobs_gpu]`.
