@@ -11,35 +11,45 @@
 //! `w = scale * q + bias`). Without a CUDA GPU every function returns
 //! [`tiny_llm_common::Error::Invalid`] before touching MLX's GPU device.
 //!
-//! Implementation (both kernels read `x`, scales and biases in their own
-//! dtypes, template arguments `T` and `S`, compute in f32 without TF32, and
+//! Implementation: both kernels read `x`, scales and biases in their own
+//! dtypes (template arguments `T`, `S`), compute in f32 without TF32 and
 //! write `x`'s dtype; `BITS` and `GS` are template arguments, the sizes
-//! `M, I, O` a 3-element int32 input):
-//!
+//! `M, I, O` a 3-element int32 input.
 //! - matvec (`M <= MATVEC_MAX_ROWS`, `M` a template argument so that the
-//!   `M` accumulators live in registers): blocks of 256 threads, 8 warps,
+//!   accumulators live in registers): blocks of 256 threads (8 warps),
 //!   `RPW` output rows per warp (1, or 2 when `O >= 8192`), grid
 //!   `ceil(O / (8 RPW))` blocks. Lanes read consecutive 16-byte chunks of a
-//!   packed row (`uint4`, 32 codes at 4 bits, 16 at 8), so a warp reads 512
+//!   packed row (`uint4`: 32 codes at 4 bits, 16 at 8), a warp 512
 //!   contiguous bytes per step, for all `M` rows of `x` at once. `x` is
-//!   staged as f32 in shared memory (slices of `8192 / M` inputs, rounded
-//!   to a power of two), in a chunk-major layout that lets each lane read
-//!   four inputs with one conflict-free `float4` load, and the slice's group
+//!   staged as f32 in shared memory (slices of `8192 / M` inputs, `M`
+//!   rounded up to a power of two) in a chunk-major layout that gives each
+//!   lane four inputs per conflict-free `float4` load; the slice's group
 //!   sums `sum(x_g)` are reduced while staging. Per chunk a lane adds
 //!   `s * (x . q)`, and `b * sum(x_g)` when it holds the group's first
 //!   chunk; codes become floats through the magic number `0x4B000000 | q`
-//!   (the float `2^23 + q`) instead of a slow conversion; warp shuffles sum
-//!   the lanes.
+//!   (the float `2^23 + q`) rather than a slow int-to-float conversion;
+//!   warp shuffles sum the lanes.
 //! - tiled (more rows): a 64 x 64 tile of `out` per block of 256 threads,
-//!   K in steps of 32 inputs (one group or part of one): the `x` tile (f32)
-//!   and the dequantized `W` tile (`s * q + b`) in shared memory, k-major
-//!   with a padded stride, each thread a 4 x 4 register micro-tile (rows
-//!   `ty + 16 i`, outputs `tx + 16 j`). Partial tiles read zeros and skip
+//!   K in steps of 32 inputs (inside one group: every group size is a
+//!   multiple of 32): the `x` tile (f32) and the dequantized `W` tile
+//!   (`s * q + b`) in shared memory, k-major with a padded stride, each
+//!   thread a 4 x 4 register micro-tile (rows `ty + 16 i`, outputs
+//!   `tx + 16 j`: conflict-free reads). Partial tiles read zeros and skip
 //!   their writes. Grid `ceil(O / 64)` x `ceil(M / 64)` blocks.
-//!
-//! Measured on an NVIDIA H200 (`python3 docs/gpu/check_cuda_sources.py
-//! solutions/src`, CuPy NVRTC, the same bodies wrapped as MLX 0.32.2 wraps
-//! them; output in `docs/gpu/qmatmul-h200.txt`): MEASURED.
+//! - measured on an NVIDIA H200 (2026-12-02) through CuPy's NVRTC with the
+//!   bodies wrapped as MLX 0.32.2 wraps them (`python3
+//!   docs/gpu/check_cuda_sources.py solutions/src --qmm-only`, output in
+//!   `docs/gpu/qmatmul-h200.txt`; correct on 33 cases, compute-sanitizer
+//!   clean). Matvec, M = 1, 4 bits, group 64, bf16, bytes read (packed +
+//!   scales + biases + x) over time, weights cycled through copies larger
+//!   than the L2: 1.29 TB/s (27% of 4.8 TB/s) on the lm_heads (896 x 151936,
+//!   1536 x 151936), 0.93 TB/s on 1536 x 17920, 0.63 TB/s on 896 x 9728,
+//!   0.1-0.4 TB/s (4.5-18 us, latency-bound) on the small projections: well
+//!   short of the 60% aimed at (a block stages `x` before its only weight
+//!   loads, and short rows leave one 16-byte load in flight per lane).
+//!   Tiled, M = 128 / 512: 15 / 21 TFLOP/s (I x O = 896 x 9728), 18 / 23
+//!   (1536 x 17920), 2.6 / 10 (4864 x 896) and 4.4 / 14 (8960 x 1536: too
+//!   few 64 x 64 tiles to fill the GPU, no split over K).
 //!
 //! Reference: MLX `mx.quantized_matmul` (transpose = true) and
 //! `mlx/backend/cuda/custom_kernel.cpp` (how a body is wrapped).
