@@ -624,7 +624,7 @@ struct QWeight {
 fn qweight(o: i32, i: i32, group_size: i32, bits: i32, sdt: Dtype, seed: u64) -> QWeight {
     let g = i / group_size;
     let factor = urand(&[o, g, 1], seed + 1, 0.5)
-        .add(&Array::from_f32(0.6))
+        .add(Array::from_f32(0.6))
         .unwrap();
     let dense = urand(&[o, g, group_size], seed, 1.0)
         .multiply(&factor)
