@@ -18,6 +18,17 @@ pub fn classify(
         return Outcome::Missing;
     }
     if code == Some(0) && output.contains("test result: ok. 1 passed") {
+        // A GPU-only test that found no GPU returns early after printing
+        // `[skipped] <why>` (tiny_llm_grader::device::require_gpu): it did
+        // not run, so it is no pass.
+        if let Some(reason) = output
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix("[skipped] "))
+        {
+            return Outcome::Skipped {
+                reason: reason.trim().to_string(),
+            };
+        }
         return Outcome::Pass;
     }
     if let Some((location, message)) = panic_of(output) {
@@ -313,6 +324,20 @@ mod tests {
             c(&out("[wrong shape] t: got [2]")).label(),
             "wrong shape/dtype"
         );
+    }
+
+    /// `require_gpu` prints the tag and the test returns: skipped, not passed.
+    #[test]
+    fn a_test_that_printed_skipped_is_no_pass() {
+        let printed = "running 1 test\n[skipped] no GPU: t needs a GPU that MLX can use, and none is usable here\ntest t ... ok\n\ntest result: ok. 1 passed; 0 failed";
+        assert_eq!(
+            classify(printed, Some(0), None, &learner()),
+            Outcome::Skipped {
+                reason: "no GPU: t needs a GPU that MLX can use, and none is usable here".into()
+            }
+        );
+        let plain = "running 1 test\ntest t ... ok\n\ntest result: ok. 1 passed; 0 failed";
+        assert_eq!(classify(plain, Some(0), None, &learner()), Outcome::Pass);
     }
 
     #[test]
