@@ -21,9 +21,10 @@ pub fn classify(
         // A GPU-only test that found no GPU returns early after printing
         // `[skipped] <why>` (tiny_llm_grader::device::require_gpu): it did
         // not run, so it is no pass.
+        // (with --nocapture the tag may follow libtest's `test t ... `)
         if let Some(reason) = output
             .lines()
-            .find_map(|l| l.trim_start().strip_prefix("[skipped] "))
+            .find_map(|l| l.find("[skipped] ").map(|i| &l[i + "[skipped] ".len()..]))
         {
             return Outcome::Skipped {
                 reason: reason.trim().to_string(),
@@ -329,7 +330,7 @@ mod tests {
     /// `require_gpu` prints the tag and the test returns: skipped, not passed.
     #[test]
     fn a_test_that_printed_skipped_is_no_pass() {
-        let printed = "running 1 test\n[skipped] no GPU: t needs a GPU that MLX can use, and none is usable here\ntest t ... ok\n\ntest result: ok. 1 passed; 0 failed";
+        let printed = "running 1 test\ntest t ... [skipped] no GPU: t needs a GPU that MLX can use, and none is usable here\nok\n\ntest result: ok. 1 passed; 0 failed";
         assert_eq!(
             classify(printed, Some(0), None, &learner()),
             Outcome::Skipped {

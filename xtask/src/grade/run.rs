@@ -80,7 +80,9 @@ fn spawn(t: &TestRun, log_path: &Path, backtrace: bool) -> Result<Child> {
     std::fs::create_dir_all(t.scratch)?;
     let log = std::fs::File::create(log_path)?;
     let mut cmd = Command::new(t.exe);
-    cmd.args(["--exact", t.test, "--test-threads=1"])
+    // --nocapture: a passing test's stderr must reach the log, where a
+    // `[skipped]` line (require_gpu) turns the pass into a skip.
+    cmd.args(["--exact", t.test, "--test-threads=1", "--nocapture"])
         .env("RUST_BACKTRACE", if backtrace { "1" } else { "0" })
         .env("RUST_TEST_THREADS", "1")
         .envs(t.env.iter().map(|(k, v)| (k, v)))
