@@ -99,11 +99,29 @@ pub fn validate(course: &Course, root: &Path) -> Result<Vec<String>> {
             }
         }
     }
-    for (file, tests) in &listed {
+    // A day's test is in one of its test files (`test_files`, default
+    // `dayN.rs`); the model checks' tests in their file.
+    let mut owners: Vec<(Vec<String>, &Vec<String>)> = course
+        .days
+        .iter()
+        .map(|d| (d.test_files(), &d.tests))
+        .collect();
+    if let Some(m) = &course.model_checks {
+        owners.push((vec![m.file.clone()], &m.tests));
+    }
+    for (files, tests) in owners {
         for t in tests {
-            if !present.get(file).is_some_and(|p| p.contains(t)) {
+            if !files
+                .iter()
+                .any(|f| present.get(f).is_some_and(|p| p.contains(t)))
+            {
+                let names: Vec<String> = files
+                    .iter()
+                    .map(|f| format!("grader/tests/{f}.rs"))
+                    .collect();
                 problems.push(format!(
-                    "course.toml lists `{t}`, which grader/tests/{file}.rs lacks"
+                    "course.toml lists `{t}`, which {} lacks",
+                    names.join(" / ")
                 ));
             }
         }
