@@ -233,7 +233,7 @@ fn load_week2(
     let model = Qwen2ModelWeek2::new(config, &checkpoint, dtype)?;
     drop(checkpoint);
     engine::probe(&model)?;
-    let (model, note) = speedups::choose_kernels(model)?;
+    let (model, note) = speedups::choose_kernels(model, on_gpu())?;
     if let Some(note) = note {
         eprintln!("{note}");
     }
@@ -339,9 +339,10 @@ fn run(args: &Args) -> Result<()> {
         None => String::new(),
     };
     eprintln!(
-        "[{} ({} layers, {quantized}{dtype:?}, {path}) loaded in {:.1} s]",
+        "[{} ({} layers, {quantized}{dtype:?}, {path}, MLX on the {}) loaded in {:.1} s]",
         dir.display(),
         config.num_hidden_layers,
+        on.as_str().to_uppercase(),
         started.elapsed().as_secs_f64()
     );
 

@@ -3,7 +3,9 @@
 //!
 //! - the kernels ([`choose_kernels`]): day 11's fused kernels and day 12's
 //!   flash attention ([`Week2Kernels::ALL`]), else the fused kernels alone,
-//!   else day 8's layers ([`Week2Kernels::NONE`]);
+//!   else day 8's layers ([`Week2Kernels::NONE`]); when MLX's default
+//!   device is a GPU (`--device gpu`), their GPU versions first
+//!   ([`Week2Kernels::on_gpu`], day 10's CUDA quantized matmul included);
 //! - day 14's prompt cache ([`prompt_cache`]): a chat turn then runs only
 //!   the tokens after the longest prefix it shares with the cached tokens.
 //!
@@ -56,13 +58,43 @@ pub fn unless_todo<T>(days: &[u32], f: impl FnOnce() -> Result<T>) -> Result<Res
     }
 }
 
-/// The kernels' names, as the load line prints them.
-pub fn kernels_name(k: Week2Kernels) -> &'static str {
-    match (k.fused, k.flash_attention) {
+/// The kernels' names, as the load line prints them (`, on the GPU` for
+/// [`Week2Kernels::gpu`]).
+pub fn kernels_name(k: Week2Kernels) -> String {
+    let layers = match (k.fused, k.flash_attention) {
         (true, true) => "fused kernels + flash attention",
         (true, false) => "fused kernels",
         (false, true) => "flash attention",
         (false, false) => "day 8's layers",
+    };
+    match (k.gpu, k.fused || k.flash_attention) {
+        (true, true) => format!("{layers} on the GPU (CUDA kernels)"),
+        (true, false) => format!("{layers}, quantized matmuls on the GPU (CUDA kernels)"),
+        (false, _) => layers.to_string(),
+    }
+}
+
+/// The kernels [`choose_kernels`] tries, fastest first, and the days whose
+/// `todo!()` means "not yet": on a GPU ([`Week2Kernels::on_gpu`]) every
+/// exact kernel, the fused kernels alone, then day 10's quantized matmul
+/// alone, all as CUDA kernels; on the CPU [`Week2Kernels::ALL`], then the
+/// fused kernels alone. Day 8's [`Week2Kernels::NONE`] comes after them.
+pub fn candidates(gpu: bool) -> (Vec<Week2Kernels>, &'static [u32]) {
+    let fused_only = Week2Kernels {
+        fused: true,
+        ..Week2Kernels::NONE
+    };
+    if gpu {
+        (
+            vec![
+                Week2Kernels::ALL.on_gpu(),
+                fused_only.on_gpu(),
+                Week2Kernels::NONE.on_gpu(),
+            ],
+            &[10, 11, 12],
+        )
+    } else {
+        (vec![Week2Kernels::ALL, fused_only], &[11, 12])
     }
 }
 
@@ -76,22 +108,25 @@ fn todo_text(todo: &Todo) -> String {
 }
 
 /// `model` with the fastest kernels that run and agree with day 8's
-/// layers on a probe: [`Week2Kernels::ALL`], else the fused kernels alone,
-/// else [`Week2Kernels::NONE`]. Returns the model and, when it is not
-/// `ALL`, a one-line note saying why.
+/// layers on a probe ([`candidates`]: on a GPU, `gpu` is MLX's default
+/// device, [`Week2Kernels::ALL`]`.on_gpu()`, the fused kernels on the GPU,
+/// [`Week2Kernels::NONE`]`.on_gpu()`; on the CPU [`Week2Kernels::ALL`],
+/// the fused kernels), else [`Week2Kernels::NONE`]. Returns the model and,
+/// when it is not the first candidate, a one-line note saying why (the
+/// missing day, or the kernels that disagree) and what runs instead.
 ///
 /// Errors: the probe's with [`Week2Kernels::NONE`] (day 8's own model).
-pub fn choose_kernels(model: Qwen2ModelWeek2) -> Result<(Qwen2ModelWeek2, Option<String>)> {
+pub fn choose_kernels(
+    model: Qwen2ModelWeek2,
+    gpu: bool,
+) -> Result<(Qwen2ModelWeek2, Option<String>)> {
     let model = model.with_kernels(Week2Kernels::NONE);
     let want = probe_logits(&model)?;
-    let fused_only = Week2Kernels {
-        fused: true,
-        ..Week2Kernels::NONE
-    };
+    let (tries, days) = candidates(gpu);
     let mut why: Vec<String> = Vec::new();
-    for kernels in [Week2Kernels::ALL, fused_only] {
+    for kernels in tries {
         let candidate = model.clone().with_kernels(kernels);
-        let reason = match unless_todo(&[11, 12], || probe_logits(&candidate)) {
+        let reason = match unless_todo(days, || probe_logits(&candidate)) {
             Ok(Ok(got)) => {
                 let worst =
                     got.iter()
@@ -198,5 +233,26 @@ mod tests {
             "fused kernels + flash attention"
         );
         assert_eq!(kernels_name(Week2Kernels::NONE), "day 8's layers");
+        assert_eq!(
+            kernels_name(Week2Kernels::ALL.on_gpu()),
+            "fused kernels + flash attention on the GPU (CUDA kernels)"
+        );
+        assert_eq!(
+            kernels_name(Week2Kernels::NONE.on_gpu()),
+            "day 8's layers, quantized matmuls on the GPU (CUDA kernels)"
+        );
+    }
+
+    #[test]
+    fn a_gpu_tries_the_cuda_kernels_first_and_catches_day_10() {
+        let (gpu, days) = candidates(true);
+        assert!(gpu.iter().all(|k| k.gpu));
+        assert_eq!(gpu[0], Week2Kernels::ALL.on_gpu());
+        assert_eq!(gpu[2], Week2Kernels::NONE.on_gpu());
+        assert_eq!(days, &[10, 11, 12]);
+        let (cpu, days) = candidates(false);
+        assert!(cpu.iter().all(|k| !k.gpu));
+        assert_eq!(cpu[0], Week2Kernels::ALL);
+        assert_eq!(days, &[11, 12]);
     }
 }
