@@ -25,12 +25,12 @@ use mlx_rs::{Array, Dtype};
 use proptest::prelude::*;
 use tiny_llm_common::{cpu_bridge, Checkpoint, Qwen2Config, Week2Kernels};
 use tiny_llm_grader::compare::values_f64;
+use tiny_llm_grader::device::{require_gpu, skip};
 use tiny_llm_grader::fixture::checked_dir;
 use tiny_llm_grader::imp::basics::softmax as softmax_week1;
-use tiny_llm_grader::device::{require_gpu, skip};
 use tiny_llm_grader::imp::fused;
-use tiny_llm_grader::imp::fused_gpu;
 use tiny_llm_grader::imp::fused_cpu::{self, available_isas, Isa, RopeTables};
+use tiny_llm_grader::imp::fused_gpu;
 use tiny_llm_grader::imp::layer_norm::RmsNorm;
 use tiny_llm_grader::imp::mlp::silu;
 use tiny_llm_grader::imp::positional_encoding::RoPE;
@@ -982,7 +982,10 @@ fn gpu_rms_norm_matches_week1() {
         let w = seeded(&[e], 100 + i as u64, 1.5);
         let got = ok("rms_norm", fused_gpu::rms_norm(&x, &w, 1e-6));
         let norm = ok("RmsNorm::new", RmsNorm::new(w.clone(), 1e-6));
-        let want = ok("RmsNorm::forward", norm.forward(&cast_to(&x, Dtype::Float32)));
+        let want = ok(
+            "RmsNorm::forward",
+            norm.forward(&cast_to(&x, Dtype::Float32)),
+        );
         check_gpu(test, &format!("{shape:?} {dtype:?}"), &got, &want, dtype);
     }
 }
@@ -997,7 +1000,10 @@ fn gpu_softmax_matches_week1() {
     for (i, (shape, dtype)) in shapes.iter().zip(FLOATS).enumerate() {
         let x = cast_to(&seeded(shape, 10 + i as u64, 6.0), dtype);
         let got = ok("softmax", fused_gpu::softmax(&x));
-        let want = ok("week-1 softmax", softmax_week1(&cast_to(&x, Dtype::Float32), -1));
+        let want = ok(
+            "week-1 softmax",
+            softmax_week1(&cast_to(&x, Dtype::Float32), -1),
+        );
         check_gpu(test, &format!("{shape:?} {dtype:?}"), &got, &want, dtype);
     }
     // Masked entries (-inf) get 0; a row of only -inf is NaN, as MLX's.

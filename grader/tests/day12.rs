@@ -33,14 +33,14 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use tiny_llm_common::cpu_bridge::{self, host, host_f32};
 use tiny_llm_common::{AttentionMask, Checkpoint, Qwen2Config, Week2Kernels};
+use tiny_llm_grader::device::{require_gpu, skip};
 use tiny_llm_grader::fixture::checked_dir;
 use tiny_llm_grader::imp::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped};
-use tiny_llm_grader::device::{require_gpu, skip};
 use tiny_llm_grader::imp::flash_attention::flash_attention;
-use tiny_llm_grader::imp::flash_attention_gpu;
 use tiny_llm_grader::imp::flash_attention_cpu::{
     attention_scalar, flash_attention as fa_kernel, AttentionDims, KvElement, Mask,
 };
+use tiny_llm_grader::imp::flash_attention_gpu;
 use tiny_llm_grader::imp::qwen2_week2::Qwen2ModelWeek2;
 use tiny_llm_grader::{
     assert_close, check_cases, ok, prop, should_fail, should_fail_naming, Case, Tol,
@@ -1006,7 +1006,10 @@ fn check_attention_gpu(test: &str, cases: &[AttnCase]) {
         } else {
             AttentionMask::None
         };
-        let got = ok("flash_attention", flash_attention_gpu::flash_attention(&q, &k, &v, scale, mask));
+        let got = ok(
+            "flash_attention",
+            flash_attention_gpu::flash_attention(&q, &k, &v, scale, mask),
+        );
         let oracle_mask = causal.then(|| ok("causal_mask", causal_mask(l, s, Dtype::Float32)));
         let (kf, vf) = (cast_to(&k, Dtype::Float32), cast_to(&v, Dtype::Float32));
         let want = ok(
