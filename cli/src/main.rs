@@ -219,7 +219,9 @@ struct Week2Wants<'a> {
 
 /// The week-2 model: the checkpoint as stored (packed layers stay packed),
 /// day 8's model and a two-token probe ([`engine::probe`]), then the
-/// fastest kernels that run (days 11-12, [`speedups::choose_kernels`]) and,
+/// fastest kernels that run (days 11-12, their CUDA versions and day 10's
+/// CUDA matmul first when MLX computes on a GPU,
+/// [`speedups::choose_kernels`]) and,
 /// when wanted, day 14's prompt cache ([`speedups::prompt_cache`]), each
 /// left out with a note while its day is not implemented.
 fn load_week2(

@@ -25,23 +25,38 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use tiny_llm_common::{Cached, CachedLm, StepModel, Week2Kernels};
 
 /// How far a kernel's probe logits may be from day 8's (as
-/// log-probabilities, absolute): far above f32 rounding (about 1e-5 here),
-/// far below what a wrong kernel moves them.
-const PROBE_TOLERANCE: f32 = 1e-2;
+/// log-probabilities, absolute), by the model's dtype and device: far above
+/// the rounding of two summation orders, far below what a wrong kernel
+/// moves them (a wrong scale, offset or sign: nats). f32 on the CPU: 1e-2
+/// (rounding about 1e-5 here); on a GPU f32 matmuls run as TF32 (1e-2
+/// seen against mlx-lm on the tiny Qwen2), so 5e-2; f16 and bf16 round
+/// every activation (8 and 11 mantissa bits), so 0.25 and 1.0. The GPU
+/// and half-precision bounds are estimates, not yet measured on the H200.
+fn probe_tolerance(dtype: Dtype, gpu: bool) -> f32 {
+    match dtype {
+        Dtype::Bfloat16 => 1.0,
+        Dtype::Float16 => 0.25,
+        _ if gpu => 5e-2,
+        _ => 1e-2,
+    }
+}
 
 /// The logits (as f32 log-probabilities) of a 3-token prefill and one
-/// decode step, evaluated.
-fn probe_logits<M: CachedLm>(model: &M) -> Result<Vec<f32>> {
+/// decode step, evaluated, and the model's dtype (that of its logits).
+fn probe_logits<M: CachedLm>(model: &M) -> Result<(Vec<f32>, Dtype)> {
     let mut steps = Cached::new(model);
     let mut out = Vec::new();
+    let mut dtype = Dtype::Float32;
     for ids in [&[1u32, 2, 3][..], &[4]] {
-        let x = steps.feed(ids)?.as_dtype(Dtype::Float32)?;
+        let x = steps.feed(ids)?;
+        dtype = x.dtype();
+        let x = x.as_dtype(Dtype::Float32)?;
         let lse = x.logsumexp_axis(-1, true)?;
         let lp: Array = x.subtract(lse)?;
         lp.eval()?;
         out.extend_from_slice(lp.try_as_slice::<f32>()?);
     }
-    Ok(out)
+    Ok((out, dtype))
 }
 
 /// What `f` came to: its value, or the `todo!()` of one of `days` that it
@@ -121,13 +136,14 @@ pub fn choose_kernels(
     gpu: bool,
 ) -> Result<(Qwen2ModelWeek2, Option<String>)> {
     let model = model.with_kernels(Week2Kernels::NONE);
-    let want = probe_logits(&model)?;
+    let (want, dtype) = probe_logits(&model)?;
+    let tolerance = probe_tolerance(dtype, gpu);
     let (tries, days) = candidates(gpu);
     let mut why: Vec<String> = Vec::new();
     for kernels in tries {
         let candidate = model.clone().with_kernels(kernels);
         let reason = match unless_todo(days, || probe_logits(&candidate)) {
-            Ok(Ok(got)) => {
+            Ok(Ok((got, _))) => {
                 let worst =
                     got.iter()
                         .zip(&want)
@@ -136,7 +152,7 @@ pub fn choose_kernels(
                             0.0f32,
                             |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
                         );
-                if got.len() == want.len() && worst <= PROBE_TOLERANCE {
+                if got.len() == want.len() && worst <= tolerance {
                     let note = (!why.is_empty()).then(|| {
                         format!(
                             "[kernels: {}: running {}]",
