@@ -1139,6 +1139,17 @@ fn gpu_fused_without_a_gpu_says_so() {
         fused_gpu::rms_norm(&x, &seeded(&[8], 2, 1.0), 1e-6),
         &["GPU"],
     );
+    // The model routes to `fused_gpu` when `kernels.gpu`: the same error,
+    // not the CPU kernels' logits.
+    let model = tiny("tiny-qwen2", fused_only().on_gpu());
+    let mut cache = model.new_cache();
+    let ids = Array::from_slice(&[1i32, 5, 9], &[1, 3]);
+    should_fail_naming(
+        "Qwen2ModelWeek2::forward (fused on the GPU, no GPU)",
+        "Week2Kernels { fused: true, .. }.on_gpu() on a machine without a CUDA GPU",
+        model.forward(&ids, 0, &mut cache),
+        &["GPU"],
+    );
 }
 
 /// The tiny Qwen2 (day 8's fixtures: prefill or two chunks, then one-token

@@ -1183,6 +1183,29 @@ fn gpu_flash_attention_without_a_gpu_says_so() {
         flash_attention_gpu::flash_attention(&q, &q, &q, 0.25, AttentionMask::Causal),
         &["GPU"],
     );
+    // The model routes to `flash_attention_gpu` when `kernels.gpu`: the
+    // same error, not the CPU kernel's logits.
+    let dir = checked_dir("tiny-qwen2");
+    let config = Qwen2Config::from_file(&dir.join("config.json"))
+        .unwrap_or_else(|e| panic!("[fixture] {e}"));
+    let checkpoint = Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] {e}"));
+    let kernels = Week2Kernels {
+        flash_attention: true,
+        ..Week2Kernels::NONE
+    };
+    let model = ok(
+        "Qwen2ModelWeek2::new",
+        Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
+    )
+    .with_kernels(kernels.on_gpu());
+    let mut cache = model.new_cache();
+    let ids = Array::from_slice(&[1i32, 5, 9], &[1, 3]);
+    should_fail_naming(
+        "Qwen2ModelWeek2::forward (flash attention on the GPU, no GPU)",
+        "Week2Kernels { flash_attention: true, .. }.on_gpu() on a machine without a CUDA GPU",
+        model.forward(&ids, 0, &mut cache),
+        &["GPU"],
+    );
 }
 
 /// The tiny Qwen2 with day 12's attention on the GPU
