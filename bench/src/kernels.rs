@@ -22,14 +22,17 @@ use tiny_llm_course::Todo;
 pub enum KernelRequest {
     /// Exactly these kernels; a missing one is "not implemented".
     Exact(Week2Kernels),
-    /// [`Week2Kernels::ALL`] (with `int8_activations` when `true`),
-    /// dropping flash attention or the fused kernels while they are not
-    /// implemented.
+    /// [`Week2Kernels::ALL`] (with `int8_activations` when `true`; their
+    /// CUDA versions when MLX computes on a GPU, see [`best`]), dropping
+    /// flash attention or the fused kernels (then the GPU matmuls) while
+    /// they are not implemented.
     Best(bool),
 }
 
-/// Parses `--kernels`: `none`, a comma list of `fused`, `flash` and `int8`
-/// (`all` = `fused,flash`), or `best` (with `,int8` or not).
+/// Parses `--kernels`: `none`, a comma list of `fused`, `flash`, `int8` and
+/// `gpu` (`all` = `fused,flash`; `gpu`: their CUDA versions and day 10's
+/// CUDA matmul), or `best` (with `,int8` or not; on a GPU it starts from
+/// the CUDA kernels).
 pub fn parse(spec: &str) -> Result<KernelRequest> {
     let spec = spec.trim();
     match spec {
@@ -48,9 +51,10 @@ pub fn parse(spec: &str) -> Result<KernelRequest> {
             "fused" => k.fused = true,
             "flash" => k.flash_attention = true,
             "int8" => k.int8_activations = true,
+            "gpu" => k.gpu = true,
             other => bail!(
                 "--kernels: unknown kernel {other:?} (expected none, best, best,int8, all, or a \
-                 comma list of fused, flash, int8)"
+                 comma list of fused, flash, int8, gpu)"
             ),
         }
     }
@@ -69,10 +73,37 @@ pub fn name(k: Week2Kernels) -> String {
     if k.int8_activations {
         parts.push("int8");
     }
+    if k.gpu {
+        parts.push("gpu");
+    }
     if parts.is_empty() {
         "none".into()
     } else {
         parts.join(",")
+    }
+}
+
+/// Whether MLX's default device is a GPU (the bench was started with
+/// `--device gpu`: `TINY_LLM_DEVICE=gpu`, made the default at start).
+fn mlx_default_is_gpu() -> bool {
+    matches!(
+        mlx_rs::Device::default().get_type(),
+        Ok(mlx_rs::DeviceType::Gpu)
+    )
+}
+
+/// Where [`KernelRequest::Best`] starts: [`Week2Kernels::ALL`] (with
+/// `int8_activations` when asked), as CUDA kernels
+/// ([`Week2Kernels::on_gpu`]) when MLX computes on a GPU.
+pub fn best(int8: bool, gpu: bool) -> Week2Kernels {
+    let k = Week2Kernels {
+        int8_activations: int8,
+        ..Week2Kernels::ALL
+    };
+    if gpu {
+        k.on_gpu()
+    } else {
+        k
     }
 }
 
@@ -90,7 +121,9 @@ fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// going on up (the report says "not implemented"). [`KernelRequest::Best`]:
 /// while `probe` reaches a `todo!()`, drops flash attention, then the fused
 /// kernels, and retries; returns the model and one note per kernel dropped
-/// (`"flash: not implemented (day 12: flash_attention)"`).
+/// (`"flash: not implemented (day 12: flash_attention)"`). On a GPU a
+/// `todo!()` of day 10 (`crate::qmatmul_gpu`) goes straight to day 8's
+/// layers (MLX's ops, still on the GPU), noted `gpu: ...`.
 ///
 /// Errors: what `probe` returns; a panic other than a `todo!()` goes on up.
 pub fn with_fallback(
@@ -104,10 +137,7 @@ pub fn with_fallback(
             probe(&model)?;
             return Ok((model, Vec::new()));
         }
-        KernelRequest::Best(int8) => Week2Kernels {
-            int8_activations: int8,
-            ..Week2Kernels::ALL
-        },
+        KernelRequest::Best(int8) => best(int8, mlx_default_is_gpu()),
     };
     let mut notes = Vec::new();
     loop {
@@ -127,15 +157,26 @@ pub fn with_fallback(
                 } else {
                     format!("not implemented ({})", todo.text)
                 };
-                // Drop the kernel of the day that panicked (day 12's flash
-                // attention, day 11's fused kernels), else flash first.
+                // Day 10's CUDA matmul missing: MLX's own ops on the GPU
+                // (day 8's layers). Else drop the kernel of the day that
+                // panicked (day 12's flash attention, day 11's fused
+                // kernels), else flash first; then the GPU matmuls.
                 let drop_flash = k.flash_attention && (todo.day != Some(11) || !k.fused);
-                if drop_flash {
+                if k.gpu && todo.day == Some(10) {
+                    notes.push(format!("gpu: {what}"));
+                    k = Week2Kernels {
+                        int8_activations: k.int8_activations,
+                        ..Week2Kernels::NONE
+                    };
+                } else if drop_flash {
                     notes.push(format!("flash: {what}"));
                     k.flash_attention = false;
                 } else if k.fused {
                     notes.push(format!("fused: {what}"));
                     k.fused = false;
+                } else if k.gpu {
+                    notes.push(format!("gpu: {what}"));
+                    k.gpu = false;
                 } else {
                     // Day 8's model itself is not implemented: say so.
                     std::panic::resume_unwind(payload);
@@ -195,9 +236,15 @@ mod tests {
         assert_eq!(name(Week2Kernels::NONE), "none");
         assert_eq!(parse("best").unwrap(), KernelRequest::Best(false));
         assert_eq!(parse("best,int8").unwrap(), KernelRequest::Best(true));
+        let g = exact("all,gpu");
+        assert_eq!(g, Week2Kernels::ALL.on_gpu());
+        assert_eq!(name(g), "fused,flash,gpu");
+        assert_eq!(best(false, true), Week2Kernels::ALL.on_gpu());
+        assert!(best(true, false).int8_activations);
+        assert!(!best(true, false).gpu);
         let e = parse("fused,turbo").unwrap_err().to_string();
         assert!(
-            e.contains("\"turbo\"") && e.contains("fused, flash, int8"),
+            e.contains("\"turbo\"") && e.contains("fused, flash, int8, gpu"),
             "{e}"
         );
     }

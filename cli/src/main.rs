@@ -219,7 +219,9 @@ struct Week2Wants<'a> {
 
 /// The week-2 model: the checkpoint as stored (packed layers stay packed),
 /// day 8's model and a two-token probe ([`engine::probe`]), then the
-/// fastest kernels that run (days 11-12, [`speedups::choose_kernels`]) and,
+/// fastest kernels that run (days 11-12, their CUDA versions and day 10's
+/// CUDA matmul first when MLX computes on a GPU,
+/// [`speedups::choose_kernels`]) and,
 /// when wanted, day 14's prompt cache ([`speedups::prompt_cache`]), each
 /// left out with a note while its day is not implemented.
 fn load_week2(
@@ -233,7 +235,7 @@ fn load_week2(
     let model = Qwen2ModelWeek2::new(config, &checkpoint, dtype)?;
     drop(checkpoint);
     engine::probe(&model)?;
-    let (model, note) = speedups::choose_kernels(model)?;
+    let (model, note) = speedups::choose_kernels(model, on_gpu())?;
     if let Some(note) = note {
         eprintln!("{note}");
     }
@@ -339,9 +341,10 @@ fn run(args: &Args) -> Result<()> {
         None => String::new(),
     };
     eprintln!(
-        "[{} ({} layers, {quantized}{dtype:?}, {path}) loaded in {:.1} s]",
+        "[{} ({} layers, {quantized}{dtype:?}, {path}, MLX on the {}) loaded in {:.1} s]",
         dir.display(),
         config.num_hidden_layers,
+        on.as_str().to_uppercase(),
         started.elapsed().as_secs_f64()
     );
 

@@ -3,7 +3,9 @@
 //!
 //! - the kernels ([`choose_kernels`]): day 11's fused kernels and day 12's
 //!   flash attention ([`Week2Kernels::ALL`]), else the fused kernels alone,
-//!   else day 8's layers ([`Week2Kernels::NONE`]);
+//!   else day 8's layers ([`Week2Kernels::NONE`]); when MLX's default
+//!   device is a GPU (`--device gpu`), their GPU versions first
+//!   ([`Week2Kernels::on_gpu`], day 10's CUDA quantized matmul included);
 //! - day 14's prompt cache ([`prompt_cache`]): a chat turn then runs only
 //!   the tokens after the longest prefix it shares with the cached tokens.
 //!
@@ -23,23 +25,38 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use tiny_llm_common::{Cached, CachedLm, StepModel, Week2Kernels};
 
 /// How far a kernel's probe logits may be from day 8's (as
-/// log-probabilities, absolute): far above f32 rounding (about 1e-5 here),
-/// far below what a wrong kernel moves them.
-const PROBE_TOLERANCE: f32 = 1e-2;
+/// log-probabilities, absolute), by the model's dtype and device: far above
+/// the rounding of two summation orders, far below what a wrong kernel
+/// moves them (a wrong scale, offset or sign: nats). f32 on the CPU: 1e-2
+/// (rounding about 1e-5 here); on a GPU f32 matmuls run as TF32 (1e-2
+/// seen against mlx-lm on the tiny Qwen2), so 5e-2; f16 and bf16 round
+/// every activation (8 and 11 mantissa bits), so 0.25 and 1.0. The GPU
+/// and half-precision bounds are estimates, not yet measured on the H200.
+fn probe_tolerance(dtype: Dtype, gpu: bool) -> f32 {
+    match dtype {
+        Dtype::Bfloat16 => 1.0,
+        Dtype::Float16 => 0.25,
+        _ if gpu => 5e-2,
+        _ => 1e-2,
+    }
+}
 
 /// The logits (as f32 log-probabilities) of a 3-token prefill and one
-/// decode step, evaluated.
-fn probe_logits<M: CachedLm>(model: &M) -> Result<Vec<f32>> {
+/// decode step, evaluated, and the model's dtype (that of its logits).
+fn probe_logits<M: CachedLm>(model: &M) -> Result<(Vec<f32>, Dtype)> {
     let mut steps = Cached::new(model);
     let mut out = Vec::new();
+    let mut dtype = Dtype::Float32;
     for ids in [&[1u32, 2, 3][..], &[4]] {
-        let x = steps.feed(ids)?.as_dtype(Dtype::Float32)?;
+        let x = steps.feed(ids)?;
+        dtype = x.dtype();
+        let x = x.as_dtype(Dtype::Float32)?;
         let lse = x.logsumexp_axis(-1, true)?;
         let lp: Array = x.subtract(lse)?;
         lp.eval()?;
         out.extend_from_slice(lp.try_as_slice::<f32>()?);
     }
-    Ok(out)
+    Ok((out, dtype))
 }
 
 /// What `f` came to: its value, or the `todo!()` of one of `days` that it
@@ -56,13 +73,43 @@ pub fn unless_todo<T>(days: &[u32], f: impl FnOnce() -> Result<T>) -> Result<Res
     }
 }
 
-/// The kernels' names, as the load line prints them.
-pub fn kernels_name(k: Week2Kernels) -> &'static str {
-    match (k.fused, k.flash_attention) {
+/// The kernels' names, as the load line prints them (`, on the GPU` for
+/// [`Week2Kernels::gpu`]).
+pub fn kernels_name(k: Week2Kernels) -> String {
+    let layers = match (k.fused, k.flash_attention) {
         (true, true) => "fused kernels + flash attention",
         (true, false) => "fused kernels",
         (false, true) => "flash attention",
         (false, false) => "day 8's layers",
+    };
+    match (k.gpu, k.fused || k.flash_attention) {
+        (true, true) => format!("{layers} on the GPU (CUDA kernels)"),
+        (true, false) => format!("{layers}, quantized matmuls on the GPU (CUDA kernels)"),
+        (false, _) => layers.to_string(),
+    }
+}
+
+/// The kernels [`choose_kernels`] tries, fastest first, and the days whose
+/// `todo!()` means "not yet": on a GPU ([`Week2Kernels::on_gpu`]) every
+/// exact kernel, the fused kernels alone, then day 10's quantized matmul
+/// alone, all as CUDA kernels; on the CPU [`Week2Kernels::ALL`], then the
+/// fused kernels alone. Day 8's [`Week2Kernels::NONE`] comes after them.
+pub fn candidates(gpu: bool) -> (Vec<Week2Kernels>, &'static [u32]) {
+    let fused_only = Week2Kernels {
+        fused: true,
+        ..Week2Kernels::NONE
+    };
+    if gpu {
+        (
+            vec![
+                Week2Kernels::ALL.on_gpu(),
+                fused_only.on_gpu(),
+                Week2Kernels::NONE.on_gpu(),
+            ],
+            &[10, 11, 12],
+        )
+    } else {
+        (vec![Week2Kernels::ALL, fused_only], &[11, 12])
     }
 }
 
@@ -76,23 +123,27 @@ fn todo_text(todo: &Todo) -> String {
 }
 
 /// `model` with the fastest kernels that run and agree with day 8's
-/// layers on a probe: [`Week2Kernels::ALL`], else the fused kernels alone,
-/// else [`Week2Kernels::NONE`]. Returns the model and, when it is not
-/// `ALL`, a one-line note saying why.
+/// layers on a probe ([`candidates`]: on a GPU, `gpu` is MLX's default
+/// device, [`Week2Kernels::ALL`]`.on_gpu()`, the fused kernels on the GPU,
+/// [`Week2Kernels::NONE`]`.on_gpu()`; on the CPU [`Week2Kernels::ALL`],
+/// the fused kernels), else [`Week2Kernels::NONE`]. Returns the model and,
+/// when it is not the first candidate, a one-line note saying why (the
+/// missing day, or the kernels that disagree) and what runs instead.
 ///
 /// Errors: the probe's with [`Week2Kernels::NONE`] (day 8's own model).
-pub fn choose_kernels(model: Qwen2ModelWeek2) -> Result<(Qwen2ModelWeek2, Option<String>)> {
+pub fn choose_kernels(
+    model: Qwen2ModelWeek2,
+    gpu: bool,
+) -> Result<(Qwen2ModelWeek2, Option<String>)> {
     let model = model.with_kernels(Week2Kernels::NONE);
-    let want = probe_logits(&model)?;
-    let fused_only = Week2Kernels {
-        fused: true,
-        ..Week2Kernels::NONE
-    };
+    let (want, dtype) = probe_logits(&model)?;
+    let tolerance = probe_tolerance(dtype, gpu);
+    let (tries, days) = candidates(gpu);
     let mut why: Vec<String> = Vec::new();
-    for kernels in [Week2Kernels::ALL, fused_only] {
+    for kernels in tries {
         let candidate = model.clone().with_kernels(kernels);
-        let reason = match unless_todo(&[11, 12], || probe_logits(&candidate)) {
-            Ok(Ok(got)) => {
+        let reason = match unless_todo(days, || probe_logits(&candidate)) {
+            Ok(Ok((got, _))) => {
                 let worst =
                     got.iter()
                         .zip(&want)
@@ -101,7 +152,7 @@ pub fn choose_kernels(model: Qwen2ModelWeek2) -> Result<(Qwen2ModelWeek2, Option
                             0.0f32,
                             |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
                         );
-                if got.len() == want.len() && worst <= PROBE_TOLERANCE {
+                if got.len() == want.len() && worst <= tolerance {
                     let note = (!why.is_empty()).then(|| {
                         format!(
                             "[kernels: {}: running {}]",
@@ -198,5 +249,26 @@ mod tests {
             "fused kernels + flash attention"
         );
         assert_eq!(kernels_name(Week2Kernels::NONE), "day 8's layers");
+        assert_eq!(
+            kernels_name(Week2Kernels::ALL.on_gpu()),
+            "fused kernels + flash attention on the GPU (CUDA kernels)"
+        );
+        assert_eq!(
+            kernels_name(Week2Kernels::NONE.on_gpu()),
+            "day 8's layers, quantized matmuls on the GPU (CUDA kernels)"
+        );
+    }
+
+    #[test]
+    fn a_gpu_tries_the_cuda_kernels_first_and_catches_day_10() {
+        let (gpu, days) = candidates(true);
+        assert!(gpu.iter().all(|k| k.gpu));
+        assert_eq!(gpu[0], Week2Kernels::ALL.on_gpu());
+        assert_eq!(gpu[2], Week2Kernels::NONE.on_gpu());
+        assert_eq!(days, &[10, 11, 12]);
+        let (cpu, days) = candidates(false);
+        assert!(cpu.iter().all(|k| !k.gpu));
+        assert_eq!(cpu[0], Week2Kernels::ALL);
+        assert_eq!(days, &[11, 12]);
     }
 }

@@ -33,8 +33,16 @@
 //! crossing of day 10's `quantized_linear` with its inputs evaluated costs
 //! about 1.5 us beyond the kernel (1 x 896 by 128 x 896).
 //!
-//! CPU only: a GPU array would be copied to host memory by the sync. The
-//! week-2 kernels are for the CPU path.
+//! On MLX's CUDA backend (0.32, `mlx/backend/cuda/allocator.cpp`) a GPU
+//! op's output lives in device memory (`cudaMallocAsync`); reading its data
+//! pointer (`Buffer::raw_ptr`, behind `mlx_array_data_*`) first moves it to
+//! unified memory (`cudaMallocManaged`, or pinned host memory where managed
+//! memory is not supported): one device-to-host copy per crossing of an
+//! activation, once per weight, not counted here. The slice is then valid
+//! host memory and the CPU kernels compute the right values on a GPU too,
+//! only slowly; [`from_vec`]'s output is copied into unified memory that
+//! the GPU reads. The week-2 CPU kernels are for the CPU path; on a GPU the
+//! model routes to their CUDA versions (`Week2Kernels::gpu`).
 //!
 //! Reference: mlx-c `array.h` (`mlx_array_eval`, `mlx_array_data_*`,
 //! `mlx_array_new_data_managed_payload`); MLX `array(void*, Shape, Dtype,

@@ -292,6 +292,24 @@ mod tests {
         assert!(course("[tolerance.future]\nx = 1\n").is_ok());
     }
 
+    /// The kit's days 9-12 carry a GPU override for every dtype, and a GPU
+    /// lookup of those days returns it (not `[tolerance.gpu]`).
+    #[test]
+    fn the_kit_days_9_to_12_have_gpu_tolerances() {
+        let c = Course::load_kit().unwrap();
+        for n in 9..=12 {
+            let d = c.day(n).unwrap();
+            for dtype in [DType::F32, DType::F16, DType::Bf16] {
+                let over = d.tolerance_gpu.get(&dtype).copied();
+                assert!(over.is_some(), "day {n}: no [day.tolerance_gpu] {dtype:?}");
+                let got = c
+                    .tolerance(n, Kind::Elementwise, Device::Gpu, dtype)
+                    .unwrap();
+                assert_eq!(Some(got), over, "day {n} {dtype:?}");
+            }
+        }
+    }
+
     #[test]
     fn allows_is_numpy_allclose() {
         let t = Tol::new(0.1, 0.01);

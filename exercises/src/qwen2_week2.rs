@@ -17,6 +17,9 @@
 //! dense or quantized layer for you. Per layer keep the two norms and the `Linear`s
 //! (`q/k/v/o_proj`, `gate/up/down_proj`); keep one `RoPE` for the model.
 
+mod forward_batch;
+mod kernels;
+
 #[allow(unused_imports)]
 use crate::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped};
 #[allow(unused_imports)]
@@ -100,28 +103,6 @@ impl Qwen2ModelWeek2 {
         &self.config
     }
 
-    /// The model with its layers routed through `kernels` (days 11 and 12):
-    /// `fused` runs RMSNorm, RoPE, SwiGLU and the attention softmax through
-    /// `crate::fused`, `flash_attention` runs attention through
-    /// `crate::flash_attention`. The logits stay those of day 8's model
-    /// (within f32 rounding). A new model starts with
-    /// [`Week2Kernels::NONE`].
-    ///
-    /// Hints: keep the choice in a field; where the layers call
-    /// `RmsNorm::forward`, `RoPE::forward`, `silu(g) * u` and day 3's
-    /// attention, call `crate::fused::{rms_norm, rope, swiglu}` and
-    /// `crate::flash_attention::flash_attention` (or scores,
-    /// `crate::fused::softmax`, and a second matmul) when it is on.
-    pub fn with_kernels(self, kernels: Week2Kernels) -> Self {
-        let _ = kernels;
-        todo!("day 11: Qwen2ModelWeek2::with_kernels")
-    }
-
-    /// The kernels the layers run through.
-    pub fn kernels(&self) -> Week2Kernels {
-        todo!("day 11: Qwen2ModelWeek2::kernels")
-    }
-
     /// Empty caches, one per layer ([`crate::kv_cache::KvStepCache`]).
     pub fn new_cache(&self) -> Vec<Box<dyn KvCache>> {
         todo!("day 8: Qwen2ModelWeek2::new_cache")
@@ -175,49 +156,6 @@ impl Qwen2ModelWeek2 {
     ) -> Result<Array> {
         let _ = (inputs, offset, cache);
         todo!("day 8: Qwen2ModelWeek2::forward_last")
-    }
-
-    /// Logits of every new position of a left-padded batch (day 13): row
-    /// `b` of `inputs` is `left_padding[b]` padding tokens then its own;
-    /// `offset` columns are cached (each row's tokens start at position
-    /// `offset - left_padding[b]`). Returns `B x L x vocab`; at row `b`'s
-    /// real positions the logits equal [`Self::forward`] of that row alone.
-    ///
-    /// Per layer as [`Self::forward`], except that q and k are rotated at
-    /// each row's own positions (`crate::batch::rope_rows` with
-    /// `crate::batch::row_offsets(offset, left_padding)`) and attention uses
-    /// `crate::batch::batch_causal_mask(L, offset, left_padding)` (padding
-    /// keys hidden from real queries), also for `L = 1`.
-    ///
-    /// - `inputs`: `B x L` int32 ids (`L >= 1`); `offset`: every cache's
-    ///   offset (columns, padding included); `left_padding`: `B` counts,
-    ///   kept for the batch's whole life (decode steps pass the same).
-    /// - `cache`: one cache per layer, batch `B`; each grows by `L`.
-    /// - returns: `B x L x vocab` in the model's dtype (padding positions
-    ///   hold finite values of no meaning).
-    ///
-    /// Errors: as [`Self::forward`], and [`Error::Invalid`] when
-    /// `left_padding` has not one count per row (naming both) or a count is
-    /// negative. A failed call leaves the caches as they were.
-    ///
-    /// Reference: mlx-lm `BatchGenerator` (`generate.py`) with
-    /// `BatchKVCache` (`models/cache.py`).
-    ///
-    /// Hints: day 8's `forward` with three changes: check `left_padding`
-    /// against the batch first; rotate q and k with
-    /// `crate::batch::rope_rows(.., &crate::batch::row_offsets(offset,
-    /// left_padding))`; pass `crate::batch::batch_causal_mask(L, offset,
-    /// left_padding, dtype)` to the grouped attention at every step (also
-    /// `L = 1`: the padding columns stay hidden).
-    pub fn forward_batch(
-        &self,
-        inputs: &Array,
-        offset: usize,
-        left_padding: &[i32],
-        cache: &mut [Box<dyn KvCache>],
-    ) -> Result<Array> {
-        let _ = (inputs, offset, left_padding, cache);
-        todo!("day 13: Qwen2ModelWeek2::forward_batch")
     }
 }
 

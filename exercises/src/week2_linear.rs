@@ -33,14 +33,20 @@ pub fn project(x: &Array, layer: &Linear) -> Result<Array> {
     }
 }
 
-/// [`project`] with the model's kernel choice (given): with
-/// `kernels.int8_activations` a quantized layer runs the int8-activation
-/// kernel (`tiny_llm_common::linear_q8`, beyond the course: `x` quantized
-/// to int8 per group, not exact); otherwise exactly [`project`].
+/// [`project`] with the model's kernel choice (given): with `kernels.gpu`
+/// a quantized layer runs day 10's CUDA kernels
+/// (`crate::qmatmul_gpu::quantized_linear`, in `x`'s dtype); else, with
+/// `kernels.int8_activations`, the int8-activation kernel
+/// (`tiny_llm_common::linear_q8`, beyond the course: `x` quantized to int8
+/// per group, not exact); otherwise exactly [`project`]. A dense layer is
+/// always day 1's `linear` (MLX's matmul, on MLX's default device).
 ///
 /// - `x`: `N.. x I`; returns `N.. x O` in `x`'s dtype.
 pub fn project_with(x: &Array, layer: &Linear, kernels: Week2Kernels) -> Result<Array> {
     match &layer.weight {
+        LinearWeight::Quantized { .. } if kernels.gpu => {
+            crate::qmatmul_gpu::quantized_linear(x, layer)
+        }
         LinearWeight::Quantized { .. } if kernels.int8_activations => {
             let y = quantized_linear_q8(x, layer)?;
             Ok(if x.dtype() == Dtype::Float32 {
@@ -102,10 +108,11 @@ impl TokenTable {
     }
 
     /// [`TokenTable::as_linear`] with the model's kernel choice (given): a
-    /// quantized table goes through [`project_with`].
+    /// quantized table goes through [`project_with`] when `kernels.gpu` or
+    /// `kernels.int8_activations` is on.
     pub fn as_linear_with(&self, x: &Array, kernels: Week2Kernels) -> Result<Array> {
         match self {
-            TokenTable::Quantized(t) if kernels.int8_activations => {
+            TokenTable::Quantized(t) if kernels.gpu || kernels.int8_activations => {
                 project_with(x, &t.table, kernels)
             }
             _ => self.as_linear(x),

@@ -75,7 +75,8 @@ impl Tol {
     }
 
     /// The element-wise tolerance on a GPU: course.toml `[tolerance.gpu]`
-    /// (f32 matmuls there run as TF32).
+    /// (f32 matmuls there run as TF32). No day's override: a GPU test of a
+    /// day uses [`Tol::for_day_on_gpu`].
     pub fn for_dtype_on_gpu(dtype: Dtype) -> Tol {
         let t = course()
             .tolerance
@@ -83,17 +84,26 @@ impl Tol {
         from_course(t)
     }
 
-    /// The element-wise tolerance of `day` (e.g. `"day10"`) on a GPU, whatever
-    /// this process's default device: the day's `[day.tolerance_gpu]`, else
-    /// the looser of its `[day.tolerance]` and `[tolerance.gpu]` (for kernel
-    /// tests whose oracle runs on the CPU stream while the kernel runs on
-    /// the GPU).
+    /// The tolerance of a GPU test of `day` (e.g. `"day11"`), whatever this
+    /// process's default device: the day's `[day.tolerance_gpu]`, else the
+    /// looser of the day's `[day.tolerance]` and `[tolerance.gpu]`.
     pub fn for_day_on_gpu(day: &str, dtype: Dtype) -> Tol {
-        let number: u32 = day
-            .strip_prefix("day")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let t = course().tolerance(number, Kind::Elementwise, Device::Gpu, course_dtype(dtype));
+        let t = course().tolerance(
+            day_number(day),
+            Kind::Elementwise,
+            Device::Gpu,
+            course_dtype(dtype),
+        );
+        from_course(t)
+    }
+
+    /// Whole-model log-probabilities computed (in part) by GPU kernels:
+    /// course.toml `[tolerance.logprobs_gpu]`, whatever this process's
+    /// default device.
+    pub fn logits_on_gpu(dtype: Dtype) -> Tol {
+        let t = course()
+            .tolerance
+            .default_for(Kind::Logprobs, Device::Gpu, course_dtype(dtype));
         from_course(t)
     }
 
@@ -112,13 +122,21 @@ impl Tol {
     /// `[tolerance.cpu]`. On a GPU: the day's `[day.tolerance_gpu]`, else the
     /// looser of the day's CPU override and `[tolerance.gpu]`.
     pub fn for_day(day: &str, dtype: Dtype) -> Tol {
-        let number: u32 = day
-            .strip_prefix("day")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let t = course().tolerance(number, Kind::Elementwise, device(), course_dtype(dtype));
+        let t = course().tolerance(
+            day_number(day),
+            Kind::Elementwise,
+            device(),
+            course_dtype(dtype),
+        );
         from_course(t)
     }
+}
+
+/// `"day11"` -> 11 (0, the defaults, for anything else).
+fn day_number(day: &str) -> u32 {
+    day.strip_prefix("day")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -140,5 +158,26 @@ mod tests {
         }
         let over = course().day(5).unwrap().tolerance[&DType::Bf16];
         assert_eq!(Tol::for_day("day5", Dtype::Bfloat16), from_course(Ok(over)));
+    }
+
+    /// A GPU test of days 9-12 reads the day's `[day.tolerance_gpu]`, not
+    /// `[tolerance.gpu]`.
+    #[test]
+    fn gpu_tests_read_the_days_gpu_overrides() {
+        for n in 9..=12 {
+            let day = course().day(n).unwrap();
+            let over = day.tolerance_gpu[&DType::F32];
+            assert_eq!(
+                Tol::for_day_on_gpu(&format!("day{n}"), Dtype::Float32),
+                from_course(Ok(over)),
+                "day {n}"
+            );
+        }
+        assert_eq!(
+            Tol::for_day_on_gpu("day1", Dtype::Float32),
+            Tol::for_dtype_on_gpu(Dtype::Float32),
+            "day 1 has no GPU override"
+        );
+        let _ = Tol::logits_on_gpu(Dtype::Float32);
     }
 }

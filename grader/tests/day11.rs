@@ -13,16 +13,24 @@
 //! - The week-2 model with `Week2Kernels { fused: true, .. }`: the tiny Qwen2
 //!   (dense and 4-bit) gives mlx-lm's logits (day 8's and day 10's fixtures),
 //!   and the bridge counts the expected number of fused kernel calls.
+//! - On a GPU (`gpu_*`): the CUDA kernels of `fused_gpu` against the week-1
+//!   ops (f32, bf16, f16; RoPE with one offset per row), at the day's
+//!   `[day.tolerance_gpu]`, and the model with
+//!   `Week2Kernels { fused: true, .. }.on_gpu()` against mlx-lm at
+//!   `[tolerance.logprobs_gpu]`; skipped without a usable GPU. Their
+//!   argument checks run everywhere.
 
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype};
 use proptest::prelude::*;
 use tiny_llm_common::{cpu_bridge, Checkpoint, Qwen2Config, Week2Kernels};
 use tiny_llm_grader::compare::values_f64;
+use tiny_llm_grader::device::{require_gpu, skip};
 use tiny_llm_grader::fixture::checked_dir;
 use tiny_llm_grader::imp::basics::softmax as softmax_week1;
 use tiny_llm_grader::imp::fused;
 use tiny_llm_grader::imp::fused_cpu::{self, available_isas, Isa, RopeTables};
+use tiny_llm_grader::imp::fused_gpu;
 use tiny_llm_grader::imp::layer_norm::RmsNorm;
 use tiny_llm_grader::imp::mlp::silu;
 use tiny_llm_grader::imp::positional_encoding::RoPE;
@@ -794,6 +802,12 @@ fn log_probs(x: &Array) -> Array {
 
 #[track_caller]
 fn assert_logits(test: &str, case: &str, got: &Array, want: &Array) {
+    assert_logits_at(test, case, got, want, Tol::logits(Dtype::Float32));
+}
+
+/// As [`assert_logits`], at `tol`.
+#[track_caller]
+fn assert_logits_at(test: &str, case: &str, got: &Array, want: &Array, tol: Tol) {
     assert!(
         got.shape() == want.shape(),
         "[wrong shape] {test}, case {case}: logits {:?}, expected {:?}",
@@ -806,7 +820,7 @@ fn assert_logits(test: &str, case: &str, got: &Array, want: &Array) {
         "log_softmax(logits)",
         &log_probs(got),
         &log_probs(want),
-        Tol::logits(Dtype::Float32),
+        tol,
     );
 }
 
@@ -909,6 +923,285 @@ fn fused_model_runs_the_fused_kernels() {
              then the final norm: each fused op must call cpu_bridge::crossing() once)"
         );
     }
+}
+
+// ---- on a GPU: the CUDA kernels of `fused_gpu` --------------------------------
+//
+// Against the week-1 ops computed by MLX (day 1's softmax, day 2's RoPE, day
+// 4's RmsNorm and silu), on inputs drawn here, at the day's GPU tolerance
+// (`[day.tolerance_gpu]`). Without a usable GPU they are skipped; the
+// argument checks run everywhere (bad input is rejected on the host, before
+// any GPU is touched).
+
+/// Deterministic values uniform in `[-scale, scale)` (xorshift64), as f32.
+fn seeded(shape: &[i32], seed: u64, scale: f32) -> Array {
+    let n: i32 = shape.iter().product();
+    let mut s = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect();
+    Array::from_slice(&v, shape)
+}
+
+fn cast_to(a: &Array, d: Dtype) -> Array {
+    a.as_dtype(d)
+        .unwrap_or_else(|e| panic!("[error] cannot cast: {e}"))
+}
+
+/// `got` (in `dtype`) against the oracle `want`, at day 11's GPU tolerance
+/// of `dtype`.
+fn check_gpu(test: &str, case: &str, got: &Array, want: &Array, dtype: Dtype) {
+    assert_eq!(
+        got.dtype(),
+        dtype,
+        "[wrong shape] {test}, case {case}: got dtype {:?}, expected {dtype:?}",
+        got.dtype()
+    );
+    let tol = Tol::for_day_on_gpu(DAY, dtype);
+    let want = cast_to(want, Dtype::Float32);
+    assert_close(test, case, "out", &cast_to(got, Dtype::Float32), &want, tol);
+}
+
+const FLOATS: [Dtype; 3] = [Dtype::Float32, Dtype::Bfloat16, Dtype::Float16];
+
+#[test]
+fn gpu_rms_norm_matches_week1() {
+    let test = "gpu_rms_norm_matches_week1";
+    if !require_gpu(test) {
+        return;
+    }
+    let shapes: [&[i32]; 3] = [&[3, 5, 896], &[2, 7, 64], &[4, 33]];
+    for (i, (shape, dtype)) in shapes.iter().zip(FLOATS).enumerate() {
+        let e = *shape.last().unwrap();
+        let x = cast_to(&seeded(shape, i as u64, 3.0), dtype);
+        let w = seeded(&[e], 100 + i as u64, 1.5);
+        let got = ok("rms_norm", fused_gpu::rms_norm(&x, &w, 1e-6));
+        let norm = ok("RmsNorm::new", RmsNorm::new(w.clone(), 1e-6));
+        let want = ok(
+            "RmsNorm::forward",
+            norm.forward(&cast_to(&x, Dtype::Float32)),
+        );
+        check_gpu(test, &format!("{shape:?} {dtype:?}"), &got, &want, dtype);
+    }
+}
+
+#[test]
+fn gpu_softmax_matches_week1() {
+    let test = "gpu_softmax_matches_week1";
+    if !require_gpu(test) {
+        return;
+    }
+    let shapes: [&[i32]; 3] = [&[4, 300], &[2, 3, 1000], &[5, 1]];
+    for (i, (shape, dtype)) in shapes.iter().zip(FLOATS).enumerate() {
+        let x = cast_to(&seeded(shape, 10 + i as u64, 6.0), dtype);
+        let got = ok("softmax", fused_gpu::softmax(&x));
+        let want = ok(
+            "week-1 softmax",
+            softmax_week1(&cast_to(&x, Dtype::Float32), -1),
+        );
+        check_gpu(test, &format!("{shape:?} {dtype:?}"), &got, &want, dtype);
+    }
+    // Masked entries (-inf) get 0; a row of only -inf is NaN, as MLX's.
+    let inf = f32::NEG_INFINITY;
+    let x = Array::from_slice(&[0.5, inf, 2.0, inf, inf, inf, inf, inf], &[2, 4]);
+    let got = ok("softmax", fused_gpu::softmax(&x));
+    let got = tiny_llm_grader::compare::values_f64(&got);
+    let (e1, e2) = (0.5f64.exp(), 2.0f64.exp());
+    let row0 = [e1 / (e1 + e2), 0.0, e2 / (e1 + e2), 0.0];
+    for (j, want) in row0.iter().enumerate() {
+        assert!(
+            (got[j] - want).abs() <= 1e-6,
+            "[wrong numbers] {test}: softmax([0.5, -inf, 2, -inf])[{j}] = {}, expected {want}",
+            got[j]
+        );
+    }
+    assert!(
+        got[4..].iter().all(|v| v.is_nan()),
+        "[wrong numbers] {test}: a row of only -inf must give NaN (as MLX), got {:?}",
+        &got[4..]
+    );
+}
+
+#[test]
+fn gpu_rope_matches_week1_per_row_offsets() {
+    let test = "gpu_rope_matches_week1_per_row_offsets";
+    if !require_gpu(test) {
+        return;
+    }
+    let offsets = [0, 7, 3];
+    for (i, traditional) in [false, true].into_iter().enumerate() {
+        for dtype in [Dtype::Float32, Dtype::Bfloat16] {
+            let rope = ok("RoPE::new", RoPE::new(64, 32, 10_000.0, traditional));
+            let x = cast_to(&seeded(&[3, 5, 2, 64], 20 + i as u64, 2.0), dtype);
+            let got = ok("rope", fused_gpu::rope(&x, view(&rope), &offsets));
+            let xf = cast_to(&x, Dtype::Float32);
+            let rows: Vec<Array> = (0..3)
+                .map(|b| {
+                    let row = xf.try_index(b..b + 1).expect("[error] a batch row");
+                    ok("RoPE::forward", rope.forward(&row, offsets[b as usize]))
+                })
+                .collect();
+            let want = mlx_rs::ops::concatenate(&rows, 0).expect("[error] concatenate");
+            let case = format!("traditional={traditional} offsets={offsets:?} {dtype:?}");
+            check_gpu(test, &case, &got, &want, dtype);
+            // One offset applies to every row.
+            let got = ok("rope", fused_gpu::rope(&x, view(&rope), &[4]));
+            let want = ok("RoPE::forward", rope.forward(&xf, 4));
+            check_gpu(test, &format!("{case}, one offset 4"), &got, &want, dtype);
+        }
+    }
+}
+
+#[test]
+fn gpu_swiglu_matches_week1() {
+    let test = "gpu_swiglu_matches_week1";
+    if !require_gpu(test) {
+        return;
+    }
+    let shapes: [&[i32]; 3] = [&[3, 4864], &[2, 7, 33], &[1]];
+    for (i, (shape, dtype)) in shapes.iter().zip(FLOATS).enumerate() {
+        let gate = cast_to(&seeded(shape, 30 + i as u64, 6.0), dtype);
+        let up = cast_to(&seeded(shape, 40 + i as u64, 2.0), dtype);
+        let got = ok("swiglu", fused_gpu::swiglu(&gate, &up));
+        let (g, u) = (cast_to(&gate, Dtype::Float32), cast_to(&up, Dtype::Float32));
+        let want = ok("silu", silu(&g)).multiply(&u).expect("[error] multiply");
+        check_gpu(test, &format!("{shape:?} {dtype:?}"), &got, &want, dtype);
+    }
+}
+
+#[test]
+fn gpu_fused_rejects_bad_input() {
+    let x = seeded(&[2, 3, 8], 1, 1.0);
+    should_fail_naming(
+        "rms_norm",
+        "weight [9] for E = 8",
+        fused_gpu::rms_norm(&x, &seeded(&[9], 2, 1.0), 1e-6),
+        &["weight"],
+    );
+    should_fail_naming(
+        "rms_norm",
+        "eps = 0",
+        fused_gpu::rms_norm(&x, &seeded(&[8], 2, 1.0), 0.0),
+        &["eps"],
+    );
+    let rope = ok("RoPE::new", RoPE::new(8, 16, 10_000.0, false));
+    let x4 = seeded(&[3, 5, 2, 8], 3, 1.0);
+    should_fail_naming(
+        "rope",
+        "2 offsets for N = 3",
+        fused_gpu::rope(&x4, view(&rope), &[0, 1]),
+        &["offsets"],
+    );
+    should_fail_naming(
+        "rope",
+        "row 1 at offset 12 with L = 5 and seq_len 16",
+        fused_gpu::rope(&x4, view(&rope), &[0, 12, 0]),
+        &["row 1"],
+    );
+    should_fail_naming(
+        "rope",
+        "D = 16 for rope.dims = 8",
+        fused_gpu::rope(&seeded(&[1, 2, 2, 16], 4, 1.0), view(&rope), &[0]),
+        &["rope input"],
+    );
+    should_fail_naming(
+        "swiglu",
+        "gate [2, 3, 8] and up [2, 3, 9]",
+        fused_gpu::swiglu(&x, &seeded(&[2, 3, 9], 5, 1.0)),
+        &["up"],
+    );
+    let ints = Array::from_slice(&[1i32, 2], &[2]);
+    should_fail_naming(
+        "softmax",
+        "int32 input",
+        fused_gpu::softmax(&ints),
+        &["Int32"],
+    );
+}
+
+/// Without a GPU a valid call is an error that says so (no crash, no MLX
+/// abort); on a machine with a GPU the numeric tests above cover it.
+#[test]
+fn gpu_fused_without_a_gpu_says_so() {
+    if tiny_llm_common::gpu::gpu_available() {
+        skip("a GPU is usable here: this test checks the error of a machine without one");
+        return;
+    }
+    let x = seeded(&[2, 8], 1, 1.0);
+    should_fail_naming(
+        "rms_norm (no GPU)",
+        "a valid call on a machine without a CUDA GPU",
+        fused_gpu::rms_norm(&x, &seeded(&[8], 2, 1.0), 1e-6),
+        &["GPU"],
+    );
+    // The model routes to `fused_gpu` when `kernels.gpu`: the same error,
+    // not the CPU kernels' logits.
+    let model = tiny("tiny-qwen2", fused_only().on_gpu());
+    let mut cache = model.new_cache();
+    let ids = Array::from_slice(&[1i32, 5, 9], &[1, 3]);
+    should_fail_naming(
+        "Qwen2ModelWeek2::forward (fused on the GPU, no GPU)",
+        "Week2Kernels { fused: true, .. }.on_gpu() on a machine without a CUDA GPU",
+        model.forward(&ids, 0, &mut cache),
+        &["GPU"],
+    );
+}
+
+/// The tiny Qwen2 (day 8's fixtures: prefill or two chunks, then one-token
+/// steps) and the tiny 4-bit Qwen2 (day 10's: one forward of 2 x 7 tokens)
+/// with the fused kernels on the GPU (`Week2Kernels { fused: true, .. }
+/// .on_gpu()`: `fused_gpu` for RMSNorm, RoPE, SwiGLU and the softmax, day
+/// 10's `qmatmul_gpu` for the 4-bit layers), against mlx-lm's logits at
+/// `[tolerance.logprobs_gpu]`.
+#[test]
+fn gpu_fused_model_matches_mlx_lm() {
+    let test = "gpu_fused_model_matches_mlx_lm";
+    if !require_gpu(test) {
+        return;
+    }
+    let kernels = fused_only().on_gpu();
+    let model = tiny("tiny-qwen2", kernels);
+    let tol = Tol::logits_on_gpu(Dtype::Float32);
+    for name in ["decode_qwen2_f32", "chunked_qwen2_f32"] {
+        let c = Case::load("day8", name);
+        let mut cache = model.new_cache();
+        let (prompt, p) = (c.get("prompt"), c.get("prompt").dim(1));
+        let (got, key, what) = match c.meta::<i32>("chunk") {
+            None => (
+                ok("forward", model.forward(prompt, 0, &mut cache)),
+                "prefill_logits",
+                "prefill",
+            ),
+            Some(k) => {
+                ok("forward", model.forward(&cols(prompt, 0, k), 0, &mut cache));
+                let got = ok(
+                    "forward",
+                    model.forward(&cols(prompt, k, p), k as usize, &mut cache),
+                );
+                (got, "chunk_logits", "second chunk (causal mask)")
+            }
+        };
+        assert_logits_at(test, &format!("{} {what}", c.id), &got, c.get(key), tol);
+        let (steps, want) = (c.get("steps"), c.get("step_logits"));
+        for t in 0..steps.dim(1) {
+            let got = ok(
+                "forward",
+                model.forward(&cols(steps, t, t + 1), (p + t) as usize, &mut cache),
+            );
+            let case = format!("{} step {t}", c.id);
+            assert_logits_at(test, &case, &got, &cols(want, t, t + 1), tol);
+        }
+    }
+    let model = tiny("tiny-qwen2-4bit", kernels);
+    let c = Case::load("day10", "model_tiny_4bit_f32");
+    let mut cache = model.new_cache();
+    let got = ok("forward", model.forward(c.get("ids"), 0, &mut cache));
+    assert_logits_at(test, &c.id, &got, c.get("expected"), tol);
 }
 
 /// Day 2's `RoPE` as the week-2 kernels read it (a view of its tables).

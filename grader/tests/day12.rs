@@ -18,6 +18,12 @@
 //! - The tiny Qwen2 with `Week2Kernels { flash_attention: true, .. }`
 //!   against mlx-lm's logits of day 8 (prefill, a chunk at an offset, then
 //!   one-token steps).
+//! - On a GPU (`gpu_*`): the CUDA kernels of `flash_attention_gpu` against
+//!   day 3's grouped attention (prefill tiles, GQA, causal with `S > L`, an
+//!   `L x S` mask, split-S decode), at the day's `[day.tolerance_gpu]`, and
+//!   the tiny Qwen2 with `Week2Kernels { flash_attention: true, .. }.on_gpu()`
+//!   against mlx-lm at `[tolerance.logprobs_gpu]`; skipped without a usable
+//!   GPU. Their argument checks run everywhere.
 
 use half::{bf16, f16};
 use mlx_rs::ops::indexing::TryIndexOp;
@@ -27,12 +33,14 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use tiny_llm_common::cpu_bridge::{self, host, host_f32};
 use tiny_llm_common::{AttentionMask, Checkpoint, Qwen2Config, Week2Kernels};
+use tiny_llm_grader::device::{require_gpu, skip};
 use tiny_llm_grader::fixture::checked_dir;
 use tiny_llm_grader::imp::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped};
 use tiny_llm_grader::imp::flash_attention::flash_attention;
 use tiny_llm_grader::imp::flash_attention_cpu::{
     attention_scalar, flash_attention as fa_kernel, AttentionDims, KvElement, Mask,
 };
+use tiny_llm_grader::imp::flash_attention_gpu;
 use tiny_llm_grader::imp::qwen2_week2::Qwen2ModelWeek2;
 use tiny_llm_grader::{
     assert_close, check_cases, ok, prop, should_fail, should_fail_naming, Case, Tol,
@@ -905,6 +913,345 @@ fn qwen2_flash_attention_matches_mlx_lm() {
             "[wrong numbers] {test}: with flash_attention on, every layer's attention must cross \
              the CPU bridge (Qwen2ModelWeek2::attend -> flash_attention)"
         );
+        let key = if name.starts_with("decode") {
+            "prefill_logits"
+        } else {
+            "chunk_logits"
+        };
+        let got = last.expect("a chunk");
+        assert_close(
+            test,
+            &format!("{name} prefill"),
+            "log_softmax(logits)",
+            &logprobs(&got),
+            &logprobs(c.get(key)),
+            tol,
+        );
+        let steps = c.get("steps");
+        let mut outs = Vec::new();
+        for t in 0..steps.dim(1) {
+            let ids = steps.try_index((.., t..t + 1)).expect("slice");
+            outs.push(ok(
+                "forward (one token)",
+                model.forward(&ids, at as usize, &mut cache),
+            ));
+            at += 1;
+        }
+        let got = mlx_rs::ops::concatenate(&outs, 1).expect("concatenate");
+        assert_close(
+            test,
+            &format!("{name} steps"),
+            "log_softmax(logits)",
+            &logprobs(&got),
+            &logprobs(c.get("step_logits")),
+            tol,
+        );
+    }
+}
+
+// ---- on a GPU: the CUDA kernels of `flash_attention_gpu` ----------------------
+//
+// Against day 3's grouped attention with `causal_mask` (computed by MLX), on
+// inputs drawn here: partial query and key tiles, GQA, `S > L` with a causal
+// mask, an explicit `L x S` mask, and decode over S in {1, 31, 32, 127, 128,
+// 129, 1000, 4096}, at the day's GPU tolerance (`[day.tolerance_gpu]`).
+// Without a usable GPU they are skipped; the argument checks run everywhere.
+
+/// Deterministic values uniform in `[-scale, scale)` (xorshift64), as f32.
+fn seeded(shape: &[i32], seed: u64, scale: f32) -> Array {
+    let n: i32 = shape.iter().product();
+    let mut s = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect();
+    Array::from_slice(&v, shape)
+}
+
+fn cast_to(a: &Array, d: Dtype) -> Array {
+    a.as_dtype(d)
+        .unwrap_or_else(|e| panic!("[error] cannot cast: {e}"))
+}
+
+/// `got` (in `dtype`) against the oracle `want`, at day 12's GPU tolerance
+/// of `dtype`.
+fn check_gpu(test: &str, case: &str, got: &Array, want: &Array, dtype: Dtype) {
+    assert_eq!(
+        got.dtype(),
+        dtype,
+        "[wrong shape] {test}, case {case}: got dtype {:?}, expected {dtype:?}",
+        got.dtype()
+    );
+    let tol = Tol::for_day_on_gpu(DAY, dtype);
+    let want = cast_to(want, Dtype::Float32);
+    assert_close(test, case, "out", &cast_to(got, Dtype::Float32), &want, tol);
+}
+
+/// One attention case: `(N, H_q, H_kv, L, S, D, causal, K/V dtype)`.
+type AttnCase = (i32, i32, i32, i32, i32, i32, bool, Dtype);
+
+fn check_attention_gpu(test: &str, cases: &[AttnCase]) {
+    for (i, &(n, h_q, h_kv, l, s, d, causal, kv)) in cases.iter().enumerate() {
+        let seed = 1000 + 10 * i as u64;
+        let q = seeded(&[n, h_q, l, d], seed, 2.0);
+        let k = cast_to(&seeded(&[n, h_kv, s, d], seed + 1, 2.0), kv);
+        let v = cast_to(&seeded(&[n, h_kv, s, d], seed + 2, 2.0), kv);
+        let scale = 1.0 / (d as f32).sqrt();
+        let mask = if causal {
+            AttentionMask::Causal
+        } else {
+            AttentionMask::None
+        };
+        let got = ok(
+            "flash_attention",
+            flash_attention_gpu::flash_attention(&q, &k, &v, scale, mask),
+        );
+        let oracle_mask = causal.then(|| ok("causal_mask", causal_mask(l, s, Dtype::Float32)));
+        let (kf, vf) = (cast_to(&k, Dtype::Float32), cast_to(&v, Dtype::Float32));
+        let want = ok(
+            "week-1 grouped attention",
+            scaled_dot_product_attention_grouped(&q, &kf, &vf, Some(scale), oracle_mask.as_ref()),
+        );
+        let case =
+            format!("N={n} H_q={h_q} H_kv={h_kv} L={l} S={s} D={d} causal={causal} kv={kv:?}");
+        check_gpu(test, &case, &got, &want, Dtype::Float32);
+    }
+}
+
+#[test]
+fn gpu_flash_attention_prefill_matches_week1() {
+    let test = "gpu_flash_attention_prefill_matches_week1";
+    if !require_gpu(test) {
+        return;
+    }
+    let (f32_, bf16) = (Dtype::Float32, Dtype::Bfloat16);
+    // Partial query tiles (16 rows) and key tiles (32 keys), GQA, causal
+    // tile skipping with S > L (a chunk after a cached prefix), bf16 K/V.
+    let cases: Vec<AttnCase> = vec![
+        (1, 4, 2, 2, 2, 64, true, f32_),
+        (2, 4, 1, 5, 5, 32, false, f32_),
+        (1, 14, 2, 16, 16, 64, true, f32_),
+        (1, 4, 2, 17, 40, 64, true, f32_),
+        (1, 4, 4, 31, 31, 128, true, f32_),
+        (2, 4, 2, 33, 129, 64, true, bf16),
+        (1, 2, 1, 64, 1000, 64, true, f32_),
+        (1, 2, 1, 100, 127, 16, false, bf16),
+        (1, 2, 2, 7, 4096, 64, true, f32_),
+    ];
+    check_attention_gpu(test, &cases);
+}
+
+#[test]
+fn gpu_flash_attention_decode_matches_week1() {
+    let test = "gpu_flash_attention_decode_matches_week1";
+    if !require_gpu(test) {
+        return;
+    }
+    // L = 1 over the issue's S sweep: the split-S kernel and its merge.
+    let mut cases: Vec<AttnCase> = Vec::new();
+    for (i, s) in [1, 31, 32, 127, 128, 129, 1000, 4096]
+        .into_iter()
+        .enumerate()
+    {
+        let kv = if i % 2 == 0 {
+            Dtype::Float32
+        } else {
+            Dtype::Bfloat16
+        };
+        cases.push((1, 14, 2, 1, s, 64, i % 3 == 0, kv));
+    }
+    cases.push((2, 4, 4, 1, 300, 128, false, Dtype::Float32));
+    check_attention_gpu(test, &cases);
+}
+
+#[test]
+fn gpu_flash_attention_array_mask_matches_week1() {
+    let test = "gpu_flash_attention_array_mask_matches_week1";
+    if !require_gpu(test) {
+        return;
+    }
+    let inf = f32::NEG_INFINITY;
+    for (l, s) in [(19, 45), (1, 300)] {
+        let (n, h_q, h_kv, d) = (2, 4, 2, 64);
+        let q = seeded(&[n, h_q, l, d], 7, 2.0);
+        let k = seeded(&[n, h_kv, s, d], 8, 2.0);
+        let v = seeded(&[n, h_kv, s, d], 9, 2.0);
+        // L x S, with every third key of a row masked (never a whole row).
+        let vals: Vec<f32> = (0..l * s)
+            .map(|i| {
+                if (i % s) % 3 == 1 {
+                    inf
+                } else {
+                    (i % 7) as f32 * 0.25
+                }
+            })
+            .collect();
+        let mask = Array::from_slice(&vals, &[l, s]);
+        let scale = 0.125;
+        let got = ok(
+            "flash_attention",
+            flash_attention_gpu::flash_attention(&q, &k, &v, scale, AttentionMask::Array(&mask)),
+        );
+        let want = ok(
+            "week-1 grouped attention",
+            scaled_dot_product_attention_grouped(&q, &k, &v, Some(scale), Some(&mask)),
+        );
+        check_gpu(
+            test,
+            &format!("L={l} S={s} mask [L, S]"),
+            &got,
+            &want,
+            Dtype::Float32,
+        );
+    }
+}
+
+#[test]
+fn gpu_flash_attention_rejects_bad_input() {
+    let q = seeded(&[1, 3, 4, 16], 1, 1.0);
+    let k = seeded(&[1, 2, 6, 16], 2, 1.0);
+    should_fail_naming(
+        "flash_attention",
+        "H_q = 3, H_kv = 2",
+        flash_attention_gpu::flash_attention(&q, &k, &k, 0.25, AttentionMask::None),
+        &["key"],
+    );
+    let q = seeded(&[1, 2, 4, 16], 1, 1.0);
+    should_fail_naming(
+        "flash_attention",
+        "key with D = 8 for query D = 16",
+        flash_attention_gpu::flash_attention(
+            &q,
+            &seeded(&[1, 2, 6, 8], 3, 1.0),
+            &k,
+            0.25,
+            AttentionMask::None,
+        ),
+        &["key"],
+    );
+    should_fail_naming(
+        "flash_attention",
+        "value with S = 5 for key S = 6",
+        flash_attention_gpu::flash_attention(
+            &q,
+            &k,
+            &seeded(&[1, 2, 5, 16], 3, 1.0),
+            0.25,
+            AttentionMask::None,
+        ),
+        &["value"],
+    );
+    let short = seeded(&[1, 2, 3, 16], 4, 1.0);
+    should_fail_naming(
+        "flash_attention",
+        "causal with L = 4 > S = 3",
+        flash_attention_gpu::flash_attention(&q, &short, &short, 0.25, AttentionMask::Causal),
+        &["causal"],
+    );
+    let mask = seeded(&[3, 6], 5, 1.0);
+    should_fail_naming(
+        "flash_attention",
+        "mask [3, 6] for L = 4, S = 6",
+        flash_attention_gpu::flash_attention(&q, &k, &k, 0.25, AttentionMask::Array(&mask)),
+        &["mask"],
+    );
+    let wide = seeded(&[1, 1, 2, 256], 6, 1.0);
+    should_fail_naming(
+        "flash_attention",
+        "D = 256",
+        flash_attention_gpu::flash_attention(&wide, &wide, &wide, 0.0625, AttentionMask::None),
+        &["128"],
+    );
+}
+
+/// Without a GPU a valid call is an error that says so (no crash, no MLX
+/// abort); on a machine with a GPU the numeric tests above cover it.
+#[test]
+fn gpu_flash_attention_without_a_gpu_says_so() {
+    if tiny_llm_common::gpu::gpu_available() {
+        skip("a GPU is usable here: this test checks the error of a machine without one");
+        return;
+    }
+    let q = seeded(&[1, 2, 3, 16], 3, 1.0);
+    should_fail_naming(
+        "flash_attention (no GPU)",
+        "a valid call on a machine without a CUDA GPU",
+        flash_attention_gpu::flash_attention(&q, &q, &q, 0.25, AttentionMask::Causal),
+        &["GPU"],
+    );
+    // The model routes to `flash_attention_gpu` when `kernels.gpu`: the
+    // same error, not the CPU kernel's logits.
+    let dir = checked_dir("tiny-qwen2");
+    let config = Qwen2Config::from_file(&dir.join("config.json"))
+        .unwrap_or_else(|e| panic!("[fixture] {e}"));
+    let checkpoint = Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] {e}"));
+    let kernels = Week2Kernels {
+        flash_attention: true,
+        ..Week2Kernels::NONE
+    };
+    let model = ok(
+        "Qwen2ModelWeek2::new",
+        Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
+    )
+    .with_kernels(kernels.on_gpu());
+    let mut cache = model.new_cache();
+    let ids = Array::from_slice(&[1i32, 5, 9], &[1, 3]);
+    should_fail_naming(
+        "Qwen2ModelWeek2::forward (flash attention on the GPU, no GPU)",
+        "Week2Kernels { flash_attention: true, .. }.on_gpu() on a machine without a CUDA GPU",
+        model.forward(&ids, 0, &mut cache),
+        &["GPU"],
+    );
+}
+
+/// The tiny Qwen2 with day 12's attention on the GPU
+/// (`Week2Kernels { flash_attention: true, .. }.on_gpu()`:
+/// `flash_attention_gpu`, prefill and split-S decode kernels) against
+/// mlx-lm's logits of day 8: a 7-token prefill then 6 one-token steps, and
+/// the same prompt as chunks of 4 and 3 (causal with `L < S`), at
+/// `[tolerance.logprobs_gpu]`.
+#[test]
+fn gpu_flash_attention_model_matches_mlx_lm() {
+    let test = "gpu_flash_attention_model_matches_mlx_lm";
+    if !require_gpu(test) {
+        return;
+    }
+    let dir = checked_dir("tiny-qwen2");
+    let config = Qwen2Config::from_file(&dir.join("config.json"))
+        .unwrap_or_else(|e| panic!("[fixture] {e}"));
+    let checkpoint = Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] {e}"));
+    let kernels = Week2Kernels {
+        flash_attention: true,
+        ..Week2Kernels::NONE
+    };
+    let model = ok(
+        "Qwen2ModelWeek2::new",
+        Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
+    )
+    .with_kernels(kernels.on_gpu());
+    let tol = Tol::logits_on_gpu(Dtype::Float32);
+    let logprobs = |x: &Array| {
+        let lse = x.logsumexp_axis(-1, true).expect("logsumexp");
+        x.subtract(lse).expect("subtract")
+    };
+    for (name, chunks) in [
+        ("decode_qwen2_f32", vec![7]),
+        ("chunked_qwen2_f32", vec![4, 3]),
+    ] {
+        let c = Case::load("day8", name);
+        let prompt = c.get("prompt");
+        let mut cache = model.new_cache();
+        let mut at = 0;
+        let mut last = None;
+        for len in chunks {
+            let ids = prompt.try_index((.., at..at + len)).expect("slice");
+            last = Some(ok("forward", model.forward(&ids, at as usize, &mut cache)));
+            at += len;
+        }
         let key = if name.starts_with("decode") {
             "prefill_logits"
         } else {

@@ -11,18 +11,19 @@
 //! Reference: `mlx_lm.models.qwen2.Model` with `make_prompt_cache`, and
 //! `mlx_lm.generate.generate_step` (prefill, then one-token steps).
 
-use crate::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped};
+mod forward_batch;
+mod kernels;
+
 use crate::kv_cache::KvStepCache;
 use crate::layer_norm::RmsNorm;
-use crate::mlp::silu;
 use crate::positional_encoding::RoPE;
 use crate::week2_linear::{load_linear, project_with, TokenTable};
 use mlx_rs::ops::concatenate;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, Dtype};
 use tiny_llm_common::{
-    shape_error, take_weight, AttentionMask, CachedLm, Checkpoint, Error, KvCache, Linear,
-    LinearWeight, Qwen2Config, Result, RopeView, Week2Kernels,
+    shape_error, take_weight, CachedLm, Checkpoint, Error, KvCache, Linear, LinearWeight,
+    Qwen2Config, Result, Week2Kernels,
 };
 
 /// Several linear layers on the same input.
@@ -268,103 +269,6 @@ impl Qwen2ModelWeek2 {
         &self.config
     }
 
-    /// The model with its layers routed through `kernels` (days 11 and 12):
-    /// `fused` runs RMSNorm, RoPE, SwiGLU and the attention softmax through
-    /// `crate::fused`, `flash_attention` runs attention through
-    /// `crate::flash_attention`. The logits stay those of day 8's model
-    /// (within f32 rounding). A new model starts with
-    /// [`Week2Kernels::NONE`].
-    pub fn with_kernels(mut self, kernels: Week2Kernels) -> Self {
-        self.kernels = kernels;
-        self
-    }
-
-    /// The kernels the layers run through.
-    pub fn kernels(&self) -> Week2Kernels {
-        self.kernels
-    }
-
-    /// RMSNorm of `x`: day 11's kernel or day 4's layer.
-    fn rms_norm(&self, norm: &RmsNorm, x: &Array) -> Result<Array> {
-        if self.kernels.fused {
-            crate::fused::rms_norm(x, &norm.weight, norm.eps)
-        } else {
-            norm.forward(x)
-        }
-    }
-
-    /// The RoPE tables as the week-2 kernels read them.
-    fn rope_view(&self) -> RopeView<'_> {
-        RopeView {
-            dims: self.rope.dims,
-            seq_len: self.rope.seq_len,
-            traditional: self.rope.traditional,
-            cos: &self.rope.cos,
-            sin: &self.rope.sin,
-        }
-    }
-
-    /// RoPE of `x` (`N x L x H x D`) at `offset`: day 11's kernel or day 2's.
-    fn rope(&self, x: &Array, offset: i32) -> Result<Array> {
-        if self.kernels.fused {
-            crate::fused::rope(x, self.rope_view(), &[offset])
-        } else {
-            self.rope.forward(x, offset)
-        }
-    }
-
-    /// `silu(gate) * up`: day 11's kernel or week 1's ops.
-    fn swiglu(&self, gate: &Array, up: &Array) -> Result<Array> {
-        if self.kernels.fused {
-            crate::fused::swiglu(gate, up)
-        } else {
-            Ok(silu(gate)?.multiply(up)?)
-        }
-    }
-
-    /// Grouped attention of `q` (`N x H_q x L x D`) over `k`, `v`
-    /// (`N x H_kv x S x D`), the `L` queries being the last `L` of the `S`
-    /// positions: day 12's flash attention, or scores, day 11's softmax and
-    /// a second matmul, or day 3's attention.
-    fn attend(&self, q: &Array, k: &Array, v: &Array) -> Result<Array> {
-        let (l, s) = (q.dim(2), k.dim(2));
-        let (h_q, h_kv, d) = self.heads;
-        let scale = 1.0 / (d as f32).sqrt();
-        if self.kernels.flash_attention {
-            let mask = if l > 1 {
-                AttentionMask::Causal
-            } else {
-                AttentionMask::None
-            };
-            return crate::flash_attention::flash_attention(q, k, v, scale, mask);
-        }
-        // One query sees every cached key: no mask.
-        let mask = if l > 1 {
-            Some(causal_mask(l, s, q.dtype())?)
-        } else {
-            None
-        };
-        if !self.kernels.fused {
-            return scaled_dot_product_attention_grouped(q, k, v, None, mask.as_ref());
-        }
-        // Scores per kv head with its G = H_q / H_kv query heads stacked:
-        // N x H_kv x G x L x S.
-        let n = q.dim(0);
-        let g = h_q / h_kv;
-        let q = q.reshape(&[n, h_kv, g, l, d])?;
-        let k = k.reshape(&[n, h_kv, 1, s, d])?;
-        let v = v.reshape(&[n, h_kv, 1, s, v.dim(3)])?;
-        let mut scores = q
-            .multiply(Array::from_f32(scale))?
-            .matmul(k.transpose_axes(&[0, 1, 2, 4, 3])?)?;
-        if let Some(m) = &mask {
-            scores = scores.add(m)?;
-        }
-        let p = crate::fused::softmax(&scores)?;
-        let o = p.matmul(v)?; // N x H_kv x G x L x D_v
-        Ok(o.reshape(&[n, h_q, l, -1])?)
-    }
-
     /// Empty caches, one per layer ([`crate::kv_cache::KvStepCache`]).
     pub fn new_cache(&self) -> Vec<Box<dyn KvCache>> {
         (0..self.layers.len())
@@ -536,118 +440,6 @@ impl Qwen2ModelWeek2 {
         let h = self.hidden(inputs, offset, cache)?;
         let last = h.try_index((.., h.dim(1) - 1, ..))?; // N x E
         self.head(&last)
-    }
-
-    /// Logits of every new position of a left-padded batch (day 13): row
-    /// `b` of `inputs` is `left_padding[b]` padding tokens then its own;
-    /// `offset` columns are cached (each row's tokens start at position
-    /// `offset - left_padding[b]`). Returns `B x L x vocab`; at row `b`'s
-    /// real positions the logits equal [`Self::forward`] of that row alone.
-    ///
-    /// Per layer as [`Self::forward`], except that q and k are rotated at
-    /// each row's own positions (`crate::batch::rope_rows` with
-    /// `crate::batch::row_offsets(offset, left_padding)`) and attention uses
-    /// `crate::batch::batch_causal_mask(L, offset, left_padding)` (padding
-    /// keys hidden from real queries), also for `L = 1`.
-    ///
-    /// - `inputs`: `B x L` int32 ids (`L >= 1`); `offset`: every cache's
-    ///   offset (columns, padding included); `left_padding`: `B` counts,
-    ///   kept for the batch's whole life (decode steps pass the same).
-    /// - `cache`: one cache per layer, batch `B`; each grows by `L`.
-    /// - returns: `B x L x vocab` in the model's dtype (padding positions
-    ///   hold finite values of no meaning).
-    ///
-    /// Errors: as [`Self::forward`], and [`Error::Invalid`] when
-    /// `left_padding` has not one count per row (naming both) or a count is
-    /// negative. A failed call leaves the caches as they were.
-    ///
-    /// Reference: mlx-lm `BatchGenerator` (`generate.py`) with
-    /// `BatchKVCache` (`models/cache.py`).
-    pub fn forward_batch(
-        &self,
-        inputs: &Array,
-        offset: usize,
-        left_padding: &[i32],
-        cache: &mut [Box<dyn KvCache>],
-    ) -> Result<Array> {
-        if inputs.ndim() != 2 || inputs.dim(1) == 0 {
-            return Err(shape_error("inputs", inputs, "[B, L] token ids, L >= 1"));
-        }
-        let (b, l) = (inputs.dim(0), inputs.dim(1));
-        if left_padding.len() != b as usize {
-            return Err(Error::Invalid(format!(
-                "left_padding has {} counts for a batch of {b} rows, expected one per row",
-                left_padding.len()
-            )));
-        }
-        if cache.len() != self.layers.len() || cache.iter().any(|c| c.offset() != offset) {
-            return Err(Error::Invalid(format!(
-                "forward_batch needs one cache per layer ({}), each holding offset = {offset} \
-                 columns; got {} caches holding {:?}",
-                self.layers.len(),
-                cache.len(),
-                cache.iter().map(|c| c.offset()).collect::<Vec<_>>()
-            )));
-        }
-        let mask = crate::batch::batch_causal_mask(l, offset as i32, left_padding, self.dtype)?;
-        let offsets = crate::batch::row_offsets(offset as i32, left_padding);
-        let context = self.config.rope_positions();
-        if let Some(row) = offsets.iter().position(|&o| o + l > context) {
-            return Err(Error::Invalid(format!(
-                "row {row}'s positions {}..{} pass the model's context of {context} tokens",
-                offsets[row],
-                offsets[row] + l
-            )));
-        }
-        let (h_q, h_kv, d) = self.heads;
-        let run = |cache: &mut [Box<dyn KvCache>]| -> Result<Array> {
-            let mut h = self.embed_tokens.embed(inputs, self.dtype)?;
-            for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-                let x = self.rms_norm(&layer.input_layernorm, &h)?;
-                let [q, k, v]: [Array; 3] = layer
-                    .qkv
-                    .forward(&x, self.kernels)?
-                    .try_into()
-                    .map_err(|_| Error::Invalid("q/k/v projections: expected 3 outputs".into()))?;
-                let rot = |a: &Array, heads: i32| -> Result<Array> {
-                    let a = a.reshape(&[b, l, heads, d])?;
-                    let a = crate::batch::rope_rows(&a, self.rope_view(), &offsets)?;
-                    Ok(a.transpose_axes(&[0, 2, 1, 3])?)
-                };
-                let (q, k) = (rot(&q, h_q)?, rot(&k, h_kv)?);
-                let v = v.reshape(&[b, l, h_kv, d])?.transpose_axes(&[0, 2, 1, 3])?;
-                let (k, v) = c.update_and_fetch(&k, &v)?;
-                let o = if self.kernels.flash_attention {
-                    let scale = 1.0 / (d as f32).sqrt();
-                    let m = AttentionMask::Array(&mask);
-                    crate::flash_attention::flash_attention(&q, &k, &v, scale, m)?
-                } else {
-                    scaled_dot_product_attention_grouped(&q, &k, &v, None, Some(&mask))?
-                };
-                let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, h_q * d])?;
-                h = h.add(project_with(&o, &layer.o_proj, self.kernels)?)?;
-                let x = self.rms_norm(&layer.post_attention_layernorm, &h)?;
-                let [g, u]: [Array; 2] = layer
-                    .gate_up
-                    .forward(&x, self.kernels)?
-                    .try_into()
-                    .map_err(|_| {
-                        Error::Invalid("gate/up projections: expected 2 outputs".into())
-                    })?;
-                h = h.add(project_with(
-                    &self.swiglu(&g, &u)?,
-                    &layer.down_proj,
-                    self.kernels,
-                )?)?;
-            }
-            self.head(&h)
-        };
-        run(cache).inspect_err(|_| {
-            for c in cache.iter_mut() {
-                let extra = c.offset().saturating_sub(offset);
-                c.trim(extra);
-            }
-        })
     }
 }
 

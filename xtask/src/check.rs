@@ -296,7 +296,12 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
             workspace: root.clone(),
         }
     };
-    let mut env = vec![("TINY_LLM_DEVICE".to_string(), device.as_str().to_string())];
+    // TINY_LLM_GRADING: a skipped test (no GPU) panics with its tag, which
+    // the report reads (tiny_llm_grader::device::skip).
+    let mut env = vec![
+        ("TINY_LLM_DEVICE".to_string(), device.as_str().to_string()),
+        ("TINY_LLM_GRADING".to_string(), "1".to_string()),
+    ];
     if args.expect_stubs || !args.solution {
         // failures of unwritten code are not regressions worth recording
         env.push(("PROPTEST_DISABLE_FAILURE_PERSISTENCE".into(), "1".into()));

@@ -90,22 +90,22 @@ pub fn run() -> Result<bool> {
                 "--nocapture",
             ])
             .status()?;
-        // Week 2's CUDA kernels (days 11-12) against the CPU path; their
+        // Week 2's GPU tests (days 10-12, `gpu_*`): the CUDA kernels against
+        // the week-1 ops and the model on the GPU against mlx-lm; their
         // argument checks run everywhere.
-        let g = cargo()
-            .args([
-                "test",
-                "-p",
-                "tiny-llm-grader",
-                "--no-default-features",
-                "--features",
-                "solutions",
-                "--test",
-                "gpu_kernels",
-                "--",
-                "--nocapture",
-            ])
-            .status()?;
+        let mut g = cargo();
+        g.args([
+            "test",
+            "-p",
+            "tiny-llm-grader",
+            "--no-default-features",
+            "--features",
+            "solutions",
+        ]);
+        for day in ["day10", "day11", "day12"] {
+            g.args(["--test", day]);
+        }
+        let g = g.args(["--", "gpu_", "--nocapture"]).status()?;
         Ok(s.success() && g.success())
     });
     stage("clippy -D warnings", &mut || {

@@ -27,10 +27,6 @@ pub fn test_fns_in_source(src: &str) -> Vec<String> {
     names
 }
 
-/// Grader test files that belong to no day: GPU-only tests, skipped on a
-/// machine without a GPU (run by `cargo xtask ci`'s GPU-only stage).
-const GPU_ONLY_TEST_FILES: &[&str] = &["gpu_kernels"];
-
 /// Disagreements between course.toml and the tree under `root`: a grader
 /// test that belongs to no day, a listed test that does not exist, a day
 /// without tests or hint, a missing module or fixture folder.
@@ -84,12 +80,6 @@ pub fn validate(course: &Course, root: &Path) -> Result<Vec<String>> {
         }
     }
     for (file, tests) in &present {
-        // The GPU kernels of days 11-12 against their CPU path: no day of
-        // their own (a CPU machine can only skip them); CI's "GPU-only
-        // tests" stage runs them, the GPU issue grades them per day.
-        if GPU_ONLY_TEST_FILES.contains(&file.as_str()) {
-            continue;
-        }
         let known = listed.get(file);
         for t in tests {
             if !known.is_some_and(|k| k.contains(t)) {
