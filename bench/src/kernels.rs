@@ -28,8 +28,10 @@ pub enum KernelRequest {
     Best(bool),
 }
 
-/// Parses `--kernels`: `none`, a comma list of `fused`, `flash` and `int8`
-/// (`all` = `fused,flash`), or `best` (with `,int8` or not).
+/// Parses `--kernels`: `none`, a comma list of `fused`, `flash`, `int8` and
+/// `gpu` (`all` = `fused,flash`; `gpu`: [`Week2Kernels::on_gpu`], the
+/// quantized matmuls and the chosen kernels' CUDA versions), or `best` (with
+/// `,int8` or not).
 pub fn parse(spec: &str) -> Result<KernelRequest> {
     let spec = spec.trim();
     match spec {
@@ -48,9 +50,10 @@ pub fn parse(spec: &str) -> Result<KernelRequest> {
             "fused" => k.fused = true,
             "flash" => k.flash_attention = true,
             "int8" => k.int8_activations = true,
+            "gpu" => k = k.on_gpu(),
             other => bail!(
                 "--kernels: unknown kernel {other:?} (expected none, best, best,int8, all, or a \
-                 comma list of fused, flash, int8)"
+                 comma list of fused, flash, int8, gpu)"
             ),
         }
     }
@@ -68,6 +71,9 @@ pub fn name(k: Week2Kernels) -> String {
     }
     if k.int8_activations {
         parts.push("int8");
+    }
+    if k.gpu {
+        parts.push("gpu");
     }
     if parts.is_empty() {
         "none".into()
@@ -193,11 +199,15 @@ mod tests {
         assert!(k.fused && k.int8_activations && !k.flash_attention);
         assert_eq!(name(k), "fused,int8");
         assert_eq!(name(Week2Kernels::NONE), "none");
+        let g = exact("all,gpu");
+        assert_eq!(g, Week2Kernels::ALL.on_gpu());
+        assert!(g.gpu && g.fused && g.flash_attention && !g.int8_activations);
+        assert_eq!(name(g), "fused,flash,gpu");
         assert_eq!(parse("best").unwrap(), KernelRequest::Best(false));
         assert_eq!(parse("best,int8").unwrap(), KernelRequest::Best(true));
         let e = parse("fused,turbo").unwrap_err().to_string();
         assert!(
-            e.contains("\"turbo\"") && e.contains("fused, flash, int8"),
+            e.contains("\"turbo\"") && e.contains("fused, flash, int8, gpu"),
             "{e}"
         );
     }

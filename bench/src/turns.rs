@@ -64,7 +64,7 @@ pub fn run(plan: &TurnsPlan) -> Result<Value> {
             ids.len()
         );
     }
-    let (model, _, kernel_fields) = match load_with_kernels(plan.model, plan.kernels, &ids)? {
+    let (model, _, kernel_fields) = match load_with_kernels(plan.model, plan.kernels, mlx_rs::Dtype::Float32, &ids)? {
         Ok(loaded) => loaded,
         Err(skipped) => return Ok(skipped),
     };
