@@ -88,6 +88,20 @@ pub struct Week2Args {
     /// Tokens of history before the prompt cache's second turn.
     #[arg(long, default_value_t = 1000)]
     pub history: usize,
+    /// MLX device: cpu (the default) or gpu. gpu: the reference's GPU path
+    /// (`--kernels all,gpu`, bf16) against mlx-lm on the GPU, 4-bit, plus
+    /// the decode matvec kernel's bandwidth (module `week2_gpu`); the CPU
+    /// options above do not apply there.
+    #[arg(long, value_parser = crate::device::arg_parser())]
+    pub device: Option<crate::device::Device>,
+    /// With --device gpu: Qwen2.5-0.5B and -1.5B shapes with random weights,
+    /// quantized to 4-bit g64 on the machine itself (the real weights need
+    /// not travel there), and random prompt ids.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// With --device gpu: the GPU's memory bandwidth in GB/s (H200: 4800).
+    #[arg(long, default_value_t = 4800.0)]
+    pub peak_gbs: f64,
 }
 
 /// The bit widths a run measures.
@@ -134,6 +148,13 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
     }
     if args.long_context == 0 || args.history == 0 {
         bail!("--long-context and --history must be at least 1");
+    }
+    if args.device == Some(crate::device::Device::Gpu) {
+        crate::device::resolve(args.device)?;
+        return week2_gpu(args);
+    }
+    if args.synthetic {
+        bail!("--synthetic is for --device gpu (the CPU bench reads the real weights)");
     }
     let started = Instant::now();
     if !args.no_build {
