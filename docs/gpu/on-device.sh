@@ -92,7 +92,10 @@ export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 # 5. Python: mlx (cp312) + mlx-lm into $site, the CUDA libmlx beside mlx's core.
 if [ ! -f "$site/.tiny-llm-installed" ]; then
-    "$python" -m pip install --quiet --no-deps --no-index --target "$site" "$root"/target/gpu-wheels/*.whl
+    # The mlx wheel is cp312 (the machine's Python 3.12); naming the version
+    # lets this step be tried with another Python too.
+    "$python" -m pip install --quiet --no-deps --no-index --only-binary :all: \
+        --python-version 3.12 --target "$site" "$root"/target/gpu-wheels/*.whl
     mkdir -p "$site/mlx/lib" "$site/mlx/include"
     cp -a "$dist/mlx/lib/." "$site/mlx/lib/"
     cp -a "$dist/mlx/include/cccl" "$site/mlx/include/"
