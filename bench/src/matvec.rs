@@ -77,14 +77,54 @@ pub fn shapes(d: Dims) -> Vec<Shape> {
     let head = d.hidden / d.heads;
     let l = d.layers;
     vec![
-        Shape { name: "q_proj", out: d.heads * head, inp: d.hidden, count: l },
-        Shape { name: "k_proj", out: d.kv_heads * head, inp: d.hidden, count: l },
-        Shape { name: "v_proj", out: d.kv_heads * head, inp: d.hidden, count: l },
-        Shape { name: "o_proj", out: d.hidden, inp: d.heads * head, count: l },
-        Shape { name: "gate_proj", out: d.intermediate, inp: d.hidden, count: l },
-        Shape { name: "up_proj", out: d.intermediate, inp: d.hidden, count: l },
-        Shape { name: "down_proj", out: d.hidden, inp: d.intermediate, count: l },
-        Shape { name: "lm_head", out: d.vocab, inp: d.hidden, count: 1 },
+        Shape {
+            name: "q_proj",
+            out: d.heads * head,
+            inp: d.hidden,
+            count: l,
+        },
+        Shape {
+            name: "k_proj",
+            out: d.kv_heads * head,
+            inp: d.hidden,
+            count: l,
+        },
+        Shape {
+            name: "v_proj",
+            out: d.kv_heads * head,
+            inp: d.hidden,
+            count: l,
+        },
+        Shape {
+            name: "o_proj",
+            out: d.hidden,
+            inp: d.heads * head,
+            count: l,
+        },
+        Shape {
+            name: "gate_proj",
+            out: d.intermediate,
+            inp: d.hidden,
+            count: l,
+        },
+        Shape {
+            name: "up_proj",
+            out: d.intermediate,
+            inp: d.hidden,
+            count: l,
+        },
+        Shape {
+            name: "down_proj",
+            out: d.hidden,
+            inp: d.intermediate,
+            count: l,
+        },
+        Shape {
+            name: "lm_head",
+            out: d.vocab,
+            inp: d.hidden,
+            count: 1,
+        },
     ]
 }
 
@@ -189,7 +229,10 @@ mod tests {
     #[test]
     fn qwen_half_b_shapes_hold_its_weights() {
         let s = shapes(dims("qwen2.5-0.5b").unwrap());
-        let params: u64 = s.iter().map(|s| s.out as u64 * s.inp as u64 * s.count).sum();
+        let params: u64 = s
+            .iter()
+            .map(|s| s.out as u64 * s.inp as u64 * s.count)
+            .sum();
         // Qwen2.5-0.5B: 494M parameters, of which norms and q/k/v biases
         // are about 0.2M: the linear layers and the tied embedding hold
         // the rest (494,032,768 - 24*(896*2 + 896 + 128*2) - 896).

@@ -39,8 +39,8 @@ pub fn load_model(dir: &Path, dtype: Dtype) -> Result<(Qwen2ModelWeek2, u64)> {
     let config = Qwen2Config::from_file(&dir.join("config.json"))?;
     let checkpoint = Checkpoint::load(dir).context("Checkpoint::load")?;
     let bytes = checkpoint.weights.values().map(|a| a.nbytes() as u64).sum();
-    let model = Qwen2ModelWeek2::new(&config, &checkpoint, dtype)
-        .context("Qwen2ModelWeek2::new")?;
+    let model =
+        Qwen2ModelWeek2::new(&config, &checkpoint, dtype).context("Qwen2ModelWeek2::new")?;
     Ok((model, bytes))
 }
 
@@ -129,16 +129,15 @@ pub fn run(plan: &Plan) -> Result<Value> {
     }
 
     let started = Instant::now();
-    let (model, weight_bytes, kernel_fields) =
-        match load_with_kernels(
-            &plan.model,
-            plan.kernels,
-            tiny_llm_common::device::mlx_dtype(plan.dtype),
-            &ids,
-        )? {
-            Ok(loaded) => loaded,
-            Err(skipped) => return Ok(skipped),
-        };
+    let (model, weight_bytes, kernel_fields) = match load_with_kernels(
+        &plan.model,
+        plan.kernels,
+        tiny_llm_common::device::mlx_dtype(plan.dtype),
+        &ids,
+    )? {
+        Ok(loaded) => loaded,
+        Err(skipped) => return Ok(skipped),
+    };
     let load_seconds = started.elapsed().as_secs_f64();
     mlx_rs::memory::reset_peak_memory()?;
 

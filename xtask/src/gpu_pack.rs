@@ -167,11 +167,23 @@ fn wheels() -> Result<PathBuf> {
     }
     let python = crate::venv::ensure()?;
     let mut cmd = Command::new(python);
-    cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:"])
-        .args(["--python-version", "3.12", "--platform", "manylinux_2_35_x86_64"])
-        .args(WHEELS)
-        .arg("-d")
-        .arg(&dir);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+    ])
+    .args([
+        "--python-version",
+        "3.12",
+        "--platform",
+        "manylinux_2_35_x86_64",
+    ])
+    .args(WHEELS)
+    .arg("-d")
+    .arg(&dir);
     util::run_logged(
         &mut cmd,
         &util::target_dir().join("gpu-pack-logs").join("wheels.log"),
@@ -186,7 +198,11 @@ pub fn split(file: &Path, out: &Path, max: u64) -> Result<Vec<PathBuf>> {
     if max == 0 {
         bail!("--part-mib must be at least 1");
     }
-    let name = file.file_name().expect("a file").to_string_lossy().to_string();
+    let name = file
+        .file_name()
+        .expect("a file")
+        .to_string_lossy()
+        .to_string();
     let mut f = std::fs::File::open(file)?;
     let mut pieces = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -336,7 +352,10 @@ fn exclude_default_out() -> Result<()> {
     };
     let path = common.join("info").join("exclude");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    if text.lines().any(|l| l.trim() == "/.gpu/" || l.trim() == ".gpu/") {
+    if text
+        .lines()
+        .any(|l| l.trim() == "/.gpu/" || l.trim() == ".gpu/")
+    {
         return Ok(());
     }
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;

@@ -18,8 +18,14 @@ fn synthetic_ids_are_fixed_and_in_the_vocabulary() {
 
 #[test]
 fn model_names_map_to_matvec_shapes() {
-    assert_eq!(matvec_shape("qwen2.5-1.5b-4bit (synthetic)"), Some("qwen2.5-1.5b"));
-    assert_eq!(matvec_shape("qwen2.5-coder-0.5b-4bit"), Some("qwen2.5-0.5b"));
+    assert_eq!(
+        matvec_shape("qwen2.5-1.5b-4bit (synthetic)"),
+        Some("qwen2.5-1.5b")
+    );
+    assert_eq!(
+        matvec_shape("qwen2.5-coder-0.5b-4bit"),
+        Some("qwen2.5-0.5b")
+    );
     assert_eq!(matvec_shape("smollm2-135m-4bit"), None);
 }
 
@@ -66,8 +72,14 @@ fn section_has_ratios_bandwidth_and_agreement() {
     // 300 MB a token: 200 tok/s = 60 GB/s (1%), 250 tok/s = 75 GB/s (2%).
     let text = week2_gpu_section(&s, true, 300_000_000, None, &args);
     assert!(text.contains("synthetic weights, same shapes"), "{text}");
-    assert!(text.contains("| prefill 128 tok/s | 1280 | 2560 | 2.00x |"), "{text}");
-    assert!(text.contains("| prefill 512 tok/s | 2560 | 5120 | 2.00x |"), "{text}");
+    assert!(
+        text.contains("| prefill 128 tok/s | 1280 | 2560 | 2.00x |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| prefill 512 tok/s | 2560 | 5120 | 2.00x |"),
+        "{text}"
+    );
     assert!(text.contains("| 200.0 | 250.0 | 1.25x |"), "{text}");
     assert!(text.contains("| 60 (1%) | 75 (2%) | 1.25x |"), "{text}");
     assert!(text.contains("the first 2 of 4 agree"), "{text}");
@@ -82,8 +94,14 @@ fn matvec_table_rows_and_failure() {
         "token": { "bytes": 5000, "seconds": 1e-5, "gb_per_s": 0.5, "fraction_of_peak": 0.5 },
     });
     let t = matvec_table(&mv);
-    assert!(t.contains("| q_proj | 896 x 896 | 24 | 1000 | 2.00 | 0 | 25% |"), "{t}");
-    assert!(t.contains("| a token's layers |  |  | 5000 | 10.00 | 0 | 50% |"), "{t}");
+    assert!(
+        t.contains("| q_proj | 896 x 896 | 24 | 1000 | 2.00 | 0 | 25% |"),
+        "{t}"
+    );
+    assert!(
+        t.contains("| a token's layers |  |  | 5000 | 10.00 | 0 | 50% |"),
+        "{t}"
+    );
     let e = matvec_table(&json!({ "status": "not_implemented", "message": "day 10" }));
     assert!(e.contains("not_implemented (day 10)"), "{e}");
 }

@@ -213,7 +213,11 @@ pub(super) fn week2_gpu(args: &Week2Args) -> Result<()> {
         let summary = Summary::new(config, variants, reports);
         let bytes = mlx_weight_bytes(&dir)?.stored;
         sections.push(week2_gpu_section(
-            &summary, synthetic, bytes, mv.as_ref(), args,
+            &summary,
+            synthetic,
+            bytes,
+            mv.as_ref(),
+            args,
         ));
     }
     let text = format!(

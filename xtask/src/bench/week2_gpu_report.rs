@@ -126,7 +126,10 @@ pub(super) fn matvec_table(mv: &Value) -> String {
             r["bytes"].as_u64().unwrap_or(0).to_string(),
             format!("{:.2}", r["seconds"].as_f64().unwrap_or(0.0) * 1e6),
             format!("{:.0}", r["gb_per_s"].as_f64().unwrap_or(0.0)),
-            format!("{:.0}%", 100.0 * r["fraction_of_peak"].as_f64().unwrap_or(0.0)),
+            format!(
+                "{:.0}%",
+                100.0 * r["fraction_of_peak"].as_f64().unwrap_or(0.0)
+            ),
         ]
     };
     for r in mv["shapes"].as_array().into_iter().flatten() {
@@ -147,7 +150,8 @@ pub(super) fn matvec_table(mv: &Value) -> String {
         "\nDecode matvec kernel alone (`qmatmul_gpu::quantized_matmul`, 4-bit g64, bf16 x / \
          scales / biases; bytes = codes + scales + biases + x + out; best of {} batches of {} \
          calls):\n\n{}",
-        mv["reps"], mv["calls"],
+        mv["reps"],
+        mv["calls"],
         render_markdown(&cells)
     )
 }
