@@ -34,12 +34,40 @@ pub struct GpuPackArgs {
     /// Where the parts go [default: .gpu in the repository root].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Largest piece, in MiB (one call carries at most 64 MiB in all).
-    #[arg(long, default_value_t = 60)]
+    /// Largest piece, in MiB. One call carries at most 64 MiB in all,
+    /// the repository's tracked files (about 16 MB) included, so a piece
+    /// of 40 MiB leaves room; checked before anything is built.
+    #[arg(long, default_value_t = 40)]
     pub part_mib: u64,
     /// Gather what the last build left (no cargo run).
     #[arg(long)]
     pub no_build: bool,
+    /// Only cut the archive the last run left (target/gpu-pack.tar.xz)
+    /// into parts again (for another --part-mib).
+    #[arg(long)]
+    pub split_only: bool,
+}
+
+/// What one `run` call may carry in all (the device README's limit).
+const CALL_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Bytes of the files git tracks here (they travel with every call).
+fn tracked_bytes() -> Result<u64> {
+    let root = util::project_root();
+    let out = Command::new("git")
+        .current_dir(&root)
+        .args(["ls-files", "-z"])
+        .output()?;
+    if !out.status.success() {
+        bail!("git ls-files failed");
+    }
+    Ok(out
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| std::fs::metadata(root.join(String::from_utf8_lossy(p).as_ref())).ok())
+        .map(|m| m.len())
+        .sum())
 }
 
 fn cargo() -> Command {
@@ -239,10 +267,29 @@ pub fn split(file: &Path, out: &Path, max: u64) -> Result<Vec<PathBuf>> {
 pub fn run(args: &GpuPackArgs) -> Result<()> {
     let root = util::project_root();
     let out = args.out.clone().unwrap_or_else(|| root.join(".gpu"));
-    exclude_default_out()?;
-    if !args.no_build {
-        build_all()?;
+    let tree = tracked_bytes()?;
+    let piece = args.part_mib * 1024 * 1024;
+    if tree + piece + 4096 > CALL_LIMIT {
+        bail!(
+            "--part-mib {}: a part ({piece} bytes) and the tracked files that travel with it \
+             ({tree} bytes) exceed the 64 MiB one call carries; use --part-mib {} or less",
+            args.part_mib,
+            (CALL_LIMIT - tree - 4096) / (1024 * 1024)
+        );
     }
+    exclude_default_out()?;
+    let archive = util::target_dir().join("gpu-pack.tar.xz");
+    if !args.split_only {
+        if !args.no_build {
+            build_all()?;
+        }
+        gather_and_compress(&archive)?;
+    }
+    write_parts(&archive, &out, piece, &root)
+}
+
+/// Stages every file (see the module's doc) and writes `archive`.
+fn gather_and_compress(archive: &Path) -> Result<()> {
     let step = Step::start("gather the files");
     let stage = util::target_dir().join("gpu-pack-stage");
     if stage.exists() {
@@ -283,12 +330,7 @@ pub fn run(args: &GpuPackArgs) -> Result<()> {
     }
     step.done();
 
-    let step = Step::start("tar | xz -T0 (a few minutes) and split");
-    if out.exists() {
-        std::fs::remove_dir_all(&out)?;
-    }
-    std::fs::create_dir_all(&out)?;
-    let archive = util::target_dir().join("gpu-pack.tar.xz");
+    let step = Step::start("tar | xz -T0 (a few minutes)");
     let ok = Command::new("tar")
         .arg("-C")
         .arg(&stage)
@@ -299,14 +341,28 @@ pub fn run(args: &GpuPackArgs) -> Result<()> {
             let xz = Command::new("xz")
                 .args(["-T0", "-6", "-c"])
                 .stdin(tar.stdout.expect("piped"))
-                .stdout(std::fs::File::create(&archive)?)
+                .stdout(std::fs::File::create(archive)?)
                 .status()?;
             Ok(xz.success())
         })?;
     if !ok {
         bail!("tar | xz failed");
     }
-    let pieces = split(&archive, &out, args.part_mib * 1024 * 1024)?;
+    step.done();
+    Ok(())
+}
+
+/// Cuts `archive` into `out/partN/` with a MANIFEST in each.
+fn write_parts(archive: &Path, out: &Path, piece: u64, root: &Path) -> Result<()> {
+    if !archive.is_file() {
+        bail!("{} is missing: run gpu-pack without --split-only", archive.display());
+    }
+    let step = Step::start("split into parts");
+    if out.exists() {
+        std::fs::remove_dir_all(out)?;
+    }
+    std::fs::create_dir_all(out)?;
+    let pieces = split(archive, out, piece)?;
     let mut manifest = format!("build_root {}\nparts {}\n", root.display(), pieces.len());
     for p in &pieces {
         manifest.push_str(&format!(
@@ -318,7 +374,6 @@ pub fn run(args: &GpuPackArgs) -> Result<()> {
     for i in 1..=pieces.len() {
         std::fs::write(out.join(format!("part{i}")).join("MANIFEST"), &manifest)?;
     }
-    std::fs::remove_file(&archive)?;
     step.done();
     println!(
         "{} parts in {} (carry one folder per call, e.g. carry [\"{}\"]; then there: \
@@ -326,7 +381,7 @@ pub fn run(args: &GpuPackArgs) -> Result<()> {
         pieces.len(),
         out.display(),
         out.join("part1")
-            .strip_prefix(&root)
+            .strip_prefix(root)
             .unwrap_or(&out.join("part1"))
             .display()
     );
