@@ -355,7 +355,10 @@ fn gather_and_compress(archive: &Path) -> Result<()> {
 /// Cuts `archive` into `out/partN/` with a MANIFEST in each.
 fn write_parts(archive: &Path, out: &Path, piece: u64, root: &Path) -> Result<()> {
     if !archive.is_file() {
-        bail!("{} is missing: run gpu-pack without --split-only", archive.display());
+        bail!(
+            "{} is missing: run gpu-pack without --split-only",
+            archive.display()
+        );
     }
     let step = Step::start("split into parts");
     if out.exists() {
