@@ -7,7 +7,7 @@
 #   docs/gpu/on-device.sh check            # check day8..day14 --solution --device gpu
 #   docs/gpu/on-device.sh check-stubs      # the same against the stubs
 #   docs/gpu/on-device.sh bench            # bench week2 --device gpu --synthetic
-#   docs/gpu/on-device.sh mutants          # the mutant runs (docs/gpu/mutants.sh, if there)
+#   docs/gpu/on-device.sh mutants          # the mutants of docs/gpu/mutants/*.patch (caught or not)
 #
 # Every step first moves any carried `.gpu/part*/` into target/gpu-parts/
 # (ignored, so kept between calls on a warm machine), and unpacks once all
@@ -129,12 +129,26 @@ case "$step" in
         cp -f "$root"/target/bench/week2-gpu.md "$logs"/ 2>/dev/null || true
         ;;
     mutants)
-        if [ -x "$root/docs/gpu/mutants.sh" ]; then
-            run mutants "$root/docs/gpu/mutants.sh" "$@"
-        else
-            echo "docs/gpu/mutants.sh is not in this tree (the mutant runs are gpu-qmm's)" >&2
-            exit 2
-        fi
+        # Each target/gpu-mutants/NAME is day N's grader tests built with one
+        # docs/gpu/mutants/NAME.patch applied; a mutant is caught when a test fails.
+        shopt -s nullglob
+        ms=("$root"/target/gpu-mutants/*)
+        [ ${#ms[@]} -gt 0 ] || { echo "no mutants packed (docs/gpu/mutants/*.patch)" >&2; exit 2; }
+        for m in "${ms[@]}"; do
+            name=$(basename "$m")
+            set +e
+            TINY_LLM_DEVICE=gpu "$m" --test-threads=1 > "$logs/mutant-$name.txt" 2>&1
+            rc=$?
+            set -e
+            failed=$(grep -E '^test .* FAILED$' "$logs/mutant-$name.txt" | awk '{print $2}' | tr '\n' ' ')
+            if [ "$rc" != 0 ] && [ -n "$failed" ]; then
+                echo "$name: caught by $failed" | tee -a "$logs/mutants.txt"
+            elif [ "$rc" != 0 ]; then
+                echo "$name: the binary failed without a failing test (exit $rc; see mutant-$name.txt)" | tee -a "$logs/mutants.txt"
+            else
+                echo "$name: SURVIVED (every test passed)" | tee -a "$logs/mutants.txt"
+            fi
+        done
         ;;
     *) echo "unknown step $step (receive, check, check-stubs, bench, mutants)" >&2; exit 2 ;;
 esac

@@ -13,7 +13,9 @@
 //! it) and `mlx_cuda_13.libs/` (`target/mlx/cuda-dist`, from `setup
 //! --backend cuda`); the Python wheels `mlx` 0.32.2 (cp312, the machine's
 //! Python) and `mlx-lm` 0.32.2 (`fixtures/requirements.txt`'s pins; what
-//! mlx-lm needs besides, the machine has). Executables are stripped.
+//! mlx-lm needs besides, the machine has); the mutants of
+//! `docs/gpu/mutants/*.patch` (module `gpu_mutants`). Executables are
+//! stripped.
 //!
 //! All of it is one `tar` stream compressed with `xz`, cut into pieces of
 //! at most `--part-mib` MiB, one per folder `part1/`, `part2/`, ..., each
@@ -320,6 +322,10 @@ fn gather_and_compress(archive: &Path) -> Result<()> {
         "target/mlx/cuda-dist/mlx_cuda_13.libs",
     ] {
         stage_dir(&stage, d)?;
+    }
+    let mutants = crate::gpu_mutants::stage(&stage)?;
+    if mutants > 0 {
+        eprintln!("  .. {mutants} mutants (docs/gpu/mutants/*.patch) built and packed");
     }
     let wheels = wheels()?;
     let wdest = stage.join("target/gpu-wheels");

@@ -9,6 +9,7 @@ mod ci;
 mod course;
 mod device;
 mod fixtures;
+mod gpu_mutants;
 mod gpu_pack;
 mod grade;
 mod models;
