@@ -132,6 +132,12 @@ fn matvec(reference: &Path, shape: &str, args: &Week2Args) -> Result<Value> {
 }
 
 pub(super) fn week2_gpu(args: &Week2Args) -> Result<()> {
+    if !(args.peak_gbs > 0.0 && args.peak_gbs.is_finite()) {
+        bail!(
+            "--peak-gbs must be a positive number of GB/s (H200: 4800), got {}",
+            args.peak_gbs
+        );
+    }
     let started = Instant::now();
     if !args.no_build {
         setup::run(&Default::default())?;
