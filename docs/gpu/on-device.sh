@@ -82,9 +82,11 @@ fi
 # 4. Libraries: libmlx.so (CUDA build), its bundled libs, PyTorch's nvidia/*/lib.
 dist=$root/target/mlx/cuda-dist
 lib=$dist/mlx/lib:$dist/mlx_cuda_13.libs
-nv=$("$python" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null || true)
+nv=$("$python" -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0]))' 2>/dev/null || true)
 if [ -n "$nv" ]; then
     for l in "$nv"/nvidia/*/lib; do lib=$lib:$l; done
+    # libmlx.so's RPATH also looks in $ORIGIN/../../nvidia/<name>/lib.
+    [ -e "$dist/nvidia" ] || ln -s "$nv/nvidia" "$dist/nvidia"
 else
     echo "warning: no PyTorch nvidia/ folder found by $python; MLX needs the CUDA 13 libraries" >&2
 fi
@@ -100,6 +102,7 @@ if [ ! -f "$site/.tiny-llm-installed" ]; then
     cp -a "$dist/mlx/lib/." "$site/mlx/lib/"
     cp -a "$dist/mlx/include/cccl" "$site/mlx/include/"
     cp -a "$dist/mlx_cuda_13.libs" "$site/"
+    [ -z "$nv" ] || [ -e "$site/nvidia" ] || ln -s "$nv/nvidia" "$site/nvidia"
     touch "$site/.tiny-llm-installed"
 fi
 export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
