@@ -143,7 +143,7 @@ case "$step" in
             TINY_LLM_DEVICE=gpu "$m" --test-threads=1 > "$logs/mutant-$name.txt" 2>&1
             rc=$?
             set -e
-            failed=$(grep -E '^test .* FAILED$' "$logs/mutant-$name.txt" | awk '{print $2}' | tr '\n' ' ')
+            failed=$(grep -E '^test .* FAILED$' "$logs/mutant-$name.txt" | awk '{print $2}' | tr '\n' ' ' || true)
             if [ "$rc" != 0 ] && [ -n "$failed" ]; then
                 echo "$name: caught by $failed" | tee -a "$logs/mutants.txt"
             elif [ "$rc" != 0 ]; then
