@@ -234,6 +234,7 @@ mod tests {
         assert!(k.fused && k.int8_activations && !k.flash_attention);
         assert_eq!(name(k), "fused,int8");
         assert_eq!(name(Week2Kernels::NONE), "none");
+        assert!(exact("all,gpu").flash_attention && !exact("all,gpu").int8_activations);
         assert_eq!(parse("best").unwrap(), KernelRequest::Best(false));
         assert_eq!(parse("best,int8").unwrap(), KernelRequest::Best(true));
         let g = exact("all,gpu");

@@ -34,6 +34,8 @@
 //!   the prompt cache against its first turn (`turns`).
 //! - `bandwidth`: memory read bandwidth with N threads (no MLX), the
 //!   denominator of week 2's roofline.
+//! - `matvec`: day 10's GPU matvec kernel alone on a model's layer shapes
+//!   (bytes read / time against the GPU's memory bandwidth).
 //!
 //! A `todo!("day N: ...")` reached in the learner's code gives
 //! `{"status": "not_implemented", "day": N, ...}`, not a crash; an error the
@@ -41,6 +43,7 @@
 
 mod bandwidth;
 mod kernels;
+mod matvec;
 mod measure;
 mod measure2;
 mod profile;
@@ -153,6 +156,26 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         reps: usize,
     },
+    /// The decode matvec kernel's bandwidth on a GPU: day 10's
+    /// `qmatmul_gpu::quantized_matmul` alone at M = 1 on the model's layer
+    /// shapes (4-bit g64, bf16), GB/s and the fraction of `--peak-gbs`.
+    Matvec {
+        /// qwen2.5-0.5b or qwen2.5-1.5b (their layer shapes).
+        #[arg(long, default_value = "qwen2.5-0.5b")]
+        model: String,
+        /// Untimed calls per shape first (the first compiles the kernel).
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        /// Products per timed batch (evaluated together).
+        #[arg(long, default_value_t = 200)]
+        calls: usize,
+        /// Timed batches per shape (the best is kept).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// The GPU's memory bandwidth in GB/s (H200: 4800).
+        #[arg(long, default_value_t = 4800.0)]
+        peak_gbs: f64,
+    },
     /// Where one forward pass spends its time: graph building, the linear
     /// layers' matmuls alone (the floor), and the rest.
     Profile {
@@ -234,10 +257,12 @@ fn main() -> ExitCode {
                     prefill_chunk,
                 };
                 if week == 2 {
-                    if plan.dtype != DType::F32 {
+                    let on_gpu = Device::from_env()? == Some(Device::Gpu);
+                    if plan.dtype != DType::F32 && !on_gpu {
                         anyhow::bail!(
-                            "--dtype {} with --week 2: week 2 runs f32 activations on the CPU \
-                             (quantized layers keep their stored scales); leave --dtype out",
+                            "--dtype {} with --week 2 on the CPU: week 2 runs f32 activations \
+                             there (quantized layers keep their stored scales); leave --dtype \
+                             out, or run on a GPU (TINY_LLM_DEVICE=gpu)",
                             plan.dtype.as_str()
                         );
                     }
@@ -281,6 +306,18 @@ fn main() -> ExitCode {
                 Ok(v) => v,
                 Err(e) => serde_json::json!({ "status": "error", "message": format!("{e:#}") }),
             })
+        }
+        Cmd::Matvec {
+            model,
+            warmup,
+            calls,
+            reps,
+            peak_gbs,
+        } => {
+            let report = report::caught(std::path::Path::new(&model), DType::Bf16, || {
+                matvec::run(&model, warmup, calls, reps, peak_gbs)
+            });
+            report::print(report)
         }
         Cmd::Profile {
             model,

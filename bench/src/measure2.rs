@@ -32,14 +32,15 @@ pub fn step(
 }
 
 /// Loads `dir` through the implementation's week-2 model: the checkpoint as
-/// stored (packed layers stay packed), activations in f32 (the CPU's fast
-/// dtype). Returns the model and the bytes of its tensors as stored.
-pub fn load_model(dir: &Path) -> Result<(Qwen2ModelWeek2, u64)> {
+/// stored (packed layers stay packed), activations in `dtype` (f32 on the
+/// CPU, its fast dtype; bf16 on a GPU, as mlx-lm runs there). Returns the
+/// model and the bytes of its tensors as stored.
+pub fn load_model(dir: &Path, dtype: Dtype) -> Result<(Qwen2ModelWeek2, u64)> {
     let config = Qwen2Config::from_file(&dir.join("config.json"))?;
     let checkpoint = Checkpoint::load(dir).context("Checkpoint::load")?;
     let bytes = checkpoint.weights.values().map(|a| a.nbytes() as u64).sum();
-    let model = Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32)
-        .context("Qwen2ModelWeek2::new")?;
+    let model =
+        Qwen2ModelWeek2::new(&config, &checkpoint, dtype).context("Qwen2ModelWeek2::new")?;
     Ok((model, bytes))
 }
 
@@ -79,16 +80,17 @@ pub fn warm_up(model: &Qwen2ModelWeek2, ids: &[i32]) -> Result<()> {
 }
 
 /// Loads `dir`'s model with the kernels of `request` (falling back as
-/// [`kernels::with_fallback`] does), warmed up. Returns the model, the
+/// [`kernels::with_fallback`] does), activations in `dtype`, warmed up. Returns the model, the
 /// bytes of its tensors as stored, and the report's fields about the
 /// kernels; `Err` of a `Value` is a "skipped" report (`int8` asked for in
 /// a build whose matmul ignores it).
 pub fn load_with_kernels(
     dir: &Path,
     request: kernels::KernelRequest,
+    dtype: Dtype,
     ids: &[i32],
 ) -> Result<std::result::Result<(Qwen2ModelWeek2, u64, Value), Value>> {
-    let (model, weight_bytes) = load_model(dir)?;
+    let (model, weight_bytes) = load_model(dir, dtype)?;
     let (model, fallback) = kernels::with_fallback(model, request, |m| warm_up(m, ids))?;
     let fields = json!({
         "kernels": kernels::name(model.kernels()),
@@ -127,11 +129,15 @@ pub fn run(plan: &Plan) -> Result<Value> {
     }
 
     let started = Instant::now();
-    let (model, weight_bytes, kernel_fields) =
-        match load_with_kernels(&plan.model, plan.kernels, &ids)? {
-            Ok(loaded) => loaded,
-            Err(skipped) => return Ok(skipped),
-        };
+    let (model, weight_bytes, kernel_fields) = match load_with_kernels(
+        &plan.model,
+        plan.kernels,
+        tiny_llm_common::device::mlx_dtype(plan.dtype),
+        &ids,
+    )? {
+        Ok(loaded) => loaded,
+        Err(skipped) => return Ok(skipped),
+    };
     let load_seconds = started.elapsed().as_secs_f64();
     mlx_rs::memory::reset_peak_memory()?;
 

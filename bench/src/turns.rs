@@ -64,10 +64,11 @@ pub fn run(plan: &TurnsPlan) -> Result<Value> {
             ids.len()
         );
     }
-    let (model, _, kernel_fields) = match load_with_kernels(plan.model, plan.kernels, &ids)? {
-        Ok(loaded) => loaded,
-        Err(skipped) => return Ok(skipped),
-    };
+    let (model, _, kernel_fields) =
+        match load_with_kernels(plan.model, plan.kernels, mlx_rs::Dtype::Float32, &ids)? {
+            Ok(loaded) => loaded,
+            Err(skipped) => return Ok(skipped),
+        };
     let history = &ids[..plan.history];
     let mut cache = PromptCache::for_model(&model);
 

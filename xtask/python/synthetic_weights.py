@@ -8,6 +8,16 @@ exactly the same work. Never use it for anything that reads the outputs.
 usage: python synthetic_weights.py MODEL_DIR [--seed N]
   reads MODEL_DIR/config.json, writes MODEL_DIR/model.safetensors (bf16).
 Needs only numpy.
+
+usage: python synthetic_weights.py MODEL_DIR --shape qwen2.5-1.5b [--bits 4]
+  writes MODEL_DIR/config.json for that shape (Qwen2.5-0.5B or -1.5B, the
+  fields of their Hugging Face config.json) first. With --bits 4 (or 8) the
+  checkpoint is an MLX quantized one, laid out as mlx-lm's converter does
+  (`mlx_lm.convert -q --q-group-size 64`): every Linear and the embedding
+  whose input width divides by the group size replaced by `mx.quantize`'s
+  packed uint32 `weight`, bf16 `scales` and `biases`; norms and q/k/v biases
+  stay bf16; config.json gains `quantization` (and `quantization_config`).
+  Needs mlx for --bits (it quantizes on MLX's default device).
 """
 
 import argparse
@@ -45,6 +55,75 @@ def shapes(cfg):
     return out
 
 
+# The shapes of --shape: Qwen2.5-0.5B and Qwen2.5-1.5B (config.json on the hub).
+SHAPES = {
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2),
+    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2),
+}
+
+
+def config_for(shape):
+    cfg = {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_act": "silu",
+        "vocab_size": 151936,
+        "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+        "bos_token_id": 151643,
+        "eos_token_id": 151643,
+        "use_sliding_window": False,
+    }
+    cfg.update(SHAPES[shape])
+    return cfg
+
+
+def quantized_tensors(cfg, seed, bits, group_size):
+    """name -> mx.array: the tensors of an mlx-lm quantized checkpoint."""
+    import mlx.core as mx
+
+    mx.random.seed(seed)
+    out = {}
+    for name, shape in sorted(shapes(cfg).items()):
+        if name.endswith("norm.weight"):
+            out[name] = mx.ones(shape, dtype=mx.bfloat16)
+            continue
+        x = (mx.random.normal(shape) * 0.02).astype(mx.bfloat16)
+        if len(shape) == 2 and shape[1] % group_size == 0:
+            w, scales, biases = mx.quantize(x, group_size=group_size, bits=bits)
+            stem = name[: -len(".weight")]
+            out[name] = w
+            out[stem + ".scales"] = scales
+            out[stem + ".biases"] = biases
+        else:
+            out[name] = x
+        mx.eval(list(out.values()))
+    return out
+
+
+def write_quantized(model_dir, cfg, seed, bits, group_size):
+    import mlx.core as mx
+
+    tensors = quantized_tensors(cfg, seed, bits, group_size)
+    mx.save_safetensors(
+        os.path.join(model_dir, "model.safetensors"),
+        tensors,
+        metadata={"format": "mlx", "synthetic": "random weights, real shapes"},
+    )
+    q = {"group_size": group_size, "bits": bits}
+    cfg = dict(cfg, quantization=q, quantization_config=q)
+    with open(os.path.join(model_dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    total = sum(t.nbytes for t in tensors.values())
+    print(f"wrote {total / 1e6:.0f} MB of random {bits}-bit (g{group_size}) weights to "
+          f"{model_dir}/model.safetensors")
+
+
 def to_bf16(x):
     """float32 -> bf16 bits (round to nearest even), as uint16."""
     u = x.astype(np.float32).view(np.uint32)
@@ -56,8 +135,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="write this config.json first")
+    ap.add_argument("--bits", type=int, choices=[4, 8], help="an MLX quantized checkpoint")
+    ap.add_argument("--group-size", type=int, default=64, choices=[32, 64, 128])
     args = ap.parse_args()
+    os.makedirs(args.model_dir, exist_ok=True)
+    if args.shape:
+        with open(os.path.join(args.model_dir, "config.json"), "w") as f:
+            json.dump(config_for(args.shape), f, indent=2)
     cfg = json.load(open(os.path.join(args.model_dir, "config.json")))
+    if args.bits:
+        write_quantized(args.model_dir, cfg, args.seed, args.bits, args.group_size)
+        return
     rng = np.random.default_rng(args.seed)
     header, blobs, offset = {}, [], 0
     for name, shape in sorted(shapes(cfg).items()):

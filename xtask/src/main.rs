@@ -9,6 +9,8 @@ mod ci;
 mod course;
 mod device;
 mod fixtures;
+mod gpu_mutants;
+mod gpu_pack;
 mod grade;
 mod models;
 mod progress;
@@ -69,6 +71,10 @@ enum Cmd {
     SwapCheck,
     /// Measure speed and memory against mlx-lm (`bench week1`; see the README's Benchmarks).
     Bench(bench::BenchArgs),
+    /// Build here and pack what a lent GPU machine needs (check days 8-14
+    /// with --device gpu --no-build, bench week2 --device gpu) in parts of
+    /// at most 60 MiB under .gpu/ (see docs/gpu.md, "Week 2 on the GPU").
+    GpuPack(gpu_pack::GpuPackArgs),
     /// Check that exercises/ mirrors solutions/ (API, doc contracts, given code, day gating).
     Tidy(tidy::TidyArgs),
 }
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run::run(&args).map(|_| true),
         Cmd::Chat(args) => chat::run(&args).map(|_| true),
         Cmd::Bench(args) => bench::run(&args).map(|_| true),
+        Cmd::GpuPack(args) => gpu_pack::run(&args).map(|_| true),
         Cmd::Tidy(args) => tidy::run(&args),
         Cmd::SwapCheck => swap_check::run(),
     };

@@ -385,3 +385,54 @@ fn make_gguf(
     step.done();
     Ok(how)
 }
+
+/// The report of two `llama-bench -o json` outputs: `pp` (prompt tests,
+/// `n_gen` 0) and `tg` (one generation test at depth `depth`). Each test's
+/// `avg_ns` is its time; decode speed is `n_gen / time` (llama-bench's
+/// `avg_ts`), written as `decode_seconds = time * (n - 1) / n` so that
+/// `metrics` (which counts `n - 1` tokens after the first) gives it back.
+/// Time to first token: prefill of `depth` tokens plus one generated token.
+pub(super) fn llama_bench_report(pp: &str, tg: &str, depth: usize) -> Result<Value> {
+    let parse = |text: &str| -> Result<Vec<Value>> {
+        let start = text
+            .find('[')
+            .context("llama-bench printed no JSON array")?;
+        let v: Value =
+            serde_json::from_str(&text[start..]).context("parsing llama-bench's JSON")?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    };
+    let seconds = |t: &Value| t["avg_ns"].as_f64().map(|ns| ns / 1e9);
+    let mut prefill = Vec::new();
+    for t in parse(pp)? {
+        if let (Some(n), Some(s), Some(0)) =
+            (t["n_prompt"].as_u64(), seconds(&t), t["n_gen"].as_u64())
+        {
+            prefill.push(json!({ "tokens": n, "seconds": s }));
+        }
+    }
+    let tests = parse(tg)?;
+    let gen = tests
+        .iter()
+        .find(|t| t["n_gen"].as_u64().unwrap_or(0) > 0)
+        .context("llama-bench's generation run has no n_gen > 0 test")?;
+    let n = gen["n_gen"].as_u64().unwrap_or(0);
+    let s = seconds(gen).context("no avg_ns")?;
+    let per_token = s / n as f64;
+    let ttft = prefill
+        .iter()
+        .find(|p| p["tokens"].as_u64() == Some(depth as u64))
+        .and_then(|p| p["seconds"].as_f64())
+        .map(|p| p + per_token);
+    Ok(json!({
+        "status": "ok",
+        "implementation": "llama.cpp",
+        "prefill": prefill,
+        "decode": {
+            "prompt_tokens": gen["n_depth"].as_u64().unwrap_or(0),
+            "new_tokens": n,
+            "ttft_seconds": ttft,
+            "decode_seconds": per_token * (n - 1) as f64,
+        },
+        "llama_bench": { "build_commit": gen["build_commit"], "cpu_info": gen["cpu_info"], "n_threads": gen["n_threads"], "type": gen["model_type"] },
+    }))
+}

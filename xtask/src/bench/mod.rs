@@ -57,7 +57,11 @@ mod tests;
 mod tests2;
 #[cfg(test)]
 mod tests_steps;
+#[cfg(test)]
+mod tests_week2_gpu;
 mod week2;
+mod week2_gpu;
+mod week2_gpu_report;
 mod week2_report;
 
 use blas::*;
@@ -71,6 +75,8 @@ use steps_report::*;
 use table::*;
 pub use week2::Week2Args;
 use week2::*;
+use week2_gpu::*;
+use week2_gpu_report::*;
 use week2_report::*;
 
 /// Debian's OpenBLAS (pthreads), what `cargo xtask setup` links in.

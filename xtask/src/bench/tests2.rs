@@ -164,6 +164,9 @@ pub(super) fn week2_args(quant: Option<&str>) -> Week2Args {
         long_context: 4096,
         long_new_tokens: 32,
         history: 1000,
+        device: None,
+        synthetic: false,
+        peak_gbs: 4800.0,
     }
 }
 

@@ -24,6 +24,7 @@
 //! 1 GiB): decode tok/s * bytes / bandwidth is the fraction of the memory
 //! roofline a side reaches.
 use super::*;
+pub(super) use llama_cpp::llama_bench_report;
 use llama_cpp::{Gguf, GgufType, LlamaCpp};
 
 /// The model of `bench week2` without `--model`.
@@ -88,6 +89,20 @@ pub struct Week2Args {
     /// Tokens of history before the prompt cache's second turn.
     #[arg(long, default_value_t = 1000)]
     pub history: usize,
+    /// MLX device: cpu (the default) or gpu. gpu: the reference's GPU path
+    /// (`--kernels all,gpu`, bf16) against mlx-lm on the GPU, 4-bit, plus
+    /// the decode matvec kernel's bandwidth (module `week2_gpu`); the CPU
+    /// options above do not apply there.
+    #[arg(long, value_parser = crate::device::arg_parser())]
+    pub device: Option<crate::device::Device>,
+    /// With --device gpu: Qwen2.5-0.5B and -1.5B shapes with random weights,
+    /// quantized to 4-bit g64 on the machine itself (the real weights need
+    /// not travel there), and random prompt ids.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// With --device gpu: the GPU's memory bandwidth in GB/s (H200: 4800).
+    #[arg(long, default_value_t = 4800.0)]
+    pub peak_gbs: f64,
 }
 
 /// The bit widths a run measures.
@@ -134,6 +149,13 @@ pub(super) fn week2(args: &Week2Args) -> Result<()> {
     }
     if args.long_context == 0 || args.history == 0 {
         bail!("--long-context and --history must be at least 1");
+    }
+    if args.device == Some(crate::device::Device::Gpu) {
+        crate::device::resolve(args.device)?;
+        return week2_gpu(args);
+    }
+    if args.synthetic {
+        bail!("--synthetic is for --device gpu (the CPU bench reads the real weights)");
     }
     let started = Instant::now();
     if !args.no_build {
@@ -441,55 +463,4 @@ pub(super) fn run_llama_bench(
         "default"
     });
     Ok(report)
-}
-
-/// The report of two `llama-bench -o json` outputs: `pp` (prompt tests,
-/// `n_gen` 0) and `tg` (one generation test at depth `depth`). Each test's
-/// `avg_ns` is its time; decode speed is `n_gen / time` (llama-bench's
-/// `avg_ts`), written as `decode_seconds = time * (n - 1) / n` so that
-/// `metrics` (which counts `n - 1` tokens after the first) gives it back.
-/// Time to first token: prefill of `depth` tokens plus one generated token.
-pub(super) fn llama_bench_report(pp: &str, tg: &str, depth: usize) -> Result<Value> {
-    let parse = |text: &str| -> Result<Vec<Value>> {
-        let start = text
-            .find('[')
-            .context("llama-bench printed no JSON array")?;
-        let v: Value =
-            serde_json::from_str(&text[start..]).context("parsing llama-bench's JSON")?;
-        Ok(v.as_array().cloned().unwrap_or_default())
-    };
-    let seconds = |t: &Value| t["avg_ns"].as_f64().map(|ns| ns / 1e9);
-    let mut prefill = Vec::new();
-    for t in parse(pp)? {
-        if let (Some(n), Some(s), Some(0)) =
-            (t["n_prompt"].as_u64(), seconds(&t), t["n_gen"].as_u64())
-        {
-            prefill.push(json!({ "tokens": n, "seconds": s }));
-        }
-    }
-    let tests = parse(tg)?;
-    let gen = tests
-        .iter()
-        .find(|t| t["n_gen"].as_u64().unwrap_or(0) > 0)
-        .context("llama-bench's generation run has no n_gen > 0 test")?;
-    let n = gen["n_gen"].as_u64().unwrap_or(0);
-    let s = seconds(gen).context("no avg_ns")?;
-    let per_token = s / n as f64;
-    let ttft = prefill
-        .iter()
-        .find(|p| p["tokens"].as_u64() == Some(depth as u64))
-        .and_then(|p| p["seconds"].as_f64())
-        .map(|p| p + per_token);
-    Ok(json!({
-        "status": "ok",
-        "implementation": "llama.cpp",
-        "prefill": prefill,
-        "decode": {
-            "prompt_tokens": gen["n_depth"].as_u64().unwrap_or(0),
-            "new_tokens": n,
-            "ttft_seconds": ttft,
-            "decode_seconds": per_token * (n - 1) as f64,
-        },
-        "llama_bench": { "build_commit": gen["build_commit"], "cpu_info": gen["cpu_info"], "n_threads": gen["n_threads"], "type": gen["model_type"] },
-    }))
 }
