@@ -77,7 +77,10 @@ fn drive(s: &mut FcfsScheduler, limits: &HashMap<SeqId, usize>, steps: usize) ->
 #[test]
 fn fcfs_chunked_prefill_then_decode_hand_worked() {
     // B = 8 tokens a step; A: 10 prompt tokens, 3 new; B: 3 prompt, 2 new.
-    let mut s = ok("FcfsScheduler::new", FcfsScheduler::new(config(8, 4, 4, 64)));
+    let mut s = ok(
+        "FcfsScheduler::new",
+        FcfsScheduler::new(config(8, 4, 4, 64)),
+    );
     ok("add", s.add(req(1, 10, 3)));
     ok("add", s.add(req(2, 3, 2)));
     let limits = HashMap::from([(SeqId(1), 3), (SeqId(2), 2)]);
@@ -92,8 +95,14 @@ fn fcfs_chunked_prefill_then_decode_hand_worked() {
         // A alone; its third token ends it
         plan(vec![], &[1], &[]),
     ];
-    assert_eq!(got, want, "[wrong numbers] plans (left: yours, right: expected)");
-    assert!(!s.has_work(), "[wrong numbers] everything finished, yet has_work() is true");
+    assert_eq!(
+        got, want,
+        "[wrong numbers] plans (left: yours, right: expected)"
+    );
+    assert!(
+        !s.has_work(),
+        "[wrong numbers] everything finished, yet has_work() is true"
+    );
 }
 
 #[test]
@@ -103,11 +112,27 @@ fn finished_request_frees_its_slot_the_same_step() {
     ok("add", s.add(req(1, 2, 1)));
     ok("add", s.add(req(2, 2, 1)));
     let p = s.schedule();
-    assert_eq!(p, plan(vec![chunk(1, 0, 2, true)], &[], &[]), "[wrong numbers] step 1");
-    assert_eq!(s.free_blocks(), 7, "[wrong numbers] A's 2 tokens hold 1 block of 2");
+    assert_eq!(
+        p,
+        plan(vec![chunk(1, 0, 2, true)], &[], &[]),
+        "[wrong numbers] step 1"
+    );
+    assert_eq!(
+        s.free_blocks(),
+        7,
+        "[wrong numbers] A's 2 tokens hold 1 block of 2"
+    );
     ok("finish", s.finish(SeqId(1)));
-    assert_eq!(s.running(), vec![], "[wrong numbers] a finished sequence is still running");
-    assert_eq!(s.free_blocks(), 8, "[wrong numbers] a finished sequence's block is not free");
+    assert_eq!(
+        s.running(),
+        vec![],
+        "[wrong numbers] a finished sequence is still running"
+    );
+    assert_eq!(
+        s.free_blocks(),
+        8,
+        "[wrong numbers] a finished sequence's block is not free"
+    );
     let p = s.schedule();
     assert_eq!(
         p,
@@ -117,7 +142,11 @@ fn finished_request_frees_its_slot_the_same_step() {
     // cancelling a waiting request removes it too
     ok("add", s.add(req(3, 2, 1)));
     ok("finish", s.finish(SeqId(3)));
-    assert_eq!(s.waiting(), vec![], "[wrong numbers] a cancelled request still waits");
+    assert_eq!(
+        s.waiting(),
+        vec![],
+        "[wrong numbers] a cancelled request still waits"
+    );
 }
 
 #[test]
@@ -142,7 +171,10 @@ fn out_of_blocks_preempts_the_newest_hand_worked() {
         // B's fourth token
         plan(vec![], &[2], &[]),
     ];
-    assert_eq!(got, want, "[wrong numbers] plans (left: yours, right: expected)");
+    assert_eq!(
+        got, want,
+        "[wrong numbers] plans (left: yours, right: expected)"
+    );
     assert_eq!(s.free_blocks(), 4, "[wrong numbers] blocks leaked");
 }
 
@@ -161,7 +193,12 @@ fn scheduler_rejects_bad_config_and_requests() {
         &["block_size"],
     );
     let mut s = ok("FcfsScheduler::new", FcfsScheduler::new(config(8, 2, 4, 4)));
-    should_fail_naming("add", "17 tokens > 4 blocks of 4", s.add(req(1, 10, 7)), &["17", "4"]);
+    should_fail_naming(
+        "add",
+        "17 tokens > 4 blocks of 4",
+        s.add(req(1, 10, 7)),
+        &["17", "4"],
+    );
     should_fail_naming("add", "empty prompt", s.add(req(2, 0, 1)), &["prompt_len"]);
     ok("add", s.add(req(3, 4, 4)));
     should_fail_naming("add", "id in use", s.add(req(3, 1, 1)), &["seq 3"]);
@@ -219,7 +256,13 @@ struct Outcome {
 fn run_workload(w: &Workload) -> Result<Outcome, TestCaseError> {
     let bs = w.block_size;
     let need = |p: usize, n: usize| (p + n).div_ceil(bs);
-    let blocks = w.requests.iter().map(|&(_, p, n)| need(p, n)).max().unwrap() + w.extra_blocks;
+    let blocks = w
+        .requests
+        .iter()
+        .map(|&(_, p, n)| need(p, n))
+        .max()
+        .unwrap()
+        + w.extra_blocks;
     let mut s = ok(
         "FcfsScheduler::new",
         FcfsScheduler::new(config(w.budget, w.running, bs, blocks)),
@@ -255,7 +298,10 @@ fn run_workload(w: &Workload) -> Result<Outcome, TestCaseError> {
         for &v in &plan.preempted {
             out.preemptions += 1;
             kv.insert(v, 0);
-            target.insert(v, w.requests[v.0 as usize].1 + generated.get(&v).copied().unwrap_or(0));
+            target.insert(
+                v,
+                w.requests[v.0 as usize].1 + generated.get(&v).copied().unwrap_or(0),
+            );
         }
         for &d in &plan.decode {
             let k = kv.get(&d).copied().unwrap_or(0);
@@ -352,7 +398,11 @@ fn prop_every_prompt_token_prefilled_once_in_order_fcfs() {
                 prop_assert_eq!(covered, p, "seq {}: prefilled tokens", i);
             }
             let order: Vec<SeqId> = (0..w.requests.len() as u64).map(SeqId).collect();
-            prop_assert_eq!(&out.admitted, &order, "admission order is not arrival order");
+            prop_assert_eq!(
+                &out.admitted,
+                &order,
+                "admission order is not arrival order"
+            );
             Ok(())
         },
     );
@@ -368,7 +418,11 @@ fn prop_preempted_sequences_are_recomputed_and_finish() {
         workload(2),
         |w| {
             let out = run_workload(&w)?;
-            prop_assert_eq!(out.admitted.len(), w.requests.len(), "not every request ran");
+            prop_assert_eq!(
+                out.admitted.len(),
+                w.requests.len(),
+                "not every request ran"
+            );
             preemptions.set(preemptions.get() + out.preemptions);
             Ok(())
         },

@@ -43,7 +43,11 @@ fn block_pool_hand_worked() {
     assert_eq!(ok("append_token", pool.append_token(&mut t)), slot(0, 0));
     assert_eq!(ok("append_token", pool.append_token(&mut t)), slot(0, 1));
     assert_eq!(ok("append_token", pool.append_token(&mut t)), slot(1, 0));
-    assert_eq!(t.blocks, vec![b(0), b(1)], "[wrong numbers] table after 3 tokens");
+    assert_eq!(
+        t.blocks,
+        vec![b(0), b(1)],
+        "[wrong numbers] table after 3 tokens"
+    );
     assert_eq!(t.num_tokens, 3);
     let mut u = ok("fork", pool.fork(&t));
     assert_eq!(
@@ -82,15 +86,26 @@ fn block_pool_hand_worked() {
         Err(Error::OutOfBlocks { asked: 1, free: 0 }) => {}
         other => panic!("[wrong numbers] append_token on an empty pool: {other:?}, expected OutOfBlocks {{ asked: 1, free: 0 }}"),
     }
-    assert_eq!(u, before, "[wrong numbers] a failed append changed the table");
+    assert_eq!(
+        u, before,
+        "[wrong numbers] a failed append changed the table"
+    );
     ok("free_table", pool.free_table(&mut t));
-    assert_eq!(t, BlockTable::new(), "[wrong numbers] a freed table is not empty");
+    assert_eq!(
+        t,
+        BlockTable::new(),
+        "[wrong numbers] a freed table is not empty"
+    );
     assert_eq!(
         (pool.ref_count(b(0)), pool.num_free()),
         (1, 2),
         "[wrong numbers] block 0 is still held by the fork; blocks 1 and 3 are free"
     );
-    assert_eq!(pool.free_list(), vec![b(1), b(3)], "[wrong numbers] free list order");
+    assert_eq!(
+        pool.free_list(),
+        vec![b(1), b(3)],
+        "[wrong numbers] free list order"
+    );
     ok("free_table", pool.free_table(&mut u));
     assert_eq!(pool.num_free(), 4, "[wrong numbers] blocks leaked");
 }
@@ -104,8 +119,15 @@ fn out_of_blocks_is_an_error_naming_the_numbers() {
         "[wrong numbers] allocate_n(5) of 4: {e:?}, expected OutOfBlocks {{ asked: 5, free: 4 }}"
     );
     let msg = e.to_string();
-    assert!(msg.contains("5") && msg.contains("4"), "[wrong numbers] {msg}");
-    assert_eq!(pool.num_free(), 4, "[wrong numbers] a failed allocate_n took blocks");
+    assert!(
+        msg.contains("5") && msg.contains("4"),
+        "[wrong numbers] {msg}"
+    );
+    assert_eq!(
+        pool.num_free(),
+        4,
+        "[wrong numbers] a failed allocate_n took blocks"
+    );
     let got = ok("allocate_n", pool.allocate_n(4));
     assert_eq!(got, vec![b(0), b(1), b(2), b(3)]);
     let e = should_fail("allocate", "empty pool", pool.allocate());
@@ -118,21 +140,44 @@ fn out_of_blocks_is_an_error_naming_the_numbers() {
 #[test]
 fn pool_rejects_bad_input() {
     should_fail_naming("BlockPool::new", "0 blocks", BlockPool::new(0, 4), &["0"]);
-    should_fail_naming("BlockPool::new", "block_size 0", BlockPool::new(4, 0), &["0"]);
+    should_fail_naming(
+        "BlockPool::new",
+        "block_size 0",
+        BlockPool::new(4, 0),
+        &["0"],
+    );
     let mut pool = ok("BlockPool::new", BlockPool::new(2, 4));
-    should_fail_naming("release", "free block", pool.release(b(1)), &["block 1", "free"]);
+    should_fail_naming(
+        "release",
+        "free block",
+        pool.release(b(1)),
+        &["block 1", "free"],
+    );
     should_fail_naming("retain", "outside", pool.retain(b(7)), &["block 7"]);
     let mut bad = BlockTable {
         blocks: vec![],
         num_tokens: 3,
     };
-    should_fail("append_token", "3 tokens in 0 blocks", pool.append_token(&mut bad));
+    should_fail(
+        "append_token",
+        "3 tokens in 0 blocks",
+        pool.append_token(&mut bad),
+    );
     let mut stale = BlockTable {
         blocks: vec![b(0)],
         num_tokens: 1,
     };
-    should_fail_naming("free_table", "free block", pool.free_table(&mut stale), &["block 0"]);
-    assert_eq!(pool.num_free(), 2, "[wrong numbers] a rejected call changed the pool");
+    should_fail_naming(
+        "free_table",
+        "free block",
+        pool.free_table(&mut stale),
+        &["block 0"],
+    );
+    assert_eq!(
+        pool.num_free(),
+        2,
+        "[wrong numbers] a rejected call changed the pool"
+    );
 }
 
 // ---- pool property --------------------------------------------------------------
@@ -191,13 +236,23 @@ fn check_pool(
     }
     let free = pool.free_list();
     let free_set: std::collections::HashSet<_> = free.iter().copied().collect();
-    prop_assert_eq!(free_set.len(), free.len(), "a block twice on the free list: {:?}", free);
+    prop_assert_eq!(
+        free_set.len(),
+        free.len(),
+        "a block twice on the free list: {:?}",
+        free
+    );
     prop_assert_eq!(pool.num_free(), free.len());
     prop_assert_eq!(pool.num_free() + pool.num_used(), n, "free + used != total");
     for (i, &h) in holders.iter().enumerate() {
         let blk = BlockId(i as u32);
         prop_assert_eq!(pool.ref_count(blk), h, "{} ref count vs its holders", blk);
-        prop_assert_eq!(free_set.contains(&blk), h == 0, "{} free while held, or leaked", blk);
+        prop_assert_eq!(
+            free_set.contains(&blk),
+            h == 0,
+            "{} free while held, or leaked",
+            blk
+        );
     }
     Ok(())
 }
@@ -244,9 +299,7 @@ fn prop_pool_invariants_under_random_operations() {
                                     prop_assert_eq!(free, 0, "out of blocks with blocks free");
                                     prop_assert_eq!(&*t, &before, "a failed append changed it");
                                 }
-                                Err(e) => {
-                                    return Err(TestCaseError::fail(format!("append: {e}")))
-                                }
+                                Err(e) => return Err(TestCaseError::fail(format!("append: {e}"))),
                             }
                         }
                     }
@@ -355,7 +408,14 @@ fn paged_attention_hand_worked() {
 
 #[test]
 fn prop_paged_attention_equals_dense_over_shuffled_blocks() {
-    let case = (1usize..4, 1usize..4, 1usize..9, 1usize..6, 1usize..40, 0usize..4)
+    let case = (
+        1usize..4,
+        1usize..4,
+        1usize..9,
+        1usize..6,
+        1usize..40,
+        0usize..4,
+    )
         .prop_flat_map(|(hkv, group, d, bs, ctx, spare)| {
             let needed = ctx.div_ceil(bs);
             let nb = needed + spare;
@@ -383,7 +443,10 @@ fn prop_paged_attention_equals_dense_over_shuffled_blocks() {
                 head_dim: d,
             };
             let scale = 1.0 / (d as f32).sqrt();
-            let got = ok("paged_attention", paged_attention(&q, h, &kv, &table, ctx, scale));
+            let got = ok(
+                "paged_attention",
+                paged_attention(&q, h, &kv, &table, ctx, scale),
+            );
             // gather the context's keys and values through the table
             let row = hkv * d;
             let (mut gk, mut gv) = (Vec::new(), Vec::new());
@@ -472,5 +535,9 @@ fn paged_attention_rejects_bad_shapes() {
         ),
         &["keys", "7", "8"],
     );
-    should_fail("paged_attention", "context 0", paged_attention(&q, 1, &kv, &[b(0)], 0, 1.0));
+    should_fail(
+        "paged_attention",
+        "context 0",
+        paged_attention(&q, 1, &kv, &[b(0)], 0, 1.0),
+    );
 }

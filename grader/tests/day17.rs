@@ -32,7 +32,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[test]
 fn chain_hash_is_fnv1a_over_little_endian_bytes() {
     let first = fnv1a(&[1, 0, 0, 0, 0x34, 0x12, 0, 0]);
-    assert_eq!(chain_hash(None, &[1, 0x1234]), first, "[wrong numbers] first block");
+    assert_eq!(
+        chain_hash(None, &[1, 0x1234]),
+        first,
+        "[wrong numbers] first block"
+    );
     let mut bytes = first.to_le_bytes().to_vec();
     bytes.extend_from_slice(&[7, 0, 0, 0]);
     assert_eq!(
@@ -47,7 +51,10 @@ fn chain_hash_is_fnv1a_over_little_endian_bytes() {
     assert_eq!(b.len(), 3, "[wrong numbers] a partial block has no hash");
     assert_eq!(a[0], chain_hash(None, &[1, 2]));
     assert_eq!(a[1], chain_hash(Some(a[0]), &[3, 4]));
-    assert!(a.iter().zip(&b).all(|(x, y)| x != y), "[wrong numbers] the chain must differ");
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x != y),
+        "[wrong numbers] the chain must differ"
+    );
 }
 
 /// Appends `tokens` to `table`, evicting cached blocks when the pool is
@@ -112,14 +119,21 @@ fn shared_system_prompt_is_computed_once() {
     }
     let st = cache.stats();
     assert_eq!(st.lookups, 16, "[wrong numbers] lookups");
-    assert_eq!(st.hit_blocks, 15 * 31, "[wrong numbers] hit blocks: 31 for each request after the first");
+    assert_eq!(
+        st.hit_blocks,
+        15 * 31,
+        "[wrong numbers] hit blocks: 31 for each request after the first"
+    );
     assert_eq!(st.hit_tokens, 15 * 31 * 16, "[wrong numbers] hit tokens");
     assert_eq!(
         computed,
         512 + 15 * 16,
         "[wrong numbers] tokens computed: all 512 of the first request, 16 of each other"
     );
-    assert!(16 * 512 >= 10 * computed, "prefill work must fall 10x or more");
+    assert!(
+        16 * 512 >= 10 * computed,
+        "prefill work must fall 10x or more"
+    );
     // 31 shared blocks + 16 blocks of each request's own (the first's 32nd too)
     assert_eq!(pool.num_used(), 31 + 16, "[wrong numbers] blocks in use");
     let first_block = tables[0].blocks[0];
@@ -133,7 +147,11 @@ fn shared_system_prompt_is_computed_once() {
     }
     // the cache still holds every full block it saw: 31 + 16 of their own
     assert_eq!(cache.len(), 31 + 16, "[wrong numbers] blocks cached");
-    assert_eq!(pool.num_used(), cache.len(), "[wrong numbers] only the cache holds blocks");
+    assert_eq!(
+        pool.num_used(),
+        cache.len(),
+        "[wrong numbers] only the cache holds blocks"
+    );
 }
 
 #[test]
@@ -141,12 +159,18 @@ fn lookup_leaves_one_token_to_compute() {
     let mut pool = ok("BlockPool::new", BlockPool::new(8, 2));
     let mut cache = PrefixCache::new();
     let mut storage = vec![vec![None; 2]; 8];
-    let (mut t, c) = ok("serve", serve(&mut pool, &mut cache, &[1, 2, 3, 4], &mut storage));
+    let (mut t, c) = ok(
+        "serve",
+        serve(&mut pool, &mut cache, &[1, 2, 3, 4], &mut storage),
+    );
     assert_eq!(c, 4);
     ok("free_table", pool.free_table(&mut t));
     // the same 4 tokens again: only the first block may be reused (3 tokens max)
     let hit = ok("lookup", cache.lookup(&mut pool, &[1, 2, 3, 4]));
-    assert_eq!(hit.num_tokens, 2, "[wrong numbers] a lookup must leave one token to compute");
+    assert_eq!(
+        hit.num_tokens, 2,
+        "[wrong numbers] a lookup must leave one token to compute"
+    );
     should_fail("lookup", "empty prompt", cache.lookup(&mut pool, &[]));
 }
 
@@ -178,7 +202,11 @@ fn lru_evicts_the_least_recently_used_unused_block() {
         "[wrong numbers] eviction order: B's block, then A's tail, then A's head"
     );
     assert_eq!(ok("evict", cache.evict(&mut pool, 1)), 1);
-    assert_eq!(cache.get(hb[0]), None, "[wrong numbers] B's block should be evicted first");
+    assert_eq!(
+        cache.get(hb[0]),
+        None,
+        "[wrong numbers] B's block should be evicted first"
+    );
     assert!(cache.get(ha[0]).is_some() && cache.get(ha[1]).is_some());
     assert_eq!(ok("evict", cache.evict(&mut pool, 1)), 1);
     assert_eq!(cache.get(ha[1]), None, "[wrong numbers] then A's tail");
@@ -190,7 +218,10 @@ fn eviction_never_touches_a_block_in_use() {
     let mut pool = ok("BlockPool::new", BlockPool::new(4, 2));
     let mut cache = PrefixCache::new();
     let mut storage = vec![vec![None; 2]; 4];
-    let (mut t, _) = ok("serve", serve(&mut pool, &mut cache, &[1, 2, 3], &mut storage));
+    let (mut t, _) = ok(
+        "serve",
+        serve(&mut pool, &mut cache, &[1, 2, 3], &mut storage),
+    );
     ok("free_table", pool.free_table(&mut t));
     // a sequence uses block [1, 2] (count 2): it stays however much we ask
     let in_use = ok("lookup", cache.lookup(&mut pool, &[1, 2, 7]));
@@ -201,13 +232,20 @@ fn eviction_never_touches_a_block_in_use() {
         0,
         "[wrong numbers] the only cached block is in use"
     );
-    assert_eq!(pool.ref_count(blk), 2, "[wrong numbers] evict changed a block in use");
+    assert_eq!(
+        pool.ref_count(blk),
+        2,
+        "[wrong numbers] evict changed a block in use"
+    );
     // allocate: 3 blocks free, then out of blocks (nothing evictable)
     for _ in 0..3 {
         ok("allocate", cache.allocate(&mut pool));
     }
     let e = should_fail("allocate", "all in use", cache.allocate(&mut pool));
-    assert!(matches!(e, Error::OutOfBlocks { .. }), "[wrong numbers] {e:?}");
+    assert!(
+        matches!(e, Error::OutOfBlocks { .. }),
+        "[wrong numbers] {e:?}"
+    );
 }
 
 #[test]
@@ -215,7 +253,10 @@ fn allocate_evicts_when_the_pool_is_full() {
     let mut pool = ok("BlockPool::new", BlockPool::new(2, 2));
     let mut cache = PrefixCache::new();
     let mut storage = vec![vec![None; 2]; 2];
-    let (mut t, _) = ok("serve", serve(&mut pool, &mut cache, &[1, 2, 3, 4], &mut storage));
+    let (mut t, _) = ok(
+        "serve",
+        serve(&mut pool, &mut cache, &[1, 2, 3, 4], &mut storage),
+    );
     ok("free_table", pool.free_table(&mut t));
     assert_eq!(pool.num_free(), 0, "[wrong numbers] both blocks cached");
     let got = ok("allocate", cache.allocate(&mut pool));
@@ -259,7 +300,13 @@ fn prop_random_workloads_keep_the_pool_consistent() {
                     );
                 }
                 let hit = table.num_tokens;
-                match append(&mut pool, &mut cache, &mut table, &prompt[hit..], &mut storage) {
+                match append(
+                    &mut pool,
+                    &mut cache,
+                    &mut table,
+                    &prompt[hit..],
+                    &mut storage,
+                ) {
                     Ok(()) => {
                         ok("insert", cache.insert(&mut pool, &prompt, &table));
                         hashes_seen.extend(block_hashes(&prompt, bs));
@@ -285,12 +332,20 @@ fn prop_random_workloads_keep_the_pool_consistent() {
                 }
                 let cached: HashSet<BlockId> =
                     hashes_seen.iter().filter_map(|&h| cache.get(h)).collect();
-                prop_assert_eq!(cached.len(), cache.len(), "a block cached twice, or unknown");
+                prop_assert_eq!(
+                    cached.len(),
+                    cache.len(),
+                    "a block cached twice, or unknown"
+                );
                 for &b in &cached {
                     holders[b.index()] += 1;
                 }
                 let free: HashSet<BlockId> = pool.free_list().into_iter().collect();
-                prop_assert_eq!(free.len(), pool.num_free(), "a block twice on the free list");
+                prop_assert_eq!(
+                    free.len(),
+                    pool.num_free(),
+                    "a block twice on the free list"
+                );
                 prop_assert_eq!(pool.num_free() + pool.num_used(), num_blocks);
                 for (j, &h) in holders.iter().enumerate() {
                     let b = BlockId(j as u32);
@@ -301,7 +356,11 @@ fn prop_random_workloads_keep_the_pool_consistent() {
                 for (t, p) in &live {
                     for (k, &tok) in p.iter().enumerate() {
                         let (blk, off) = t.slot_of(k, bs).unwrap();
-                        prop_assert_eq!(storage[blk.index()][off], Some(tok), "a live block was overwritten");
+                        prop_assert_eq!(
+                            storage[blk.index()][off],
+                            Some(tok),
+                            "a live block was overwritten"
+                        );
                     }
                 }
             }

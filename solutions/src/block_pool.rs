@@ -17,9 +17,9 @@
 
 use std::collections::VecDeque;
 // `Error` is named by the doc comments.
+pub use tiny_llm_common::{BlockAllocator, BlockId, BlockTable};
 #[allow(unused_imports)]
 use tiny_llm_common::{Error, Result};
-pub use tiny_llm_common::{BlockAllocator, BlockId, BlockTable};
 
 /// A block copy the caller must make before writing: the keys and values of
 /// all `block_size` slots of `src` go to `dst` (copy-on-write).
@@ -238,6 +238,8 @@ impl BlockAllocator for BlockPool {
     }
 
     fn ref_count(&self, block: BlockId) -> usize {
-        self.ref_counts.get(block.index()).map_or(0, |&c| c as usize)
+        self.ref_counts
+            .get(block.index())
+            .map_or(0, |&c| c as usize)
     }
 }

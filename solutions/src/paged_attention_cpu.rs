@@ -15,9 +15,9 @@
 //! Units: tokens (context length, slots), blocks.
 
 // `Error` is named by the doc comments.
+pub use tiny_llm_common::BlockId;
 #[allow(unused_imports)]
 use tiny_llm_common::{Error, Result};
-pub use tiny_llm_common::BlockId;
 
 /// One layer's paged keys and values: two f32 buffers shaped `[num_blocks,
 /// block_size, num_kv_heads, head_dim]`, row-major.

@@ -30,9 +30,9 @@ use fnv::FnvHasher;
 use std::collections::HashMap;
 use std::hash::Hasher;
 // `Error` is named by the doc comments.
+pub use tiny_llm_common::{BlockAllocator, BlockId, BlockTable};
 #[allow(unused_imports)]
 use tiny_llm_common::{Error, Result};
-pub use tiny_llm_common::{BlockAllocator, BlockId, BlockTable};
 
 /// The chain hash of one full block: 64-bit FNV-1a over `prev`'s 8
 /// little-endian bytes (skipped when `None`, the first block) followed by
