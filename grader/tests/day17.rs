@@ -290,11 +290,11 @@ fn prop_random_workloads_keep_the_pool_consistent() {
                 prompt.extend((0..tail as u32).map(|j| 10_000 + 100 * i as u32 + j));
                 let mut table = ok("lookup", cache.lookup(&mut pool, &prompt));
                 // the cached prefix holds the prompt's tokens
-                for t in 0..table.num_tokens {
+                for (t, &tok) in prompt.iter().enumerate().take(table.num_tokens) {
                     let (blk, off) = table.slot_of(t, bs).unwrap();
                     prop_assert_eq!(
                         storage[blk.index()][off],
-                        Some(prompt[t]),
+                        Some(tok),
                         "token {} of a cached prefix is not the prompt's",
                         t
                     );
