@@ -259,6 +259,9 @@ fn check_pool(
 
 #[test]
 fn prop_pool_invariants_under_random_operations() {
+    // how often the cases copied on write and ran out of blocks
+    let copies = std::cell::Cell::new(0usize);
+    let out_of_blocks = std::cell::Cell::new(0usize);
     check_property(
         "prop_pool_invariants_under_random_operations",
         256,
@@ -289,6 +292,7 @@ fn prop_pool_invariants_under_random_operations() {
                             match pool.append_token(t) {
                                 Ok(s) => {
                                     if let Some(c) = s.copy {
+                                        copies.set(copies.get() + 1);
                                         storage[c.dst.index()] = storage[c.src.index()].clone();
                                     }
                                     storage[s.block.index()][s.offset] = Some(next_token);
@@ -296,6 +300,7 @@ fn prop_pool_invariants_under_random_operations() {
                                     next_token += 1;
                                 }
                                 Err(Error::OutOfBlocks { asked: 1, free: 0 }) => {
+                                    out_of_blocks.set(out_of_blocks.get() + 1);
                                     prop_assert_eq!(free, 0, "out of blocks with blocks free");
                                     prop_assert_eq!(&*t, &before, "a failed append changed it");
                                 }
@@ -330,6 +335,13 @@ fn prop_pool_invariants_under_random_operations() {
             prop_assert_eq!(pool.num_free(), num_blocks, "blocks leaked at the end");
             Ok(())
         },
+    );
+    assert!(
+        copies.get() > 0 && out_of_blocks.get() > 0,
+        "[wrong numbers] the cases made {} copies on write and ran out of blocks {} times: \
+         expected both to happen",
+        copies.get(),
+        out_of_blocks.get()
     );
 }
 

@@ -275,6 +275,7 @@ fn prop_random_workloads_keep_the_pool_consistent() {
         4usize..24,
         prop::collection::vec((0usize..3, 1usize..12, any::<bool>()), 1..40),
     );
+    let (evicted, hits) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
     check_property(
         "prop_random_workloads_keep_the_pool_consistent",
         256,
@@ -364,7 +365,15 @@ fn prop_random_workloads_keep_the_pool_consistent() {
                     }
                 }
             }
+            evicted.set(evicted.get() + cache.stats().evicted);
+            hits.set(hits.get() + cache.stats().hit_blocks);
             Ok(())
         },
+    );
+    assert!(
+        evicted.get() > 0 && hits.get() > 0,
+        "[wrong numbers] the cases evicted {} blocks and hit {}: expected both to happen",
+        evicted.get(),
+        hits.get()
     );
 }
