@@ -2,17 +2,14 @@
 //! slices, no MLX).
 //!
 //! The pool: a hand-worked run (allocation order, copy-on-write of a shared
-//! partial block, out of blocks), and a property over random
-//! alloc/append/fork/free sequences checked after every operation against
-//! an independent model: reference counts equal the holders, no block on
-//! the free list twice or while held, free + used = total, and every
-//! table reads back its own tokens through a simulated KV storage (which
-//! copy-on-write must protect). Out of blocks is an `Error::OutOfBlocks`
-//! naming the numbers, never a panic.
-//!
-//! Paged attention: against dense attention (a scalar f64 oracle over the
-//! gathered keys and values, written here) on non-contiguous, shuffled
-//! blocks with GQA (property), and a hand-worked case.
+//! partial block, out of blocks), and random alloc/append/fork/free
+//! sequences checked after every operation against an independent model:
+//! counts equal the holders, no block on the free list twice or while held,
+//! free + used = total, every table reads back its own tokens through a
+//! simulated KV storage (which copy-on-write must protect). Out of blocks
+//! is an `Error::OutOfBlocks` naming the numbers, never a panic. Paged
+//! attention: against dense attention (a scalar f64 oracle written here)
+//! over shuffled blocks with GQA (property), and a hand-worked case.
 
 use proptest::prelude::*;
 use tiny_llm_common::Error;
@@ -35,79 +32,74 @@ fn slot(block: u32, offset: usize) -> Slot {
     }
 }
 
+/// Slot `offset` of block `dst`, a copy of block `src`.
+fn cow(dst: u32, offset: usize, src: u32) -> Slot {
+    let copy = Some(BlockCopy {
+        src: b(src),
+        dst: b(dst),
+    });
+    Slot {
+        block: b(dst),
+        offset,
+        copy,
+    }
+}
+
+/// One token appended to `t`.
+#[track_caller]
+fn put(pool: &mut BlockPool, t: &mut BlockTable) -> Slot {
+    ok("append_token", pool.append_token(t))
+}
+
+/// `assert_eq!` with the `[wrong numbers]` tag and what was compared.
+#[track_caller]
+fn same<T: PartialEq + std::fmt::Debug>(got: T, want: T, what: &str) {
+    assert_eq!(
+        got, want,
+        "[wrong numbers] {what} (left: yours, right: expected)"
+    );
+}
+
 #[test]
 fn block_pool_hand_worked() {
     let mut pool = ok("BlockPool::new", BlockPool::new(4, 2));
     let mut t = BlockTable::new();
     // blocks are taken 0, 1, 2, ... from a fresh pool
-    assert_eq!(ok("append_token", pool.append_token(&mut t)), slot(0, 0));
-    assert_eq!(ok("append_token", pool.append_token(&mut t)), slot(0, 1));
-    assert_eq!(ok("append_token", pool.append_token(&mut t)), slot(1, 0));
-    assert_eq!(
-        t.blocks,
-        vec![b(0), b(1)],
-        "[wrong numbers] table after 3 tokens"
-    );
-    assert_eq!(t.num_tokens, 3);
+    same(put(&mut pool, &mut t), slot(0, 0), "token 0");
+    same(put(&mut pool, &mut t), slot(0, 1), "token 1");
+    same(put(&mut pool, &mut t), slot(1, 0), "token 2");
+    let table = (t.blocks.clone(), t.num_tokens);
+    same(table, (vec![b(0), b(1)], 3), "table");
     let mut u = ok("fork", pool.fork(&t));
-    assert_eq!(
-        (pool.ref_count(b(0)), pool.ref_count(b(1)), pool.num_free()),
-        (2, 2, 2),
-        "[wrong numbers] ref counts of blocks 0, 1 and free blocks after a fork"
-    );
+    let counts = |p: &BlockPool| (0..4).map(|i| p.ref_count(b(i))).collect::<Vec<_>>();
+    same(counts(&pool), vec![2, 2, 0, 0], "ref counts after a fork");
     // the fork writes into the shared partial block 1: copied to block 2
-    let s = ok("append_token", pool.append_token(&mut u));
-    assert_eq!(
-        s,
-        Slot {
-            block: b(2),
-            offset: 1,
-            copy: Some(BlockCopy {
-                src: b(1),
-                dst: b(2)
-            })
-        },
-        "[wrong numbers] copy-on-write"
-    );
-    assert_eq!(u.blocks, vec![b(0), b(2)], "[wrong numbers] forked table");
-    assert_eq!(
-        (pool.ref_count(b(1)), pool.ref_count(b(2))),
-        (1, 1),
-        "[wrong numbers] ref counts of blocks 1, 2 after the copy"
-    );
-    // the original now owns block 1 alone: no copy
-    assert_eq!(ok("append_token", pool.append_token(&mut t)), slot(1, 1));
-    // full: a new block (the last free one)
-    assert_eq!(ok("append_token", pool.append_token(&mut t)), slot(3, 0));
-    assert_eq!(pool.num_free(), 0);
+    let want = cow(2, 1, 1);
+    same(put(&mut pool, &mut u), want, "copy-on-write");
+    same(u.blocks.clone(), vec![b(0), b(2)], "forked table");
+    same(counts(&pool), vec![2, 1, 1, 0], "ref counts after the copy");
+    // the original now owns block 1 alone: no copy; then full: a new block
+    same(put(&mut pool, &mut t), slot(1, 1), "token 3");
+    same(put(&mut pool, &mut t), slot(3, 0), "token 4");
+    same(pool.num_free(), 0, "free blocks");
     // the fork is full too and the pool is empty: an error, nothing changes
     let before = u.clone();
     match pool.append_token(&mut u) {
         Err(Error::OutOfBlocks { asked: 1, free: 0 }) => {}
         other => panic!("[wrong numbers] append_token on an empty pool: {other:?}, expected OutOfBlocks {{ asked: 1, free: 0 }}"),
     }
-    assert_eq!(
-        u, before,
-        "[wrong numbers] a failed append changed the table"
-    );
+    same(&u, &before, "a failed append changed the table");
     ok("free_table", pool.free_table(&mut t));
-    assert_eq!(
-        t,
-        BlockTable::new(),
-        "[wrong numbers] a freed table is not empty"
+    same(t, BlockTable::new(), "a freed table");
+    // block 0 is still held by the fork; blocks 1 and 3 are free, in that order
+    same(
+        counts(&pool),
+        vec![1, 0, 1, 0],
+        "ref counts after freeing the original",
     );
-    assert_eq!(
-        (pool.ref_count(b(0)), pool.num_free()),
-        (1, 2),
-        "[wrong numbers] block 0 is still held by the fork; blocks 1 and 3 are free"
-    );
-    assert_eq!(
-        pool.free_list(),
-        vec![b(1), b(3)],
-        "[wrong numbers] free list order"
-    );
+    same(pool.free_list(), vec![b(1), b(3)], "free list");
     ok("free_table", pool.free_table(&mut u));
-    assert_eq!(pool.num_free(), 4, "[wrong numbers] blocks leaked");
+    same(pool.num_free(), 4, "free blocks at the end");
 }
 
 #[test]
@@ -119,17 +111,10 @@ fn out_of_blocks_is_an_error_naming_the_numbers() {
         "[wrong numbers] allocate_n(5) of 4: {e:?}, expected OutOfBlocks {{ asked: 5, free: 4 }}"
     );
     let msg = e.to_string();
-    assert!(
-        msg.contains("5") && msg.contains("4"),
-        "[wrong numbers] {msg}"
-    );
-    assert_eq!(
-        pool.num_free(),
-        4,
-        "[wrong numbers] a failed allocate_n took blocks"
-    );
+    same(msg.contains("5") && msg.contains("4"), true, &msg);
+    same(pool.num_free(), 4, "free blocks after a failed allocate_n");
     let got = ok("allocate_n", pool.allocate_n(4));
-    assert_eq!(got, vec![b(0), b(1), b(2), b(3)]);
+    same(got, vec![b(0), b(1), b(2), b(3)], "allocate_n(4)");
     let e = should_fail("allocate", "empty pool", pool.allocate());
     assert!(
         matches!(e, Error::OutOfBlocks { asked: 1, free: 0 }),
@@ -140,19 +125,10 @@ fn out_of_blocks_is_an_error_naming_the_numbers() {
 #[test]
 fn pool_rejects_bad_input() {
     should_fail_naming("BlockPool::new", "0 blocks", BlockPool::new(0, 4), &["0"]);
-    should_fail_naming(
-        "BlockPool::new",
-        "block_size 0",
-        BlockPool::new(4, 0),
-        &["0"],
-    );
+    should_fail_naming("BlockPool::new", "size 0", BlockPool::new(4, 0), &["0"]);
     let mut pool = ok("BlockPool::new", BlockPool::new(2, 4));
-    should_fail_naming(
-        "release",
-        "free block",
-        pool.release(b(1)),
-        &["block 1", "free"],
-    );
+    let r = pool.release(b(1));
+    should_fail_naming("release", "free block", r, &["block 1", "free"]);
     should_fail_naming("retain", "outside", pool.retain(b(7)), &["block 7"]);
     let mut bad = BlockTable {
         blocks: vec![],
@@ -347,16 +323,10 @@ fn prop_pool_invariants_under_random_operations() {
 
 // ---- paged attention ---------------------------------------------------------------
 
-/// Dense attention in f64 over contiguous `[S, H_kv, D]` keys and values.
-fn dense_attention(
-    q: &[f32],
-    h: usize,
-    k: &[f32],
-    v: &[f32],
-    hkv: usize,
-    d: usize,
-    scale: f32,
-) -> Vec<f32> {
+/// Dense attention in f64 over contiguous `[S, H_kv, D]` keys and values,
+/// scale `1 / sqrt(D)`.
+fn dense_attention(q: &[f32], h: usize, kv: (&[f32], &[f32]), hkv: usize, d: usize) -> Vec<f32> {
+    let (k, v, scale) = (kv.0, kv.1, 1.0 / (d as f64).sqrt());
     let s = k.len() / (hkv * d);
     let mut out = vec![0f32; h * d];
     for head in 0..h {
@@ -366,7 +336,7 @@ fn dense_attention(
                 (0..d)
                     .map(|i| q[head * d + i] as f64 * k[(t * hkv + g) * d + i] as f64)
                     .sum::<f64>()
-                    * scale as f64
+                    * scale
             })
             .collect();
         let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -467,7 +437,7 @@ fn prop_paged_attention_equals_dense_over_shuffled_blocks() {
                 gk.extend_from_slice(&keys[o..o + row]);
                 gv.extend_from_slice(&values[o..o + row]);
             }
-            let want = dense_attention(&q, h, &gk, &gv, hkv, d, scale);
+            let want = dense_attention(&q, h, (&gk, &gv), hkv, d);
             prop_assert_eq!(got.len(), want.len(), "output length");
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 prop_assert!(
@@ -487,6 +457,7 @@ fn prop_paged_attention_equals_dense_over_shuffled_blocks() {
 #[test]
 fn paged_attention_rejects_bad_shapes() {
     let keys = vec![0f32; 2 * 2 * 2];
+    // 2 blocks of 2 tokens, 1 KV head of dimension 2
     let kv = PagedKv {
         keys: &keys,
         values: &keys,
@@ -495,61 +466,35 @@ fn paged_attention_rejects_bad_shapes() {
         num_kv_heads: 1,
         head_dim: 2,
     };
-    let q = [0f32; 2];
-    should_fail_naming(
-        "paged_attention",
-        "5 tokens in 2 blocks of 2",
-        paged_attention(&q, 1, &kv, &[b(0), b(1)], 5, 1.0),
-        &["5", "3"],
-    );
-    should_fail_naming(
-        "paged_attention",
-        "block outside the pool",
-        paged_attention(&q, 1, &kv, &[b(4)], 1, 1.0),
-        &["block 4"],
-    );
-    should_fail_naming(
-        "paged_attention",
-        "query of 3 values",
-        paged_attention(&[0.0; 3], 1, &kv, &[b(0)], 1, 1.0),
-        &["3", "2"],
-    );
-    should_fail_naming(
-        "paged_attention",
-        "3 heads over 2 kv heads",
-        paged_attention(
-            &[0.0; 6],
-            3,
-            &PagedKv {
-                num_kv_heads: 2,
-                head_dim: 1,
-                ..kv
-            },
-            &[b(0)],
-            1,
-            1.0,
+    let gqa = PagedKv {
+        num_kv_heads: 2,
+        head_dim: 1,
+        ..kv
+    };
+    let short = PagedKv {
+        keys: &keys[..7],
+        ..kv
+    };
+    let q = [0f32; 6];
+    let cases: [(&str, usize, &PagedKv, &[BlockId], usize, &[&str]); 6] = [
+        (
+            "5 tokens in 2 blocks of 2",
+            2,
+            &kv,
+            &[b(0), b(1)],
+            5,
+            &["5", "3"],
         ),
-        &["3", "2"],
-    );
-    should_fail_naming(
-        "paged_attention",
-        "keys too short",
-        paged_attention(
-            &q,
-            1,
-            &PagedKv {
-                keys: &keys[..7],
-                ..kv
-            },
-            &[b(0)],
-            1,
-            1.0,
-        ),
-        &["keys", "7", "8"],
-    );
-    should_fail(
-        "paged_attention",
-        "context 0",
-        paged_attention(&q, 1, &kv, &[b(0)], 0, 1.0),
-    );
+        ("block outside the pool", 2, &kv, &[b(4)], 1, &["block 4"]),
+        ("query of 3 values", 3, &kv, &[b(0)], 1, &["3", "2"]),
+        ("3 heads over 2 kv heads", 3, &gqa, &[b(0)], 1, &["3", "2"]),
+        ("keys too short", 2, &short, &[b(0)], 1, &["keys", "7", "8"]),
+        ("context 0", 2, &kv, &[b(0)], 0, &["0"]),
+    ];
+    for (case, q_len, kv, table, ctx, needles) in cases {
+        // q_len values: 1 head of 2 unless the case says otherwise
+        let heads = if case.starts_with("3 heads") { 3 } else { 1 };
+        let r = paged_attention(&q[..q_len], heads, kv, table, ctx, 1.0);
+        should_fail_naming("paged_attention", case, r, needles);
+    }
 }
