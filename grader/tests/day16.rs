@@ -455,9 +455,9 @@ fn prop_paged_attention_equals_dense_over_shuffled_blocks() {
 }
 
 #[test]
+#[allow(clippy::type_complexity)] // (case, query length, storage, table, context, names)
 fn paged_attention_rejects_bad_shapes() {
     let keys = vec![0f32; 2 * 2 * 2];
-    // 2 blocks of 2 tokens, 1 KV head of dimension 2
     let kv = PagedKv {
         keys: &keys,
         values: &keys,
@@ -477,14 +477,7 @@ fn paged_attention_rejects_bad_shapes() {
     };
     let q = [0f32; 6];
     let cases: [(&str, usize, &PagedKv, &[BlockId], usize, &[&str]); 6] = [
-        (
-            "5 tokens in 2 blocks of 2",
-            2,
-            &kv,
-            &[b(0), b(1)],
-            5,
-            &["5", "3"],
-        ),
+        ("5 tokens, 2 blocks", 2, &kv, &[b(0), b(1)], 5, &["5", "3"]),
         ("block outside the pool", 2, &kv, &[b(4)], 1, &["block 4"]),
         ("query of 3 values", 3, &kv, &[b(0)], 1, &["3", "2"]),
         ("3 heads over 2 kv heads", 3, &gqa, &[b(0)], 1, &["3", "2"]),
@@ -492,7 +485,6 @@ fn paged_attention_rejects_bad_shapes() {
         ("context 0", 2, &kv, &[b(0)], 0, &["0"]),
     ];
     for (case, q_len, kv, table, ctx, needles) in cases {
-        // q_len values: 1 head of 2 unless the case says otherwise
         let heads = if case.starts_with("3 heads") { 3 } else { 1 };
         let r = paged_attention(&q[..q_len], heads, kv, table, ctx, 1.0);
         should_fail_naming("paged_attention", case, r, needles);
