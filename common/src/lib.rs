@@ -20,9 +20,11 @@ pub mod linear;
 pub mod linear_concat;
 pub mod linear_q8;
 pub mod lm;
+pub mod paged;
 pub mod qmatmul_q8;
 pub mod qmatrix;
 pub mod rope_view;
+pub mod scheduling;
 pub mod step;
 pub mod tokenizer;
 pub mod weights;
@@ -39,7 +41,9 @@ pub use kernel_choice::Week2Kernels;
 pub use kv_cache::KvCache;
 pub use linear::{Linear, LinearWeight};
 pub use lm::{check_token_ids, CachedLm, CausalLm};
+pub use paged::{BlockAllocator, BlockId, BlockTable};
 pub use rope_view::RopeView;
+pub use scheduling::{PrefillChunk, Scheduler, SeqId, SeqRequest, StepPlan};
 pub use step::{Cached, Generation, Recompute, StepModel, TokenEvent, TokenSampler};
 pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 pub use weights::{take_weight, Qwen2AttentionWeights};
@@ -91,6 +95,19 @@ pub enum Error {
     /// message says how to fix it).
     #[error("hub: {0}")]
     Hub(String),
+
+    /// A KV block pool had fewer free blocks than asked for (week 3): the
+    /// caller frees a sequence, evicts cached blocks, preempts or queues.
+    #[error(
+        "out of KV blocks: asked for {asked}, {free} free; free a sequence, evict cached blocks, \
+         or give the pool more blocks"
+    )]
+    OutOfBlocks {
+        /// Blocks asked for.
+        asked: usize,
+        /// Blocks free at the time.
+        free: usize,
+    },
 }
 
 /// `Result` with the kit's [`Error`].

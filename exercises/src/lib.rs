@@ -120,3 +120,20 @@ pub use tiny_llm_ref::{batch, chunked_prefill};
 pub mod prompt_cache;
 #[cfg(feature = "ref-day14")]
 pub use tiny_llm_ref::prompt_cache;
+// Day 15: continuous batching
+#[cfg(not(feature = "ref-day15"))]
+pub mod scheduler;
+#[cfg(feature = "ref-day15")]
+pub use tiny_llm_ref::scheduler;
+// Day 16: paged KV cache
+#[cfg(not(feature = "ref-day16"))]
+pub mod block_pool;
+#[cfg(not(feature = "ref-day16"))]
+pub mod paged_attention_cpu;
+#[cfg(feature = "ref-day16")]
+pub use tiny_llm_ref::{block_pool, paged_attention_cpu};
+// Day 17: prefix caching
+#[cfg(not(feature = "ref-day17"))]
+pub mod prefix_cache;
+#[cfg(feature = "ref-day17")]
+pub use tiny_llm_ref::prefix_cache;

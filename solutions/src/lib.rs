@@ -64,3 +64,13 @@ pub mod chunked_prefill;
 
 // Day 14
 pub mod prompt_cache;
+
+// Day 15
+pub mod scheduler;
+
+// Day 16
+pub mod block_pool;
+pub mod paged_attention_cpu;
+
+// Day 17
+pub mod prefix_cache;

@@ -1,0 +1,379 @@
+//! Day 17: prefix caching over the block pool (plain data, no MLX).
+//!
+//! The chain hash against 64-bit FNV-1a written here from its definition
+//! (offset basis 0xcbf29ce484222325, prime 0x100000001b3, over the
+//! little-endian bytes the contract names). Scripted workloads with hit
+//! counts worked out by hand: a 500-token system prompt shared by 16
+//! requests is computed once (its 31 full blocks of 16), LRU order of
+//! eviction, a block in use is never evicted. A property over random
+//! workloads with a small pool: the pool's invariants hold (each block's
+//! count = the tables holding it + 1 when cached), and a prefix served from
+//! the cache holds exactly the tokens of the prompt it was looked up for
+//! (read back through a simulated KV storage).
+
+use proptest::prelude::*;
+use std::collections::HashSet;
+use tiny_llm_common::Error;
+use tiny_llm_grader::imp::block_pool::{BlockAllocator, BlockId, BlockPool, BlockTable};
+use tiny_llm_grader::imp::prefix_cache::{block_hashes, chain_hash, PrefixCache};
+use tiny_llm_grader::prop::check as check_property;
+use tiny_llm_grader::{ok, should_fail};
+
+/// 64-bit FNV-1a from its definition.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[test]
+fn chain_hash_is_fnv1a_over_little_endian_bytes() {
+    let first = fnv1a(&[1, 0, 0, 0, 0x34, 0x12, 0, 0]);
+    assert_eq!(
+        chain_hash(None, &[1, 0x1234]),
+        first,
+        "[wrong numbers] first block"
+    );
+    let mut bytes = first.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[7, 0, 0, 0]);
+    assert_eq!(
+        chain_hash(Some(first), &[7]),
+        fnv1a(&bytes),
+        "[wrong numbers] a block after another: the previous hash's 8 bytes, then the tokens"
+    );
+    // the same block after another prefix hashes differently
+    let a = block_hashes(&[1, 2, 3, 4, 5, 6], 2);
+    let b = block_hashes(&[9, 2, 3, 4, 5, 6, 7], 2);
+    assert_eq!(a.len(), 3, "[wrong numbers] 6 tokens in blocks of 2");
+    assert_eq!(b.len(), 3, "[wrong numbers] a partial block has no hash");
+    assert_eq!(a[0], chain_hash(None, &[1, 2]));
+    assert_eq!(a[1], chain_hash(Some(a[0]), &[3, 4]));
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x != y),
+        "[wrong numbers] the chain must differ"
+    );
+}
+
+/// Appends `tokens` to `table`, evicting cached blocks when the pool is
+/// empty; writes each token into `storage` (copying on copy-on-write).
+fn append(
+    pool: &mut BlockPool,
+    cache: &mut PrefixCache,
+    table: &mut BlockTable,
+    tokens: &[u32],
+    storage: &mut [Vec<Option<u32>>],
+) -> Result<(), Error> {
+    for &t in tokens {
+        let s = loop {
+            match pool.append_token(table) {
+                Ok(s) => break s,
+                Err(Error::OutOfBlocks { .. }) if ok("evict", cache.evict(pool, 1)) == 1 => {}
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(c) = s.copy {
+            storage[c.dst.index()] = storage[c.src.index()].clone();
+        }
+        storage[s.block.index()][s.offset] = Some(t);
+    }
+    Ok(())
+}
+
+/// Serves one prompt: the cached prefix, the rest computed. Returns the
+/// table and the tokens computed.
+fn serve(
+    pool: &mut BlockPool,
+    cache: &mut PrefixCache,
+    prompt: &[u32],
+    storage: &mut [Vec<Option<u32>>],
+) -> Result<(BlockTable, usize), Error> {
+    let mut table = ok("lookup", cache.lookup(pool, prompt));
+    let hit = table.num_tokens;
+    append(pool, cache, &mut table, &prompt[hit..], storage)?;
+    ok("insert", cache.insert(pool, prompt, &table));
+    Ok((table, prompt.len() - hit))
+}
+
+#[test]
+fn shared_system_prompt_is_computed_once() {
+    // 16 requests: the same 500-token system prompt, then 12 tokens of their
+    // own (512 tokens, 32 blocks of 16). Blocks 0..31 (tokens 0..496) are
+    // the system prompt's alone; block 31 mixes its last 4 tokens with the
+    // request's own, so it is never shared.
+    let bs = 16;
+    let mut pool = ok("BlockPool::new", BlockPool::new(256, bs));
+    let mut cache = PrefixCache::new();
+    let mut storage = vec![vec![None; bs]; 256];
+    let system: Vec<u32> = (0..500).map(|i| 1000 + i).collect();
+    let mut computed = 0;
+    let mut tables = Vec::new();
+    for r in 0..16u32 {
+        let mut prompt = system.clone();
+        prompt.extend((0..12).map(|i| 50_000 + 100 * r + i));
+        let (table, c) = ok("serve", serve(&mut pool, &mut cache, &prompt, &mut storage));
+        computed += c;
+        tables.push(table);
+    }
+    let st = cache.stats();
+    assert_eq!(st.lookups, 16, "[wrong numbers] lookups");
+    assert_eq!(
+        st.hit_blocks,
+        15 * 31,
+        "[wrong numbers] hit blocks: 31 for each request after the first"
+    );
+    assert_eq!(st.hit_tokens, 15 * 31 * 16, "[wrong numbers] hit tokens");
+    assert_eq!(
+        computed,
+        512 + 15 * 16,
+        "[wrong numbers] tokens computed: all 512 of the first request, 16 of each other"
+    );
+    assert!(
+        16 * 512 >= 10 * computed,
+        "prefill work must fall 10x or more"
+    );
+    // 31 shared blocks + 16 blocks of each request's own (the first's 32nd too)
+    assert_eq!(pool.num_used(), 31 + 16, "[wrong numbers] blocks in use");
+    let first_block = tables[0].blocks[0];
+    assert_eq!(
+        pool.ref_count(first_block),
+        16 + 1,
+        "[wrong numbers] the first system block: 16 tables and the cache hold it"
+    );
+    for mut t in tables {
+        ok("free_table", pool.free_table(&mut t));
+    }
+    // the cache still holds every full block it saw: 31 + 16 of their own
+    assert_eq!(cache.len(), 31 + 16, "[wrong numbers] blocks cached");
+    assert_eq!(
+        pool.num_used(),
+        cache.len(),
+        "[wrong numbers] only the cache holds blocks"
+    );
+}
+
+#[test]
+fn lookup_leaves_one_token_to_compute() {
+    let mut pool = ok("BlockPool::new", BlockPool::new(8, 2));
+    let mut cache = PrefixCache::new();
+    let mut storage = vec![vec![None; 2]; 8];
+    let (mut t, c) = ok(
+        "serve",
+        serve(&mut pool, &mut cache, &[1, 2, 3, 4], &mut storage),
+    );
+    assert_eq!(c, 4);
+    ok("free_table", pool.free_table(&mut t));
+    // the same 4 tokens again: only the first block may be reused (3 tokens max)
+    let hit = ok("lookup", cache.lookup(&mut pool, &[1, 2, 3, 4]));
+    assert_eq!(
+        hit.num_tokens, 2,
+        "[wrong numbers] a lookup must leave one token to compute"
+    );
+    should_fail("lookup", "empty prompt", cache.lookup(&mut pool, &[]));
+}
+
+#[test]
+fn lru_evicts_the_least_recently_used_unused_block() {
+    let mut pool = ok("BlockPool::new", BlockPool::new(6, 2));
+    let mut cache = PrefixCache::new();
+    let mut storage = vec![vec![None; 2]; 6];
+    let a = [1, 2, 3, 4, 9];
+    let b = [5, 6, 9];
+    let ha = block_hashes(&a, 2);
+    let hb = block_hashes(&b, 2);
+    for p in [&a[..], &b[..]] {
+        let (mut t, _) = ok("serve", serve(&mut pool, &mut cache, p, &mut storage));
+        ok("free_table", pool.free_table(&mut t));
+    }
+    // A used again after B: B's block is now the least recently used
+    let mut t = ok("lookup", cache.lookup(&mut pool, &a));
+    assert_eq!(t.num_tokens, 4, "[wrong numbers] A's two blocks are cached");
+    ok("free_table", pool.free_table(&mut t));
+    let order = cache.evictable(&pool);
+    let want = vec![
+        cache.get(hb[0]).unwrap(),
+        cache.get(ha[1]).unwrap(),
+        cache.get(ha[0]).unwrap(),
+    ];
+    assert_eq!(
+        order, want,
+        "[wrong numbers] eviction order: B's block, then A's tail, then A's head"
+    );
+    assert_eq!(ok("evict", cache.evict(&mut pool, 1)), 1);
+    assert_eq!(
+        cache.get(hb[0]),
+        None,
+        "[wrong numbers] B's block should be evicted first"
+    );
+    assert!(cache.get(ha[0]).is_some() && cache.get(ha[1]).is_some());
+    assert_eq!(ok("evict", cache.evict(&mut pool, 1)), 1);
+    assert_eq!(cache.get(ha[1]), None, "[wrong numbers] then A's tail");
+    assert_eq!(cache.stats().evicted, 2);
+}
+
+#[test]
+fn eviction_never_touches_a_block_in_use() {
+    let mut pool = ok("BlockPool::new", BlockPool::new(4, 2));
+    let mut cache = PrefixCache::new();
+    let mut storage = vec![vec![None; 2]; 4];
+    let (mut t, _) = ok(
+        "serve",
+        serve(&mut pool, &mut cache, &[1, 2, 3], &mut storage),
+    );
+    ok("free_table", pool.free_table(&mut t));
+    // a sequence uses block [1, 2] (count 2): it stays however much we ask
+    let in_use = ok("lookup", cache.lookup(&mut pool, &[1, 2, 7]));
+    let blk = in_use.blocks[0];
+    assert_eq!(pool.ref_count(blk), 2);
+    assert_eq!(
+        ok("evict", cache.evict(&mut pool, 10)),
+        0,
+        "[wrong numbers] the only cached block is in use"
+    );
+    assert_eq!(
+        pool.ref_count(blk),
+        2,
+        "[wrong numbers] evict changed a block in use"
+    );
+    // allocate: 3 blocks free, then out of blocks (nothing evictable)
+    for _ in 0..3 {
+        ok("allocate", cache.allocate(&mut pool));
+    }
+    let e = should_fail("allocate", "all in use", cache.allocate(&mut pool));
+    assert!(
+        matches!(e, Error::OutOfBlocks { .. }),
+        "[wrong numbers] {e:?}"
+    );
+}
+
+#[test]
+fn allocate_evicts_when_the_pool_is_full() {
+    let mut pool = ok("BlockPool::new", BlockPool::new(2, 2));
+    let mut cache = PrefixCache::new();
+    let mut storage = vec![vec![None; 2]; 2];
+    let (mut t, _) = ok(
+        "serve",
+        serve(&mut pool, &mut cache, &[1, 2, 3, 4], &mut storage),
+    );
+    ok("free_table", pool.free_table(&mut t));
+    assert_eq!(pool.num_free(), 0, "[wrong numbers] both blocks cached");
+    let got = ok("allocate", cache.allocate(&mut pool));
+    assert_eq!(cache.len(), 1, "[wrong numbers] one block evicted");
+    assert_eq!(pool.ref_count(got), 1);
+    // the tail [3, 4] went first; [1, 2] is still cached
+    assert!(cache.get(chain_hash(None, &[1, 2])).is_some());
+}
+
+#[test]
+fn prop_random_workloads_keep_the_pool_consistent() {
+    // Prompts from 3 prefixes with random tails; up to 4 live sequences;
+    // the pool is small, so eviction and out-of-blocks happen.
+    let workload = (
+        1usize..4,
+        4usize..24,
+        prop::collection::vec((0usize..3, 1usize..12, any::<bool>()), 1..40),
+    );
+    let (evicted, hits) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    check_property(
+        "prop_random_workloads_keep_the_pool_consistent",
+        256,
+        workload,
+        |(bs, num_blocks, reqs)| {
+            let mut pool = ok("BlockPool::new", BlockPool::new(num_blocks, bs));
+            let mut cache = PrefixCache::new();
+            let mut storage = vec![vec![None; bs]; num_blocks];
+            let mut live: Vec<(BlockTable, Vec<u32>)> = Vec::new();
+            let mut hashes_seen = HashSet::new();
+            for (i, (prefix, tail, keep)) in reqs.into_iter().enumerate() {
+                let mut prompt: Vec<u32> = (0..10).map(|j| 100 * prefix as u32 + j).collect();
+                prompt.extend((0..tail as u32).map(|j| 10_000 + 100 * i as u32 + j));
+                let mut table = ok("lookup", cache.lookup(&mut pool, &prompt));
+                // the cached prefix holds the prompt's tokens
+                for (t, &tok) in prompt.iter().enumerate().take(table.num_tokens) {
+                    let (blk, off) = table.slot_of(t, bs).unwrap();
+                    prop_assert_eq!(
+                        storage[blk.index()][off],
+                        Some(tok),
+                        "token {} of a cached prefix is not the prompt's",
+                        t
+                    );
+                }
+                let hit = table.num_tokens;
+                match append(
+                    &mut pool,
+                    &mut cache,
+                    &mut table,
+                    &prompt[hit..],
+                    &mut storage,
+                ) {
+                    Ok(()) => {
+                        ok("insert", cache.insert(&mut pool, &prompt, &table));
+                        hashes_seen.extend(block_hashes(&prompt, bs));
+                        live.push((table, prompt));
+                    }
+                    Err(Error::OutOfBlocks { .. }) => {
+                        // give up this request: free what it holds
+                        ok("free_table", pool.free_table(&mut table));
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("append: {e}"))),
+                }
+                if !keep || live.len() > 4 {
+                    if let Some((mut t, _)) = (!live.is_empty()).then(|| live.remove(0)) {
+                        ok("free_table", pool.free_table(&mut t));
+                    }
+                }
+                // invariants: counts = tables + cache; free list = count 0
+                let mut holders = vec![0usize; num_blocks];
+                for (t, _) in &live {
+                    for b in &t.blocks {
+                        holders[b.index()] += 1;
+                    }
+                }
+                let cached: HashSet<BlockId> =
+                    hashes_seen.iter().filter_map(|&h| cache.get(h)).collect();
+                prop_assert_eq!(
+                    cached.len(),
+                    cache.len(),
+                    "a block cached twice, or unknown"
+                );
+                for &b in &cached {
+                    holders[b.index()] += 1;
+                }
+                let free: HashSet<BlockId> = pool.free_list().into_iter().collect();
+                prop_assert_eq!(
+                    free.len(),
+                    pool.num_free(),
+                    "a block twice on the free list"
+                );
+                prop_assert_eq!(pool.num_free() + pool.num_used(), num_blocks);
+                for (j, &h) in holders.iter().enumerate() {
+                    let b = BlockId(j as u32);
+                    prop_assert_eq!(pool.ref_count(b), h, "{} count vs its holders", b);
+                    prop_assert_eq!(free.contains(&b), h == 0, "{} free while held", b);
+                }
+                // live tables still read back their prompts
+                for (t, p) in &live {
+                    for (k, &tok) in p.iter().enumerate() {
+                        let (blk, off) = t.slot_of(k, bs).unwrap();
+                        prop_assert_eq!(
+                            storage[blk.index()][off],
+                            Some(tok),
+                            "a live block was overwritten"
+                        );
+                    }
+                }
+            }
+            evicted.set(evicted.get() + cache.stats().evicted);
+            hits.set(hits.get() + cache.stats().hit_blocks);
+            Ok(())
+        },
+    );
+    assert!(
+        evicted.get() > 0 && hits.get() > 0,
+        "[wrong numbers] the cases evicted {} blocks and hit {}: expected both to happen",
+        evicted.get(),
+        hits.get()
+    );
+}

@@ -1,0 +1,252 @@
+//! Day 17: prefix caching, full KV blocks shared across requests.
+//!
+//! Requests often start alike (a system prompt, earlier chat turns). A full
+//! block's keys and values depend only on its tokens and every token before
+//! it, so a block is named by a chain hash: the hash of its `block_size`
+//! tokens and of the previous block's hash. Two prompts with the same first
+//! `n` full blocks have the same first `n` hashes, and the second one reuses
+//! the first one's blocks instead of computing them (vLLM's automatic prefix
+//! caching; the block sharing of Kwon et al. 2023, section 4.4). Only full
+//! blocks are cached, and a lookup always leaves at least one prompt token to
+//! compute, for the logits.
+//!
+//! The cache holds one reference on each cached block, through the pool's
+//! own counts ([`BlockAllocator`]): a cached block with count 1 is held by
+//! the cache alone (unused, evictable); with more, some sequence uses it and
+//! it is never evicted. When the pool runs out, unused cached blocks are
+//! evicted least recently used first, and within one chain its last block
+//! first (as vLLM frees a request's blocks in reverse order).
+//!
+//! The hash is 64-bit FNV-1a (the `fnv` crate) over little-endian bytes: the
+//! previous hash's 8 bytes (none for the first block), then each token id's
+//! 4 bytes. It is stable across runs, processes and machines, unlike std's
+//! `RandomState` SipHash, whose keys are random per process; fast on short
+//! inputs; not collision-resistant against an adversary (a 64-bit hash, 2^32
+//! blocks before a collision is likely), which a single-tenant cache accepts.
+//!
+//! Units: tokens and blocks.
+
+use fnv::FnvHasher;
+use std::collections::HashMap;
+use std::hash::Hasher;
+// `Error` is named by the doc comments.
+pub use tiny_llm_common::{BlockAllocator, BlockId, BlockTable};
+#[allow(unused_imports)]
+use tiny_llm_common::{Error, Result};
+
+/// The chain hash of one full block: 64-bit FNV-1a over `prev`'s 8
+/// little-endian bytes (skipped when `None`, the first block) followed by
+/// each of `tokens`' 4 little-endian bytes.
+pub fn chain_hash(prev: Option<u64>, tokens: &[u32]) -> u64 {
+    let mut h = FnvHasher::default();
+    if let Some(p) = prev {
+        h.write(&p.to_le_bytes());
+    }
+    for t in tokens {
+        h.write(&t.to_le_bytes());
+    }
+    h.finish()
+}
+
+/// The chain hashes of the full blocks of `tokens` (`tokens.len() /
+/// block_size` of them; a partial last block has none).
+pub fn block_hashes(tokens: &[u32], block_size: usize) -> Vec<u64> {
+    let mut prev = None;
+    tokens
+        .chunks_exact(block_size.max(1))
+        .map(|b| {
+            let h = chain_hash(prev, b);
+            prev = Some(h);
+            h
+        })
+        .collect()
+}
+
+/// Lookups and their hits since the cache was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Calls to [`PrefixCache::lookup`].
+    pub lookups: usize,
+    /// Blocks found (summed over lookups).
+    pub hit_blocks: usize,
+    /// Tokens in the blocks found.
+    pub hit_tokens: usize,
+    /// Blocks evicted.
+    pub evicted: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    block: BlockId,
+    last_used: u64,
+}
+
+/// Full KV blocks by chain hash, with least-recently-used eviction of the
+/// blocks no sequence uses.
+#[derive(Debug, Clone, Default)]
+pub struct PrefixCache {
+    entries: HashMap<u64, Entry>,
+    clock: u64,
+    stats: CacheStats,
+}
+
+impl PrefixCache {
+    /// An empty cache.
+    pub fn new() -> PrefixCache {
+        PrefixCache::default()
+    }
+
+    /// Blocks cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No block cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// The cached block for chain hash `hash`, if any.
+    pub fn get(&self, hash: u64) -> Option<BlockId> {
+        self.entries.get(&hash).map(|e| e.block)
+    }
+
+    /// The cached blocks no sequence uses (count 1 in `pool`), least
+    /// recently used first: the order of eviction.
+    pub fn evictable(&self, pool: &dyn BlockAllocator) -> Vec<BlockId> {
+        let mut v: Vec<&Entry> = self
+            .entries
+            .values()
+            .filter(|e| pool.ref_count(e.block) == 1)
+            .collect();
+        v.sort_by_key(|e| e.last_used);
+        v.into_iter().map(|e| e.block).collect()
+    }
+
+    /// The longest cached prefix of `prompt` in whole blocks, covering at
+    /// most `prompt.len() - 1` tokens (one is always left to compute): a
+    /// block table of those blocks, each retained once more for the caller
+    /// (who frees the table as any other), and marked used now.
+    ///
+    /// Errors: [`Error::Invalid`] for an empty prompt; the pool's errors.
+    pub fn lookup(&mut self, pool: &mut dyn BlockAllocator, prompt: &[u32]) -> Result<BlockTable> {
+        if prompt.is_empty() {
+            return Err(Error::Invalid(
+                "PrefixCache::lookup: the prompt is empty, expected at least one token".into(),
+            ));
+        }
+        let bs = pool.block_size();
+        self.stats.lookups += 1;
+        let mut hits = Vec::new();
+        for h in block_hashes(&prompt[..prompt.len() - 1], bs) {
+            let Some(e) = self.entries.get(&h) else {
+                break;
+            };
+            pool.retain(e.block)?;
+            hits.push(h);
+        }
+        let mut table = BlockTable::new();
+        for h in &hits {
+            table.blocks.push(self.entries[h].block);
+            table.num_tokens += bs;
+        }
+        self.touch(&hits);
+        self.stats.hit_blocks += table.blocks.len();
+        self.stats.hit_tokens += table.num_tokens;
+        Ok(table)
+    }
+
+    /// Caches the full blocks of a sequence whose first `tokens.len()`
+    /// tokens are stored in `table` (a block already cached under the same
+    /// hash is kept, not the new one). Each newly cached block is retained
+    /// once, for the cache. Returns how many blocks were newly cached.
+    ///
+    /// Errors: [`Error::Invalid`] when `table` holds fewer than
+    /// `tokens.len()` tokens; the pool's errors.
+    pub fn insert(
+        &mut self,
+        pool: &mut dyn BlockAllocator,
+        tokens: &[u32],
+        table: &BlockTable,
+    ) -> Result<usize> {
+        let bs = pool.block_size();
+        if table.num_tokens < tokens.len() || table.blocks.len() < tokens.len() / bs {
+            return Err(Error::Invalid(format!(
+                "PrefixCache::insert: {} tokens given, the table holds {} tokens in {} blocks",
+                tokens.len(),
+                table.num_tokens,
+                table.blocks.len()
+            )));
+        }
+        let hashes = block_hashes(tokens, bs);
+        let mut added = 0;
+        for (h, &b) in hashes.iter().zip(&table.blocks) {
+            if self.entries.contains_key(h) {
+                continue;
+            }
+            pool.retain(b)?;
+            self.entries.insert(
+                *h,
+                Entry {
+                    block: b,
+                    last_used: 0,
+                },
+            );
+            added += 1;
+        }
+        self.touch(&hashes);
+        Ok(added)
+    }
+
+    /// Frees up to `n` unused cached blocks, least recently used first
+    /// (their cache entries go, the pool takes them back). Blocks that a
+    /// sequence uses are never evicted. Returns how many were evicted.
+    ///
+    /// Errors: the pool's errors.
+    pub fn evict(&mut self, pool: &mut dyn BlockAllocator, n: usize) -> Result<usize> {
+        let mut victims: Vec<(u64, u64)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| pool.ref_count(e.block) == 1)
+            .map(|(&h, e)| (e.last_used, h))
+            .collect();
+        victims.sort_unstable();
+        let mut done = 0;
+        for (_, h) in victims.into_iter().take(n) {
+            let e = self.entries.remove(&h).expect("listed");
+            pool.release(e.block)?;
+            done += 1;
+        }
+        self.stats.evicted += done;
+        Ok(done)
+    }
+
+    /// Marks the blocks of one chain used now, the last block of the chain
+    /// least recently, so eviction takes a chain's tail before its head (a
+    /// block is of no use without the blocks before it).
+    fn touch(&mut self, chain: &[u64]) {
+        for h in chain.iter().rev() {
+            self.clock += 1;
+            if let Some(e) = self.entries.get_mut(h) {
+                e.last_used = self.clock;
+            }
+        }
+    }
+
+    /// A free block from `pool`, evicting the least recently used unused
+    /// cached block when none is free.
+    ///
+    /// Errors: [`Error::OutOfBlocks`] when no block is free and none can be
+    /// evicted.
+    pub fn allocate(&mut self, pool: &mut dyn BlockAllocator) -> Result<BlockId> {
+        if pool.num_free() == 0 && self.evict(pool, 1)? == 0 {
+            return Err(Error::OutOfBlocks { asked: 1, free: 0 });
+        }
+        pool.allocate()
+    }
+}
