@@ -31,7 +31,13 @@ root=${TINY_LLM_GPU_ROOT:-$PWD}
 site=${SITE:-/tmp/site}
 python=${PYTHON:-python3}
 logs=${OUT:-$root/target/gpu-logs}
-parts=$root/target/gpu-parts
+# The tool that lends the machine keeps nothing of the repo copy between calls but what it
+# carries, so the parts and the unpacked tree live under /tmp (kept while the machine is warm),
+# and target/ here is a link to them.
+keep=${GPU_KEEP:-/tmp/tiny-llm-gpu}
+parts=$keep/gpu-parts
+mkdir -p "$keep/target"
+[ -e "$root/target" ] || ln -s "$keep/target" "$root/target"
 mkdir -p "$parts" "$logs"
 
 # 1. Collect the carried parts.
@@ -42,7 +48,7 @@ done
 [ -f "$parts/MANIFEST" ] || { echo "no part carried yet (.gpu/partN/ or $parts/MANIFEST)" >&2; exit 2; }
 
 # 2. Unpack once every piece is there.
-stamp=$root/target/gpu-unpacked
+stamp=$keep/gpu-unpacked
 want=$(sha256sum "$parts/MANIFEST" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     missing=0
@@ -62,7 +68,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         exit 2
     fi
     pieces=$(awk '$1 == "piece" { print $3 }' "$parts/MANIFEST" | sort)
-    (cd "$parts" && cat $pieces) | xz -d | tar -x -C "$root"
+    (cd "$parts" && cat $pieces) | xz -d | tar -x --keep-directory-symlink -C "$root"
+    # headers carried beside the parts (a pack made before cute/cutlass were in it)
+    for t in "$parts"/include-*.tar.xz; do
+        [ -f "$t" ] && tar -xJf "$t" -C "$root/target/mlx/cuda-dist/mlx/include"
+    done
     echo "$want" > "$stamp"
     echo "unpacked $(echo $pieces | wc -w) pieces into $root/target" >&2
 fi
@@ -100,7 +110,10 @@ if [ ! -f "$site/.tiny-llm-installed" ]; then
         --python-version 3.12 --target "$site" "$root"/target/gpu-wheels/*.whl
     mkdir -p "$site/mlx/lib" "$site/mlx/include"
     cp -a "$dist/mlx/lib/." "$site/mlx/lib/"
-    cp -a "$dist/mlx/include/cccl" "$site/mlx/include/"
+    for inc in cccl cute cutlass; do
+        # cute/cutlass: MLX's own quantized matmul kernels (mlx-lm) include them
+        [ ! -d "$dist/mlx/include/$inc" ] || cp -a "$dist/mlx/include/$inc" "$site/mlx/include/"
+    done
     cp -a "$dist/mlx_cuda_13.libs" "$site/"
     [ -z "$nv" ] || [ -e "$site/nvidia" ] || ln -s "$nv/nvidia" "$site/nvidia"
     touch "$site/.tiny-llm-installed"

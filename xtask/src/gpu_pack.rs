@@ -319,6 +319,9 @@ fn gather_and_compress(archive: &Path) -> Result<()> {
     for d in [
         "target/mlx/cuda-dist/mlx/lib",
         "target/mlx/cuda-dist/mlx/include/cccl",
+        // mlx-lm's quantized matmuls (MLX's own qmm kernels) include CUTLASS/CuTe headers
+        "target/mlx/cuda-dist/mlx/include/cute",
+        "target/mlx/cuda-dist/mlx/include/cutlass",
         "target/mlx/cuda-dist/mlx_cuda_13.libs",
     ] {
         stage_dir(&stage, d)?;
