@@ -138,8 +138,8 @@ run() {
 
 case "$step" in
     receive) echo "parts received and unpacked; LD_LIBRARY_PATH and $site ready" ;;
-    check) run check-solution "$xtask" check day8-day14 --solution --device gpu --no-build "$@" ;;
-    check-stubs) run check-stubs "$xtask" check day8-day14 --device gpu --no-build "$@" ;;
+    check) run check-solution "$xtask" check week2 --solution --device gpu --no-build "$@" ;;
+    check-stubs) run check-stubs "$xtask" check week2 --device gpu --no-build "$@" ;;
     bench)
         run bench-week2-gpu "$xtask" bench week2 --device gpu --no-build --synthetic "$@"
         cp -f "$root"/target/bench/week2-gpu.md "$logs"/ 2>/dev/null || true

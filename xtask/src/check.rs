@@ -354,7 +354,15 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
             .flat_map(|(d, r)| {
                 r.tests
                     .iter()
-                    .filter(|t| !matches!(t.outcome, Outcome::NotImplemented { .. }))
+                    // A test this machine cannot run (a GPU test on a CPU
+                    // machine) is skipped: it did not pass, so it does not
+                    // break the stubs' rule. Anything else must be a `todo!()`.
+                    .filter(|t| {
+                        !matches!(
+                            t.outcome,
+                            Outcome::NotImplemented { .. } | Outcome::Skipped { .. }
+                        )
+                    })
                     .map(move |t| format!("day {} {}: {}", d.number, t.name, t.outcome.label()))
             })
             .collect();
