@@ -85,7 +85,7 @@ pub fn name(k: Week2Kernels) -> String {
 
 /// Whether MLX's default device is a GPU (the bench was started with
 /// `--device gpu`: `TINY_LLM_DEVICE=gpu`, made the default at start).
-fn mlx_default_is_gpu() -> bool {
+pub(crate) fn mlx_default_is_gpu() -> bool {
     matches!(
         mlx_rs::Device::default().get_type(),
         Ok(mlx_rs::DeviceType::Gpu)
