@@ -17,6 +17,7 @@
 pub mod compare;
 pub mod device;
 pub mod fixture;
+pub mod gpu_check;
 pub mod manifest;
 pub mod prop;
 pub mod tolerance;

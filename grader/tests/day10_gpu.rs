@@ -29,30 +29,11 @@ use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
 use tiny_llm_common::Linear;
 use tiny_llm_grader::device::require_gpu;
+use tiny_llm_grader::gpu_check::{cast_to, check_gpu, seeded};
 use tiny_llm_grader::imp::qmatmul_gpu;
-use tiny_llm_grader::{assert_close, ok, should_fail_naming, Tol};
+use tiny_llm_grader::{ok, should_fail_naming};
 
 const DAY: &str = "day10";
-
-/// Deterministic values uniform in `[-scale, scale)` (xorshift64), as f32.
-fn urand(shape: &[i32], seed: u64, scale: f32) -> Array {
-    let n: i32 = shape.iter().product();
-    let mut s = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect();
-    Array::from_slice(&v, shape)
-}
-
-fn cast_to(a: &Array, d: Dtype) -> Array {
-    a.as_dtype(d)
-        .unwrap_or_else(|e| panic!("[error] cannot cast: {e}"))
-}
 
 /// A quantized `O x I` weight made by MLX's `quantize` on the CPU stream
 /// (groups of different magnitudes), with scales and biases in `sdt`.
@@ -66,10 +47,10 @@ struct QWeight {
 
 fn qweight(o: i32, i: i32, group_size: i32, bits: i32, sdt: Dtype, seed: u64) -> QWeight {
     let g = i / group_size;
-    let factor = urand(&[o, g, 1], seed + 1, 0.5)
+    let factor = seeded(&[o, g, 1], seed + 1, 0.5)
         .add(Array::from_f32(0.6))
         .unwrap();
-    let dense = urand(&[o, g, group_size], seed, 1.0)
+    let dense = seeded(&[o, g, group_size], seed, 1.0)
         .multiply(&factor)
         .unwrap()
         .reshape(&[o, i])
@@ -107,31 +88,18 @@ fn oracle(x: &Array, q: &QWeight) -> Array {
     .unwrap_or_else(|e| panic!("[fixture] mx.quantized_matmul on the CPU: {e}"))
 }
 
-/// `got` (in `dtype`) against `want` (f32) at day 10's GPU tolerance.
-fn check_gpu(test: &str, case: &str, got: &Array, want: &Array, dtype: Dtype) {
-    assert_eq!(
-        got.dtype(),
-        dtype,
-        "[wrong shape] {test}, case {case}: got dtype {:?}, expected {dtype:?} (x's dtype)",
-        got.dtype()
-    );
-    let tol = Tol::for_day_on_gpu(DAY, dtype);
-    let want = cast_to(want, Dtype::Float32);
-    assert_close(test, case, "out", &cast_to(got, Dtype::Float32), &want, tol);
-}
-
 fn gpu_case(test: &str, x_shape: &[i32], o: i32, gs: i32, bits: i32, xdt: Dtype, sdt: Dtype) {
     let i = *x_shape.last().unwrap();
     let seed = (x_shape.iter().product::<i32>() * 31 + o * 7 + gs + bits) as u64;
     let q = qweight(o, i, gs, bits, sdt, seed);
-    let x = cast_to(&urand(x_shape, seed + 2, 1.0), xdt);
+    let x = cast_to(&seeded(x_shape, seed + 2, 1.0), xdt);
     let got = ok(
         "qmatmul_gpu::quantized_matmul",
         qmatmul_gpu::quantized_matmul(&x, &q.w, &q.scales, &q.biases, gs, bits),
     );
     let want = oracle(&x, &q);
     let case = format!("x {x_shape:?} {xdt:?}, O {o}, {bits} bits, group {gs}, scales {sdt:?}");
-    check_gpu(test, &case, &got, &want, xdt);
+    check_gpu(test, DAY, &case, &got, &want, xdt);
 }
 
 /// The matvec path (M = 1, 3, 8) and the tiled path (M = 9, 33, 128, with
@@ -235,7 +203,7 @@ fn qmatmul_gpu_matvec_and_tiled_agree() {
     let rows = qmatmul_gpu::MATVEC_MAX_ROWS;
     for (bits, gs) in [(4, 64), (8, 32)] {
         let q = qweight(77, 640, gs, bits, Dtype::Float32, 40 + bits as u64);
-        let x9 = urand(&[rows + 1, 640], 41, 1.0);
+        let x9 = seeded(&[rows + 1, 640], 41, 1.0);
         let x8 = x9.index(..rows);
         let mv = ok(
             "quantized_matmul (matvec)",
@@ -246,8 +214,8 @@ fn qmatmul_gpu_matvec_and_tiled_agree() {
             qmatmul_gpu::quantized_matmul(&x9, &q.w, &q.scales, &q.biases, gs, bits),
         );
         let case = format!("{rows} rows, {bits} bits, group {gs}");
-        check_gpu(test, &case, &mv, &tiled.index(..rows), Dtype::Float32);
-        check_gpu(test, &case, &mv, &oracle(&x8, &q), Dtype::Float32);
+        check_gpu(test, DAY, &case, &mv, &tiled.index(..rows), Dtype::Float32);
+        check_gpu(test, DAY, &case, &mv, &oracle(&x8, &q), Dtype::Float32);
     }
 }
 
@@ -267,7 +235,7 @@ fn qmatmul_gpu_quantized_linear() {
         (40, Dtype::Float16, false),
     ] {
         let q = qweight(96, 256, 64, 4, Dtype::Bfloat16, 50 + m as u64);
-        let bias = with_bias.then(|| urand(&[96], 51, 2.0));
+        let bias = with_bias.then(|| seeded(&[96], 51, 2.0));
         let layer = Linear::quantized(
             q.w.clone(),
             q.scales.clone(),
@@ -277,7 +245,7 @@ fn qmatmul_gpu_quantized_linear() {
             bias.clone(),
         )
         .unwrap_or_else(|e| panic!("[fixture] Linear::quantized: {e}"));
-        let x = cast_to(&urand(&[m, 256], 52, 1.0), xdt);
+        let x = cast_to(&seeded(&[m, 256], 52, 1.0), xdt);
         let got = ok(
             "qmatmul_gpu::quantized_linear",
             qmatmul_gpu::quantized_linear(&x, &layer),
@@ -287,7 +255,7 @@ fn qmatmul_gpu_quantized_linear() {
             want = want.add(b).unwrap();
         }
         let case = format!("M {m}, x {xdt:?}, bias {with_bias}");
-        check_gpu(test, &case, &got, &want, xdt);
+        check_gpu(test, DAY, &case, &got, &want, xdt);
     }
 }
 
@@ -369,7 +337,7 @@ fn qmatmul_gpu_without_a_gpu_says_so() {
         return;
     }
     let q = qweight(4, 64, 64, 4, Dtype::Float32, 60);
-    let x = urand(&[2, 64], 61, 1.0);
+    let x = seeded(&[2, 64], 61, 1.0);
     should_fail_naming(
         "qmatmul_gpu::quantized_matmul (no GPU)",
         "a valid call on a machine without a CUDA GPU",

@@ -27,6 +27,7 @@ use tiny_llm_common::{cpu_bridge, Checkpoint, Qwen2Config, Week2Kernels};
 use tiny_llm_grader::compare::values_f64;
 use tiny_llm_grader::device::{require_gpu, skip};
 use tiny_llm_grader::fixture::checked_dir;
+use tiny_llm_grader::gpu_check::{cast_to, check_gpu, seeded};
 use tiny_llm_grader::imp::basics::softmax as softmax_week1;
 use tiny_llm_grader::imp::fused;
 use tiny_llm_grader::imp::fused_cpu::{self, available_isas, Isa, RopeTables};
@@ -933,40 +934,6 @@ fn fused_model_runs_the_fused_kernels() {
 // argument checks run everywhere (bad input is rejected on the host, before
 // any GPU is touched).
 
-/// Deterministic values uniform in `[-scale, scale)` (xorshift64), as f32.
-fn seeded(shape: &[i32], seed: u64, scale: f32) -> Array {
-    let n: i32 = shape.iter().product();
-    let mut s = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect();
-    Array::from_slice(&v, shape)
-}
-
-fn cast_to(a: &Array, d: Dtype) -> Array {
-    a.as_dtype(d)
-        .unwrap_or_else(|e| panic!("[error] cannot cast: {e}"))
-}
-
-/// `got` (in `dtype`) against the oracle `want`, at day 11's GPU tolerance
-/// of `dtype`.
-fn check_gpu(test: &str, case: &str, got: &Array, want: &Array, dtype: Dtype) {
-    assert_eq!(
-        got.dtype(),
-        dtype,
-        "[wrong shape] {test}, case {case}: got dtype {:?}, expected {dtype:?}",
-        got.dtype()
-    );
-    let tol = Tol::for_day_on_gpu(DAY, dtype);
-    let want = cast_to(want, Dtype::Float32);
-    assert_close(test, case, "out", &cast_to(got, Dtype::Float32), &want, tol);
-}
-
 const FLOATS: [Dtype; 3] = [Dtype::Float32, Dtype::Bfloat16, Dtype::Float16];
 
 #[test]
@@ -986,7 +953,14 @@ fn gpu_rms_norm_matches_week1() {
             "RmsNorm::forward",
             norm.forward(&cast_to(&x, Dtype::Float32)),
         );
-        check_gpu(test, &format!("{shape:?} {dtype:?}"), &got, &want, dtype);
+        check_gpu(
+            test,
+            DAY,
+            &format!("{shape:?} {dtype:?}"),
+            &got,
+            &want,
+            dtype,
+        );
     }
 }
 
@@ -1004,7 +978,14 @@ fn gpu_softmax_matches_week1() {
             "week-1 softmax",
             softmax_week1(&cast_to(&x, Dtype::Float32), -1),
         );
-        check_gpu(test, &format!("{shape:?} {dtype:?}"), &got, &want, dtype);
+        check_gpu(
+            test,
+            DAY,
+            &format!("{shape:?} {dtype:?}"),
+            &got,
+            &want,
+            dtype,
+        );
     }
     // Masked entries (-inf) get 0; a row of only -inf is NaN, as MLX's.
     let inf = f32::NEG_INFINITY;
@@ -1048,11 +1029,18 @@ fn gpu_rope_matches_week1_per_row_offsets() {
                 .collect();
             let want = mlx_rs::ops::concatenate(&rows, 0).expect("[error] concatenate");
             let case = format!("traditional={traditional} offsets={offsets:?} {dtype:?}");
-            check_gpu(test, &case, &got, &want, dtype);
+            check_gpu(test, DAY, &case, &got, &want, dtype);
             // One offset applies to every row.
             let got = ok("rope", fused_gpu::rope(&x, view(&rope), &[4]));
             let want = ok("RoPE::forward", rope.forward(&xf, 4));
-            check_gpu(test, &format!("{case}, one offset 4"), &got, &want, dtype);
+            check_gpu(
+                test,
+                DAY,
+                &format!("{case}, one offset 4"),
+                &got,
+                &want,
+                dtype,
+            );
         }
     }
 }
@@ -1070,7 +1058,14 @@ fn gpu_swiglu_matches_week1() {
         let got = ok("swiglu", fused_gpu::swiglu(&gate, &up));
         let (g, u) = (cast_to(&gate, Dtype::Float32), cast_to(&up, Dtype::Float32));
         let want = ok("silu", silu(&g)).multiply(&u).expect("[error] multiply");
-        check_gpu(test, &format!("{shape:?} {dtype:?}"), &got, &want, dtype);
+        check_gpu(
+            test,
+            DAY,
+            &format!("{shape:?} {dtype:?}"),
+            &got,
+            &want,
+            dtype,
+        );
     }
 }
 

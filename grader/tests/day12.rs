@@ -35,6 +35,7 @@ use tiny_llm_common::cpu_bridge::{self, host, host_f32};
 use tiny_llm_common::{AttentionMask, Checkpoint, Qwen2Config, Week2Kernels};
 use tiny_llm_grader::device::{require_gpu, skip};
 use tiny_llm_grader::fixture::checked_dir;
+use tiny_llm_grader::gpu_check::{cast_to, check_gpu, seeded};
 use tiny_llm_grader::imp::attention_grouped::{causal_mask, scaled_dot_product_attention_grouped};
 use tiny_llm_grader::imp::flash_attention::flash_attention;
 use tiny_llm_grader::imp::flash_attention_cpu::{
@@ -875,20 +876,45 @@ fn qwen2_flash_attention_matches_mlx_lm() {
         &want,
         Tol::for_day(DAY, Dtype::Float32),
     );
+    tiny_qwen2_matches_day8(
+        test,
+        Week2Kernels::NONE,
+        Tol::logits(Dtype::Float32),
+        |layers| {
+            assert!(
+            cpu_bridge::stats().crossings >= layers,
+            "[wrong numbers] {test}: with flash_attention on, every layer's attention must cross \
+             the CPU bridge (Qwen2ModelWeek2::attend -> flash_attention)"
+        );
+        },
+    );
+}
+
+/// The tiny Qwen2 with day 12's attention (`kernels` with `flash_attention`
+/// on) against mlx-lm's logits of day 8: a 7-token prefill then 6 one-token
+/// steps, and the same prompt as chunks of 4 and 3 (`L = 3` at offset 4,
+/// causal with `L < S`), log-probabilities at `tol`. `after_prefill(layers)`
+/// runs after each case's prefill (the CPU bridge's counters were reset
+/// before it).
+fn tiny_qwen2_matches_day8(
+    test: &str,
+    kernels: Week2Kernels,
+    tol: Tol,
+    after_prefill: impl Fn(u64),
+) {
     let dir = checked_dir("tiny-qwen2");
     let config = Qwen2Config::from_file(&dir.join("config.json"))
         .unwrap_or_else(|e| panic!("[fixture] {e}"));
     let checkpoint = Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] {e}"));
     let kernels = Week2Kernels {
         flash_attention: true,
-        ..Week2Kernels::NONE
+        ..kernels
     };
     let model = ok(
         "Qwen2ModelWeek2::new",
         Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
     )
     .with_kernels(kernels);
-    let tol = Tol::logits(Dtype::Float32);
     let logprobs = |x: &Array| {
         let lse = x.logsumexp_axis(-1, true).expect("logsumexp");
         x.subtract(lse).expect("subtract")
@@ -908,11 +934,7 @@ fn qwen2_flash_attention_matches_mlx_lm() {
             last = Some(ok("forward", model.forward(&ids, at as usize, &mut cache)));
             at += len;
         }
-        assert!(
-            cpu_bridge::stats().crossings >= config.num_hidden_layers as u64,
-            "[wrong numbers] {test}: with flash_attention on, every layer's attention must cross \
-             the CPU bridge (Qwen2ModelWeek2::attend -> flash_attention)"
-        );
+        after_prefill(config.num_hidden_layers as u64);
         let key = if name.starts_with("decode") {
             "prefill_logits"
         } else {
@@ -957,40 +979,6 @@ fn qwen2_flash_attention_matches_mlx_lm() {
 // 129, 1000, 4096}, at the day's GPU tolerance (`[day.tolerance_gpu]`).
 // Without a usable GPU they are skipped; the argument checks run everywhere.
 
-/// Deterministic values uniform in `[-scale, scale)` (xorshift64), as f32.
-fn seeded(shape: &[i32], seed: u64, scale: f32) -> Array {
-    let n: i32 = shape.iter().product();
-    let mut s = seed.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect();
-    Array::from_slice(&v, shape)
-}
-
-fn cast_to(a: &Array, d: Dtype) -> Array {
-    a.as_dtype(d)
-        .unwrap_or_else(|e| panic!("[error] cannot cast: {e}"))
-}
-
-/// `got` (in `dtype`) against the oracle `want`, at day 12's GPU tolerance
-/// of `dtype`.
-fn check_gpu(test: &str, case: &str, got: &Array, want: &Array, dtype: Dtype) {
-    assert_eq!(
-        got.dtype(),
-        dtype,
-        "[wrong shape] {test}, case {case}: got dtype {:?}, expected {dtype:?}",
-        got.dtype()
-    );
-    let tol = Tol::for_day_on_gpu(DAY, dtype);
-    let want = cast_to(want, Dtype::Float32);
-    assert_close(test, case, "out", &cast_to(got, Dtype::Float32), &want, tol);
-}
-
 /// One attention case: `(N, H_q, H_kv, L, S, D, causal, K/V dtype)`.
 type AttnCase = (i32, i32, i32, i32, i32, i32, bool, Dtype);
 
@@ -1018,7 +1006,7 @@ fn check_attention_gpu(test: &str, cases: &[AttnCase]) {
         );
         let case =
             format!("N={n} H_q={h_q} H_kv={h_kv} L={l} S={s} D={d} causal={causal} kv={kv:?}");
-        check_gpu(test, &case, &got, &want, Dtype::Float32);
+        check_gpu(test, DAY, &case, &got, &want, Dtype::Float32);
     }
 }
 
@@ -1102,6 +1090,7 @@ fn gpu_flash_attention_array_mask_matches_week1() {
         );
         check_gpu(
             test,
+            DAY,
             &format!("L={l} S={s} mask [L, S]"),
             &got,
             &want,
@@ -1220,70 +1209,10 @@ fn gpu_flash_attention_model_matches_mlx_lm() {
     if !require_gpu(test) {
         return;
     }
-    let dir = checked_dir("tiny-qwen2");
-    let config = Qwen2Config::from_file(&dir.join("config.json"))
-        .unwrap_or_else(|e| panic!("[fixture] {e}"));
-    let checkpoint = Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] {e}"));
-    let kernels = Week2Kernels {
-        flash_attention: true,
-        ..Week2Kernels::NONE
-    };
-    let model = ok(
-        "Qwen2ModelWeek2::new",
-        Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
-    )
-    .with_kernels(kernels.on_gpu());
-    let tol = Tol::logits_on_gpu(Dtype::Float32);
-    let logprobs = |x: &Array| {
-        let lse = x.logsumexp_axis(-1, true).expect("logsumexp");
-        x.subtract(lse).expect("subtract")
-    };
-    for (name, chunks) in [
-        ("decode_qwen2_f32", vec![7]),
-        ("chunked_qwen2_f32", vec![4, 3]),
-    ] {
-        let c = Case::load("day8", name);
-        let prompt = c.get("prompt");
-        let mut cache = model.new_cache();
-        let mut at = 0;
-        let mut last = None;
-        for len in chunks {
-            let ids = prompt.try_index((.., at..at + len)).expect("slice");
-            last = Some(ok("forward", model.forward(&ids, at as usize, &mut cache)));
-            at += len;
-        }
-        let key = if name.starts_with("decode") {
-            "prefill_logits"
-        } else {
-            "chunk_logits"
-        };
-        let got = last.expect("a chunk");
-        assert_close(
-            test,
-            &format!("{name} prefill"),
-            "log_softmax(logits)",
-            &logprobs(&got),
-            &logprobs(c.get(key)),
-            tol,
-        );
-        let steps = c.get("steps");
-        let mut outs = Vec::new();
-        for t in 0..steps.dim(1) {
-            let ids = steps.try_index((.., t..t + 1)).expect("slice");
-            outs.push(ok(
-                "forward (one token)",
-                model.forward(&ids, at as usize, &mut cache),
-            ));
-            at += 1;
-        }
-        let got = mlx_rs::ops::concatenate(&outs, 1).expect("concatenate");
-        assert_close(
-            test,
-            &format!("{name} steps"),
-            "log_softmax(logits)",
-            &logprobs(&got),
-            &logprobs(c.get("step_logits")),
-            tol,
-        );
-    }
+    tiny_qwen2_matches_day8(
+        test,
+        Week2Kernels::NONE.on_gpu(),
+        Tol::logits_on_gpu(Dtype::Float32),
+        |_| {},
+    );
 }
