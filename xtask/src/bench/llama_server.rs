@@ -17,9 +17,10 @@
 //!   documented in llama.cpp's `tools/server/README.md`.
 //! - Times: a token's time is when the event carrying it arrives. llama.cpp
 //!   holds back a token that ends inside a UTF-8 character and sends it with
-//!   the next, so one event may carry k > 1 tokens (`tokens` array): its gap
-//!   since the previous event then counts as k gaps of gap/k (the tokens
-//!   were produced in that interval; their exact times are not observable).
+//!   the next, so one event may carry k > 1 tokens (its `tokens_predicted`,
+//!   the count decoded so far, grows by k): its gap since the previous
+//!   event then counts as k gaps of gap/k (the tokens were produced in that
+//!   interval; their exact times are not observable).
 //! - `prefill_tokens_computed`: the sum of the final events'
 //!   `timings.prompt_n` (prompt tokens the server evaluated, cached ones not
 //!   counted); `prompt_tokens_cached`: the sum of `timings.cache_n`.
@@ -156,13 +157,19 @@ pub(super) fn read_events(body: impl BufRead, mut at: impl FnMut() -> f64) -> Re
         if let Some(e) = v.get("error") {
             bail!("llama-server answered an error: {e}");
         }
-        let k = v["tokens"].as_array().map_or(0, |t| t.len()) as u64;
+        // `tokens_predicted` counts the tokens decoded so far; an event
+        // after a held-back token carries both (its `tokens` array names
+        // only the newest).
+        let decoded = v["tokens_predicted"]
+            .as_u64()
+            .unwrap_or(out.tokens + v["tokens"].as_array().map_or(0, |t| t.len()) as u64);
+        let k = decoded.saturating_sub(out.tokens);
         if k > 0 {
             match last {
                 None => {
                     out.ttft_s = now;
-                    // Tokens beyond the first that came with it: zero gaps
-                    // are not observable, so they share nothing.
+                    // Tokens beyond the first that came with it: their gaps
+                    // are not observable; they count as 0.
                     out.itl_s.extend(std::iter::repeat_n(0.0, (k - 1) as usize));
                 }
                 Some(prev) => {
@@ -171,7 +178,7 @@ pub(super) fn read_events(body: impl BufRead, mut at: impl FnMut() -> f64) -> Re
                 }
             }
             last = Some(now);
-            out.tokens += k;
+            out.tokens = decoded;
         }
         if v["stop"].as_bool() == Some(true) {
             out.prompt_n = v["timings"]["prompt_n"].as_u64();

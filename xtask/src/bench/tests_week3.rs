@@ -160,10 +160,11 @@ fn engine_report_parses_the_contract_sample() {
 fn llama_server_events_give_ttft_and_gaps() {
     // Events at 0.5 s (1 token), 0.7 s (2 tokens held back together: two
     // gaps of 0.1 s), 1.0 s (1 token), then the final event with timings.
-    let body = "data: {\"content\":\"a\",\"tokens\":[10],\"stop\":false}\n\n\
-                data: {\"content\":\"\u{e9}b\",\"tokens\":[11,12],\"stop\":false}\n\n\
-                data: {\"content\":\"c\",\"tokens\":[13],\"stop\":false}\n\n\
-                data: {\"content\":\"\",\"tokens\":[],\"stop\":true,\"timings\":{\"prompt_n\":90,\"cache_n\":6}}\n\n";
+    // `tokens` names only the newest token; `tokens_predicted` counts them.
+    let body = "data: {\"content\":\"a\",\"tokens\":[10],\"tokens_predicted\":1,\"stop\":false}\n\n\
+                data: {\"content\":\"\u{e9}b\",\"tokens\":[12],\"tokens_predicted\":3,\"stop\":false}\n\n\
+                data: {\"content\":\"c\",\"tokens\":[13],\"tokens_predicted\":4,\"stop\":false}\n\n\
+                data: {\"content\":\"\",\"tokens\":[],\"tokens_predicted\":4,\"stop\":true,\"timings\":{\"prompt_n\":90,\"cache_n\":6}}\n\n";
     let mut times = [0.5, 0.7, 1.0, 1.01].into_iter();
     let s = read_events(body.as_bytes(), || times.next().unwrap()).unwrap();
     assert_eq!(s.tokens, 4);
