@@ -4,8 +4,8 @@
 //! client side of its server-sent events.
 //!
 //! - Server: `llama-server -m GGUF -np N -c CTX -t <cores> --host 127.0.0.1
-//!   --port <free port>`; CTX = N x (longest prompt + output) rounded up to
-//!   256, so every slot holds its longest request whether the KV cache is
+//!   --port <free port>`; CTX = N x (longest prompt + output, rounded up to
+//!   256), so every slot holds its longest request whether the KV cache is
 //!   split per slot or unified. Ready when `GET /health` answers 200. Killed
 //!   (and reaped) after the run; its peak RSS is `VmHWM` of
 //!   `/proc/<pid>/status` just before.
@@ -47,9 +47,11 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// The server's context: `slots` x `longest` tokens, rounded up to 256.
+/// The server's context: `slots` x (`longest` tokens rounded up to 256), a
+/// multiple of `slots` (llama.cpp rounds a context that is not down, which
+/// could leave a slot too small).
 pub(super) fn context_size(slots: usize, longest: usize) -> usize {
-    (slots * longest).div_ceil(256).max(1) * 256
+    slots * longest.div_ceil(256).max(1) * 256
 }
 
 /// A started server; dropping it kills it.

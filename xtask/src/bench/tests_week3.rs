@@ -189,9 +189,10 @@ fn completion_request_is_greedy_fixed_length_and_uncached() {
     assert_eq!(b["stream"], true);
     assert_eq!(b["cache_prompt"], false);
     assert_eq!(completion_body(&[1], 1, true)["cache_prompt"], true);
-    // 8 slots x 200 tokens = 1600, rounded up to 7 x 256.
-    assert_eq!(context_size(8, 200), 1792);
+    // 8 slots x (200 tokens rounded up to 256); 257 needs two 256s.
+    assert_eq!(context_size(8, 200), 2048);
     assert_eq!(context_size(1, 256), 256);
+    assert_eq!(context_size(3, 257), 1536);
 }
 
 fn results() -> Week3Results {

@@ -481,7 +481,7 @@ fn notes(
             args.prefix_requests, args.prefix_tokens, args.prefix_concurrency
         ),
         format!(
-            "mlx-lm (BatchGenerator, f32 activations and scales): one wave of N requests, prompts cut to {} tokens, at most {} output tokens, N <= {}: its 4-bit CPU path is too slow for the full workload; its tok/s is of that smaller workload.",
+            "mlx-lm (BatchGenerator, f32 activations and scales): one wave of N requests, prompts cut to {} tokens, at most {} output tokens, N <= {}: its 4-bit CPU path is too slow for the full workload; its tok/s is of that smaller workload. It has no prefix rows (its batch generator keeps no cache across requests).",
             args.mlx_lm_prompt, args.mlx_lm_max_tokens, args.mlx_lm_max_concurrency
         ),
     ];

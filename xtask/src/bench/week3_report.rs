@@ -181,6 +181,11 @@ fn f(x: Option<f64>, digits: usize) -> String {
     x.map_or("-".into(), |x| format!("{x:.digits$}"))
 }
 
+/// `x` with a unit suffix, or "-" without a value.
+fn fu(x: Option<f64>, digits: usize, unit: &str) -> String {
+    x.map_or("-".into(), |x| format!("{x:.digits$}{unit}"))
+}
+
 fn pcts(xs: &[f64], scale: f64, digits: usize) -> String {
     let p = |q| percentile(xs, q).map(|x| x * scale);
     format!(
@@ -240,7 +245,7 @@ pub(super) fn throughput_cells(r: &Week3Results) -> Vec<Vec<String>> {
                     _ => "-".into(),
                 }
             }),
-            refr.map_or("-".into(), |x| f(x.hit_rate().map(|h| h * 100.0), 1) + "%"),
+            refr.map_or("-".into(), |x| fu(x.hit_rate().map(|h| h * 100.0), 1, "%")),
         ]);
     }
     cells
@@ -303,11 +308,11 @@ pub(super) fn prefix_cells(r: &Week3Results) -> Vec<Vec<String>> {
                 x.prefill_tokens_computed
                     .map_or("-".into(), |p| p.to_string()),
                 if on {
-                    f(r.prefill_reduction(engine), 1) + "x"
+                    fu(r.prefill_reduction(engine), 1, "x")
                 } else {
                     "".into()
                 },
-                f(x.hit_rate().map(|h| h * 100.0), 1) + "%",
+                fu(x.hit_rate().map(|h| h * 100.0), 1, "%"),
                 format!("{:.2}", x.tok_s()),
                 f(percentile(&x.ttft_s, 50.0), 2),
             ]),
@@ -329,17 +334,17 @@ pub(super) fn week3_targets(r: &Week3Results) -> Vec<(String, String, Option<boo
     vec![
         (
             "reference: 8 streams >= 4x one stream (aggregate tok/s)".into(),
-            f(scaling, 2) + "x",
+            fu(scaling, 2, "x"),
             scaling.map(|s| s >= 4.0),
         ),
         (
             "reference >= 1.0x llama.cpp's server at 8 slots".into(),
-            f(vs_llama, 2) + "x",
+            fu(vs_llama, 2, "x"),
             vs_llama.map(|s| s >= 1.0),
         ),
         (
             "prefix cache: prefill tokens computed fall >= 10x (shared prefix, 16 requests)".into(),
-            f(prefix, 1) + "x",
+            fu(prefix, 1, "x"),
             prefix.map(|s| s >= 10.0),
         ),
     ]
