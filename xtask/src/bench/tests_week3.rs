@@ -175,6 +175,13 @@ fn llama_server_events_give_ttft_and_gaps() {
         assert!((g - w).abs() < 1e-12, "{:?}", s.itl_s);
     }
     assert_eq!((s.prompt_n, s.cache_n), (Some(90), Some(6)));
+    // The last token held back until the final event: it arrives there.
+    let tail = "data: {\"tokens\":[1],\"tokens_predicted\":1,\"stop\":false}\n\
+                data: {\"tokens\":[],\"tokens_predicted\":2,\"stop\":true,\"timings\":{\"prompt_n\":5}}\n";
+    let mut times = [0.2, 0.6].into_iter();
+    let s = read_events(tail.as_bytes(), || times.next().unwrap()).unwrap();
+    assert_eq!((s.tokens, s.ttft_s, s.prompt_n), (2, 0.2, Some(5)));
+    assert!((s.itl_s[0] - 0.4).abs() < 1e-12 && s.itl_s.len() == 1);
     let err = "data: {\"error\":{\"code\":400,\"message\":\"bad\"}}\n";
     assert!(read_events(err.as_bytes(), || 0.0).is_err());
 }
