@@ -69,9 +69,10 @@ pub struct Week3Args {
     /// side by side).
     #[arg(long, default_value_t = 1)]
     pub prefix_concurrency: usize,
-    /// `tiny-llm-bench engine --kernels` (as `bench week2`'s steps).
-    #[arg(long)]
-    pub kernels: Option<String>,
+    /// `tiny-llm-bench engine --kernels` (as `bench week2`'s steps; best:
+    /// the fastest exact kernels available).
+    #[arg(long, default_value = "best")]
+    pub kernels: String,
     /// `tiny-llm-bench engine --max-batch-tokens`.
     #[arg(long)]
     pub max_batch_tokens: Option<usize>,
@@ -236,9 +237,7 @@ fn reference_cmd(
         .args(["--prefix-cache", if prefix_cache { "on" } else { "off" }])
         .current_dir(util::project_root())
         .env(tiny_llm_course::DEVICE_ENV, "cpu");
-    if let Some(k) = &args.kernels {
-        cmd.args(["--kernels", k]);
-    }
+    cmd.args(["--kernels", &args.kernels]);
     if let Some(b) = args.max_batch_tokens {
         cmd.args(["--max-batch-tokens", &b.to_string()]);
     }

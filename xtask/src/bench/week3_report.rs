@@ -417,12 +417,20 @@ pub(super) fn report_week3(r: &Week3Results, header: &str, notes: &[String]) -> 
     );
     let md_path = dir.join("week3.md");
     std::fs::write(&md_path, md)?;
+    let mut by_concurrency = serde_json::Map::new();
+    for (n, engines) in &r.by_concurrency {
+        let row: serde_json::Map<String, Value> = engines
+            .iter()
+            .map(|(e, o)| (e.clone(), run_json(o)))
+            .collect();
+        by_concurrency.insert(n.to_string(), Value::Object(row));
+    }
     let doc = json!({
         "benchmark": "week3",
         "date": utc_now(),
         "machine": machine(),
         "header": header,
-        "by_concurrency": r.by_concurrency.iter().map(|(n, m)| (n.to_string(), m.iter().map(|(e, o)| (e.clone(), run_json(o))).collect::<serde_json::Map<_, _>>().into())).collect::<serde_json::Map<String, Value>>(),
+        "by_concurrency": by_concurrency,
         "prefix": r.prefix.iter().map(|(l, o)| json!({ "row": l, "run": run_json(o) })).collect::<Vec<_>>(),
         "targets": goals,
         "notes": notes,
