@@ -12,7 +12,10 @@
 //! `--requests-per-stream` x N) requests of one seeded stream (module
 //! `week3_workload`), so a smaller N serves a prefix of a larger N's
 //! requests. Throughput = output tokens / wall time of the whole run
-//! (prefill included), as serving benchmarks report it.
+//! (prefill included), as serving benchmarks report it. The reference
+//! serves these with its prefix cache on (its serving configuration; random
+//! prompts share nothing, so its hit rate there is a sanity check near 0),
+//! llama.cpp with `cache_prompt` false.
 //!
 //! The prefix rows: 16 requests sharing a 500-token system prompt, each
 //! with a short suffix of its own, served with the prefix cache on and off
@@ -344,7 +347,7 @@ pub(super) fn week3(args: &Week3Args) -> Result<()> {
         let mut row = BTreeMap::new();
         let o = match &reference {
             Ok(bin) => run_engine(
-                reference_cmd(bin, &model, &path, n, false, args),
+                reference_cmd(bin, &model, &path, n, true, args),
                 &logs.join(format!("week3-reference-c{n}.log")),
             ),
             Err(why) => Outcome::Missing(why.clone()),
