@@ -220,7 +220,23 @@ pub(super) fn run(
     }
     let ctx = context_size(slots, workload.longest_sequence());
     let server = start(spec, slots, ctx)?;
-    let url = format!("{}/completion", server.base);
+    let mut report = serve(&server.base, workload, slots, cache_prompt)?;
+    report["peak_rss_gb"] = json!(server.peak_rss_gb());
+    report["context"] = json!(ctx);
+    drop(server);
+    Ok(report)
+}
+
+/// The closed loop against a running server at `base` (`http://host:port`):
+/// `slots` client threads, each taking the next request in order; the
+/// report without the server's RSS and context.
+pub(super) fn serve(
+    base: &str,
+    workload: &Workload,
+    slots: usize,
+    cache_prompt: bool,
+) -> Result<Value> {
+    let url = format!("{base}/completion");
     let agent = ureq::AgentBuilder::new()
         .timeout_read(Duration::from_secs(900))
         .build();
@@ -263,8 +279,6 @@ pub(super) fn run(
             .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
     }
     let wall_s = started.elapsed().as_secs_f64();
-    let peak_rss_gb = server.peak_rss_gb();
-    drop(server);
     let results = std::mem::take(&mut *results.lock().expect("not poisoned"));
     let mut streamed = Vec::with_capacity(results.len());
     for (i, r) in results.into_iter().enumerate() {
@@ -293,8 +307,6 @@ pub(super) fn run(
         "itl_s": streamed.iter().flat_map(|s| s.itl_s.iter().copied()).collect::<Vec<_>>(),
         "kv_blocks_total": null, "kv_blocks_peak": null, "kv_blocks_in_use_end": null,
         "prefix_cache_hit_blocks": null, "prefix_cache_lookup_blocks": null,
-        "peak_rss_gb": peak_rss_gb,
-        "context": ctx,
         "cache_prompt": cache_prompt,
     }))
 }

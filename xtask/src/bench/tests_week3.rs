@@ -6,6 +6,8 @@ use super::week3_report::*;
 use super::week3_workload::*;
 use super::*;
 use clap::Parser;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 
 #[test]
 fn splitmix64_matches_the_published_sequence() {
@@ -328,4 +330,72 @@ fn requests_per_concurrency_and_mlx_lm_cut() {
         assert_eq!(a.prompt[..], b.prompt[..32]);
         assert_eq!(a.max_tokens, 8);
     }
+}
+
+/// A stand-in for llama-server's `/completion`: answers each request with
+/// `n_predict` one-token events and a final event whose `timings.prompt_n`
+/// is the prompt's length; counts the requests in flight at once.
+fn fake_server(in_flight: Arc<AtomicUsize>, most: Arc<AtomicUsize>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let (in_flight, most) = (in_flight.clone(), most.clone());
+            std::thread::spawn(move || {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" || line.is_empty() {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let req: Value = serde_json::from_slice(&body).unwrap();
+                let now = in_flight.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                let n = req["n_predict"].as_u64().unwrap();
+                let mut out =
+                    String::from("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n");
+                for i in 1..=n {
+                    out += &format!(
+                        "data: {{\"tokens\":[7],\"tokens_predicted\":{i},\"stop\":false}}\n\n"
+                    );
+                }
+                let p = req["prompt"].as_array().unwrap().len();
+                out += &format!("data: {{\"tokens\":[],\"tokens_predicted\":{n},\"stop\":true,\"timings\":{{\"prompt_n\":{p},\"cache_n\":0}}}}\n\n");
+                in_flight.fetch_sub(1, SeqCst);
+                stream.write_all(out.as_bytes()).unwrap();
+            });
+        }
+    });
+    base
+}
+
+#[test]
+fn closed_loop_clients_serve_every_request_with_at_most_n_in_flight() {
+    let (in_flight, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let base = fake_server(in_flight, most.clone());
+    let w = random_workload(3, 9, lens(5, 12), lens(2, 6));
+    let v = super::llama_server::serve(&base, &w, 3, false).unwrap();
+    let r = EngineRun::from_json(&v).unwrap();
+    assert_eq!(
+        (r.engine.as_str(), r.concurrency, r.requests),
+        ("llama.cpp", 3, 9)
+    );
+    assert_eq!(r.output_tokens, w.output_tokens());
+    assert_eq!(r.prompt_tokens, w.prompt_tokens());
+    assert_eq!(r.prefill_tokens_computed, Some(w.prompt_tokens()));
+    assert_eq!(r.ttft_s.len(), 9);
+    // One gap between consecutive tokens of each request.
+    assert_eq!(r.itl_s.len() as u64, w.output_tokens() - 9);
+    let m = most.load(SeqCst);
+    assert!((1..=3).contains(&m), "{m} requests in flight at once");
 }
