@@ -12,10 +12,9 @@
 //! `--requests-per-stream` x N) requests of one seeded stream (module
 //! `week3_workload`), so a smaller N serves a prefix of a larger N's
 //! requests. Throughput = output tokens / wall time of the whole run
-//! (prefill included), as serving benchmarks report it. The reference
-//! serves these with its prefix cache on (its serving configuration; random
-//! prompts share nothing, so its hit rate there is a sanity check near 0),
-//! llama.cpp with `cache_prompt` false.
+//! (prefill included), as serving benchmarks report it. Both the reference
+//! (`--prefix-cache off`) and llama.cpp (`cache_prompt` false) compute
+//! every prompt token there; random prompts would share nothing anyway.
 //!
 //! The prefix rows: 16 requests sharing a 500-token system prompt, each
 //! with a short suffix of its own, served with the prefix cache on and off
@@ -347,7 +346,7 @@ pub(super) fn week3(args: &Week3Args) -> Result<()> {
         let mut row = BTreeMap::new();
         let o = match &reference {
             Ok(bin) => run_engine(
-                reference_cmd(bin, &model, &path, n, true, args),
+                reference_cmd(bin, &model, &path, n, false, args),
                 &logs.join(format!("week3-reference-c{n}.log")),
             ),
             Err(why) => Outcome::Missing(why.clone()),
