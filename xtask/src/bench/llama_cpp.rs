@@ -7,8 +7,8 @@
 //!   JSON API (`pip download --no-binary` would try to build it), kept in the
 //!   model cache's `downloads/` and checked against its sha256.
 //! - Build: cmake, Release, `GGML_NATIVE=ON` (this CPU's SIMD), no
-//!   OpenSSL/CURL, no tests, examples or server; only the targets
-//!   `llama-bench` and `llama-quantize`. Stamped with a hash of the version
+//!   OpenSSL/CURL, no tests or examples; only the targets `llama-bench`,
+//!   `llama-quantize` and `llama-server` (`bench week3`). Stamped with a hash of the version
 //!   and flags: a second run does nothing.
 //! - GGUFs: `bench_gguf.py` writes an F32 GGUF of the model directory's
 //!   weights (the bf16 tensors the MLX 4-bit and 8-bit copies were made
@@ -33,17 +33,19 @@ const CMAKE_FLAGS: &[&str] = &[
     "-DLLAMA_CURL=OFF",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_SERVER=ON",
     "-DLLAMA_BUILD_APP=OFF",
     "-DBUILD_SHARED_LIBS=OFF",
 ];
-const TARGETS: &[&str] = &["llama-bench", "llama-quantize"];
+const TARGETS: &[&str] = &["llama-bench", "llama-quantize", "llama-server"];
 
 /// The built tools.
 #[derive(Debug, Clone)]
 pub(super) struct LlamaCpp {
     pub(super) bench: PathBuf,
     pub(super) quantize: PathBuf,
+    /// The HTTP server (`bench week3`).
+    pub(super) server: PathBuf,
     /// The build's stamp (version and flags), part of the GGUFs' stamps.
     pub(super) key: String,
 }
@@ -70,12 +72,14 @@ pub(super) fn ensure(python: &Path) -> Result<LlamaCpp> {
     let tools = LlamaCpp {
         bench: bin("llama-bench"),
         quantize: bin("llama-quantize"),
+        server: bin("llama-server"),
         key: build_key(),
     };
     let stamp = root().join("stamp");
     if util::read_stamp(&stamp).as_deref() == Some(tools.key.as_str())
         && tools.bench.is_file()
         && tools.quantize.is_file()
+        && tools.server.is_file()
     {
         eprintln!("  ok llama.cpp (llama-cpp-python {VERSION}) already built");
         return Ok(tools);
@@ -132,7 +136,7 @@ pub(super) fn ensure(python: &Path) -> Result<LlamaCpp> {
     cmd.args(["-j", &jobs.to_string()]);
     util::run_logged(&mut cmd, &logs.join("llama-cpp-build.log"))?;
     step.done();
-    for tool in [&tools.bench, &tools.quantize] {
+    for tool in [&tools.bench, &tools.quantize, &tools.server] {
         if !tool.is_file() {
             bail!("the llama.cpp build made no {}", tool.display());
         }
@@ -157,10 +161,24 @@ fn ensure_sdist(python: &Path) -> Result<PathBuf> {
         urls = [u['url'] for u in meta['urls'] if u['packagetype'] == 'sdist']\n\
         if not urls: sys.exit(f'PyPI lists no sdist of llama-cpp-python {v}')\n\
         urllib.request.urlretrieve(urls[0], out)\n";
-    util::run_logged(
+    let logs = bench_dir().join("logs");
+    let by_url = util::run_logged(
         Command::new(python).args(["-c", FETCH, VERSION]).arg(&path),
-        &bench_dir().join("logs").join("llama-cpp-download.log"),
-    )?;
+        &logs.join("llama-cpp-download.log"),
+    );
+    if let Err(e) = by_url {
+        // Where PyPI's JSON API is not reachable (a registry mirror), pip
+        // itself fetches the sdist (it prepares its metadata, no build).
+        eprintln!("  .. PyPI's JSON API failed ({e:#}); trying `pip download`");
+        util::run_logged(
+            Command::new(python)
+                .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:"])
+                .arg(format!("llama-cpp-python=={VERSION}"))
+                .arg("-d")
+                .arg(&dir),
+            &logs.join("llama-cpp-pip-download.log"),
+        )?;
+    }
     let got = util::sha256_file(&path)?;
     if got != SDIST_SHA256 {
         std::fs::remove_file(&path)?;

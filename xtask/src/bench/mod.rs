@@ -21,6 +21,10 @@
 //! its BLAS explicitly, so the venv's mlx (reference BLAS as installed) and
 //! the kit's (OpenBLAS swapped in by `setup`) run the same one.
 //!
+//! `cargo xtask bench week3` (module `week3`): serving throughput at 1-32
+//! concurrent requests against llama.cpp's server and mlx-lm's batch
+//! generator, with latency percentiles and the prefix cache's effect.
+//!
 //! `cargo xtask bench week2` (module `week2`): the week-2 path against
 //! mlx-lm and llama.cpp on the same quantized weights, then (module `steps`)
 //! the reference step by step (week 1, + KV cache, + 4-bit, + fused, +
@@ -44,6 +48,7 @@ mod blas;
 mod config;
 mod engines;
 mod llama_cpp;
+mod llama_server;
 mod output;
 mod proc;
 mod stats;
@@ -59,10 +64,15 @@ mod tests2;
 mod tests_steps;
 #[cfg(test)]
 mod tests_week2_gpu;
+#[cfg(test)]
+mod tests_week3;
 mod week2;
 mod week2_gpu;
 mod week2_gpu_report;
 mod week2_report;
+mod week3;
+mod week3_report;
+mod week3_workload;
 
 use blas::*;
 use config::*;
@@ -78,6 +88,7 @@ use week2::*;
 use week2_gpu::*;
 use week2_gpu_report::*;
 use week2_report::*;
+pub use week3::Week3Args;
 
 /// Debian's OpenBLAS (pthreads), what `cargo xtask setup` links in.
 const DEBIAN_OPENBLAS: &str = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0";
@@ -107,6 +118,10 @@ pub enum BenchCmd {
     /// The week-2 path (KV cache, 4/8-bit weights): your code, the reference,
     /// mlx-lm and llama.cpp on the same weights.
     Week2(Week2Args),
+    /// Serving throughput (issue 13): the reference engine, llama.cpp's
+    /// server and mlx-lm's batch generator at 1-32 concurrent requests,
+    /// latency percentiles, KV blocks and the prefix cache.
+    Week3(Week3Args),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -145,6 +160,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.cmd {
         BenchCmd::Week1(a) => week1(a),
         BenchCmd::Week2(a) => week2(a),
+        BenchCmd::Week3(a) => week3::week3(a),
     }
 }
 
