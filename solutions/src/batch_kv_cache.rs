@@ -152,9 +152,17 @@ impl BatchCache for BatchKvCache {
     }
 
     fn add_row(&mut self, keys: &Array, values: &Array) -> Result<()> {
-        let t = check_update(keys, values, self.kv.as_ref().map(|(k, v)| (k, v)))?;
+        let t = check_update(keys, values, None)?;
         if keys.dim(0) != 1 {
             return Err(shape_error("keys", keys, "[1, H_kv, T, D] (one row)"));
+        }
+        if let Some((ck, cv)) = &self.kv {
+            // The cached rows' heads, widths and dtypes (any N, any S).
+            check_update(
+                keys,
+                values,
+                Some((&ck.try_index(0..1)?, &cv.try_index(0..1)?)),
+            )?;
         }
         if t == 0 {
             return Err(Error::Invalid(
@@ -170,7 +178,10 @@ impl BatchCache for BatchKvCache {
             } else {
                 let zk = zeros_dtype(&[old, keys.dim(1), t, keys.dim(3)], keys.dtype())?;
                 let zv = zeros_dtype(&[old, values.dim(1), t, values.dim(3)], values.dtype())?;
-                (concatenate(&[&zk, keys], 0)?, concatenate(&[&zv, values], 0)?)
+                (
+                    concatenate(&[&zk, keys], 0)?,
+                    concatenate(&[&zv, values], 0)?,
+                )
             };
             self.pad.iter_mut().for_each(|p| *p = t);
             self.pad.push(0);
@@ -180,7 +191,10 @@ impl BatchCache for BatchKvCache {
         let s = ck.dim(2);
         let grow = (t - s).max(0);
         let (ok, ov) = (pad_left(ck, grow)?, pad_left(cv, grow)?);
-        let (nk, nv) = (pad_left(keys, (s - t).max(0))?, pad_left(values, (s - t).max(0))?);
+        let (nk, nv) = (
+            pad_left(keys, (s - t).max(0))?,
+            pad_left(values, (s - t).max(0))?,
+        );
         let k = concatenate(&[&ok, &nk], 0)?;
         let v = concatenate(&[&ov, &nv], 0)?;
         self.kv = Some((k, v));

@@ -7,9 +7,10 @@
 //! - while a sequence prefills, its own per-layer caches
 //!   (`BatchLm::new_cache`), fed chunk by chunk at positions
 //!   `start..start + len`;
-//! - once its prefill completes, its keys and values move into the batch as
-//!   a new row (`BatchCache::add_row`), and every later step decodes all rows
-//!   in one `forward_batch` pass (`B x 1` ids, the rows' left padding).
+//! - once its prefill completes, at its first decode, its keys and values
+//!   move into the batch as a new row (`BatchCache::add_row`), and every
+//!   step decodes all rows in one `forward_batch` pass (`B x 1` ids, the
+//!   rows' left padding).
 //!
 //! A sequence that stops leaves the batch at once (`BatchCache::filter_rows`).
 //!
@@ -42,8 +43,7 @@ pub trait EngineModel {
     ///
     /// Errors: the model's; `Error::Invalid` when `start` is not where the
     /// sequence's cache ends.
-    fn prefill(&mut self, seq: SeqId, start: usize, ids: &[u32], completes: bool)
-        -> Result<Array>;
+    fn prefill(&mut self, seq: SeqId, start: usize, ids: &[u32], completes: bool) -> Result<Array>;
 
     /// Feeds one token per sequence (each sequence's newest token, every one
     /// with a completed prefill) and returns `rows.len() x vocab` logits in
@@ -121,6 +121,9 @@ pub struct BatchedLm<M, C> {
     model: M,
     /// Sequences still prefilling: their own caches and cached tokens.
     prefilling: HashMap<SeqId, (Vec<Box<dyn KvCache>>, usize)>,
+    /// Sequences whose prefill completed: they join the batch at their
+    /// first decode (the step that completed them decodes without them).
+    joining: HashMap<SeqId, Vec<Box<dyn KvCache>>>,
     layers: Vec<Rc<RefCell<C>>>,
     shims: Vec<Box<dyn KvCache>>,
     /// The batch's rows, in row order.
@@ -140,6 +143,7 @@ impl<M: BatchLm, C: BatchCache + Default + 'static> BatchedLm<M, C> {
         BatchedLm {
             model,
             prefilling: HashMap::new(),
+            joining: HashMap::new(),
             layers,
             shims,
             rows: Vec::new(),
@@ -190,14 +194,8 @@ impl<M: BatchLm, C: BatchCache + Default + 'static> EngineModel for BatchedLm<M,
         self.model.context_len()
     }
 
-    fn prefill(
-        &mut self,
-        seq: SeqId,
-        start: usize,
-        ids: &[u32],
-        completes: bool,
-    ) -> Result<Array> {
-        if self.rows.contains(&seq) {
+    fn prefill(&mut self, seq: SeqId, start: usize, ids: &[u32], completes: bool) -> Result<Array> {
+        if self.rows.contains(&seq) || self.joining.contains_key(&seq) {
             return Err(Error::Invalid(format!(
                 "prefill: {seq} already decodes in the batch"
             )));
@@ -220,12 +218,17 @@ impl<M: BatchLm, C: BatchCache + Default + 'static> EngineModel for BatchedLm<M,
         *cached += ids.len();
         if completes {
             let (caches, _) = self.prefilling.remove(&seq).expect("just used");
-            self.join(seq, caches)?;
+            self.joining.insert(seq, caches);
         }
         Ok(logits)
     }
 
     fn decode(&mut self, rows: &[(SeqId, u32)]) -> Result<Array> {
+        for &(seq, _) in rows {
+            if let Some(caches) = self.joining.remove(&seq) {
+                self.join(seq, caches)?;
+            }
+        }
         // Row b of the batch feeds the token asked for its sequence.
         let mut ids = vec![-1i32; self.rows.len()];
         let mut order = Vec::with_capacity(rows.len());
@@ -261,6 +264,7 @@ impl<M: BatchLm, C: BatchCache + Default + 'static> EngineModel for BatchedLm<M,
 
     fn release(&mut self, seq: SeqId) -> Result<()> {
         self.prefilling.remove(&seq);
+        self.joining.remove(&seq);
         if let Some(b) = self.rows.iter().position(|&r| r == seq) {
             let keep: Vec<usize> = (0..self.rows.len()).filter(|&i| i != b).collect();
             for l in &self.layers {

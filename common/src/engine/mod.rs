@@ -181,6 +181,8 @@ pub struct EngineHandle {
 /// until [`EngineHandle::shutdown`].
 ///
 /// Errors: what `load` or `scheduler` returned (the thread then ends).
+///
+/// Panics: with `load`'s or `scheduler`'s panic, re-raised.
 pub fn spawn<M, S, L, F>(config: EngineConfig, load: L, scheduler: F) -> Result<EngineHandle>
 where
     M: EngineModel + 'static,
@@ -218,9 +220,14 @@ where
             let _ = thread.join();
             Err(e)
         }
-        Err(_) => Err(Error::Invalid(
-            "the engine thread ended before it was ready (it panicked while loading)".into(),
-        )),
+        // `load` or `scheduler` panicked (a learner's `todo!()`): re-raise
+        // the panic here, with its message.
+        Err(_) => match thread.join() {
+            Err(payload) => std::panic::resume_unwind(payload),
+            Ok(_) => Err(Error::Invalid(
+                "the engine thread ended before it was ready".into(),
+            )),
+        },
     }
 }
 
@@ -251,13 +258,18 @@ impl EngineHandle {
     /// Stops the engine (requests still live are cancelled) and returns its
     /// counters.
     ///
-    /// Errors: the error that ended the engine thread, or its panic.
+    /// Errors: the error that ended the engine thread.
+    ///
+    /// Panics: with the engine thread's panic, re-raised (a `todo!()` in
+    /// the model or the scheduler keeps its message). A client whose
+    /// receiver closed without `Done` or `Error` calls this to learn why.
     pub fn shutdown(mut self) -> Result<EngineStats> {
         let _ = self.inbox.send(Command::Shutdown);
         let thread = self.thread.take().expect("joined once");
-        thread
-            .join()
-            .map_err(|_| Error::Invalid("the engine thread panicked".into()))?
+        match thread.join() {
+            Ok(r) => r,
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
     }
 }
 

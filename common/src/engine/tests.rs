@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 const VOCAB: usize = 37;
 
 fn next_of(stream: &[u32]) -> u32 {
-    let h = stream
-        .iter()
-        .fold(7u64, |h, &t| h.wrapping_mul(1_000_003).wrapping_add(t as u64 + 1));
+    let h = stream.iter().fold(7u64, |h, &t| {
+        h.wrapping_mul(1_000_003).wrapping_add(t as u64 + 1)
+    });
     (h % VOCAB as u64) as u32
 }
 
@@ -69,7 +69,10 @@ impl EngineModel for Scripted {
             s.push(tok);
             out.push(one_hot(next_of(s)));
         }
-        Ok(mlx_rs::ops::concatenate(&out.iter().collect::<Vec<_>>(), 0)?)
+        Ok(mlx_rs::ops::concatenate(
+            &out.iter().collect::<Vec<_>>(),
+            0,
+        )?)
     }
     fn release(&mut self, seq: SeqId) -> Result<()> {
         self.seqs.remove(&seq);
@@ -204,7 +207,9 @@ fn drain(rx: &std::sync::mpsc::Receiver<Event>) -> (Vec<u32>, Event) {
 }
 
 fn prompt(seed: u32, len: usize) -> Vec<u32> {
-    (0..len as u32).map(|i| (seed * 13 + i * 5 + 1) % VOCAB as u32).collect()
+    (0..len as u32)
+        .map(|i| (seed * 13 + i * 5 + 1) % VOCAB as u32)
+        .collect()
 }
 
 #[test]
@@ -213,7 +218,11 @@ fn staggered_requests_get_their_solo_tokens_under_the_budget() {
     let lens = [(11, 9), (3, 14), (20, 5), (6, 12), (2, 1), (9, 7)];
     let mut rxs = Vec::new();
     for (i, &(p, n)) in lens.iter().enumerate() {
-        rxs.push((prompt(i as u32, p), n, h.submit(req(prompt(i as u32, p), n)).1));
+        rxs.push((
+            prompt(i as u32, p),
+            n,
+            h.submit(req(prompt(i as u32, p), n)).1,
+        ));
         if i % 2 == 1 {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
@@ -253,7 +262,16 @@ fn eos_stops_unless_ignored_and_cancel_frees_the_slot() {
     r.ignore_eos = false;
     let (toks, done) = drain(&h.submit(r).1);
     assert_eq!(toks, expected(&p, stop_at));
-    assert!(matches!(done, Event::Done { reason: StopReason::Stop, .. }), "{done:?}");
+    assert!(
+        matches!(
+            done,
+            Event::Done {
+                reason: StopReason::Stop,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
 
     // One slot: a long request holds it until cancelled, then the next runs.
     let (id, long) = h.submit(req(prompt(1, 3), 60));
@@ -264,7 +282,16 @@ fn eos_stops_unless_ignored_and_cancel_frees_the_slot() {
     }
     h.cancel(id);
     let (_, done) = drain(&long);
-    assert!(matches!(done, Event::Done { reason: StopReason::Cancelled, .. }), "{done:?}");
+    assert!(
+        matches!(
+            done,
+            Event::Done {
+                reason: StopReason::Cancelled,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
     let (toks, _) = drain(&short);
     assert_eq!(toks, expected(&prompt(2, 3), 2));
     let stats = h.shutdown().unwrap();

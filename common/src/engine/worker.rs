@@ -238,7 +238,11 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
         let rows: Vec<(RequestId, u32)> = plan
             .decode
             .iter()
-            .filter_map(|s| self.live.get(s).map(|l| (*s, *l.tokens.last().expect("prompt"))))
+            .filter_map(|s| {
+                self.live
+                    .get(s)
+                    .map(|l| (*s, *l.tokens.last().expect("prompt")))
+            })
             .collect();
         if !rows.is_empty() {
             match self.model.decode(&rows) {
@@ -272,7 +276,10 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
             let pick = if s.temperature == 0.0 {
                 argmax_axis(logits, -1, false)?
             } else {
-                let key = mlx_rs::random::key(s.seed.wrapping_add(self.live[seq].stats.output_tokens as u64))?;
+                let key = mlx_rs::random::key(
+                    s.seed
+                        .wrapping_add(self.live[seq].stats.output_tokens as u64),
+                )?;
                 let scaled = logits.multiply(Array::from_f32(1.0 / s.temperature))?;
                 mlx_rs::random::categorical(&scaled, -1, None, &key)?
             };
