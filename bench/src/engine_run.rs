@@ -231,7 +231,7 @@ pub fn run(plan: &EnginePlan) -> Result<Value> {
                 if failed {
                     break;
                 }
-                if (i + 1) % 8 == 0 {
+                if (i + 1).is_multiple_of(8) {
                     eprintln!(
                         "  {}/{} requests started, {:.1} s",
                         i + 1,
