@@ -260,7 +260,9 @@ pub fn run(plan: &EnginePlan) -> Result<Value> {
     let fields = kernel_fields.lock().expect("fields").clone();
     Ok(json!({
         "status": "ok",
-        "engine": "reference",
+        // The contract's name for the reference side ("learner" for a build
+        // of the learner's crate).
+        "engine": if cfg!(feature = "solutions") { "reference" } else { "learner" },
         "concurrency": plan.concurrency,
         "requests": work.len(),
         "wall_s": wall_s,
