@@ -27,6 +27,14 @@ pub trait BatchCache: KvCache {
     /// `0..=S`): what day 13's `forward_batch` takes as `left_padding`.
     fn left_padding(&self) -> Vec<i32>;
 
+    /// Row `b`'s real tokens (its padding left out): `(keys, values)`,
+    /// `1 x H_kv x T x D` and `1 x H_kv x T x D_v` with `T = S - pad[b]`,
+    /// or `None` when the row holds no token. A fresh cache given them
+    /// through `update_and_fetch` holds that sequence alone.
+    ///
+    /// Errors: `Error::Invalid` when `b` is not a row (naming `b` and `B`).
+    fn row(&self, b: usize) -> Result<Option<(Array, Array)>>;
+
     /// Appends one row, last: a sequence's keys and values
     /// (`1 x H_kv x T x D` and `1 x H_kv x T x D_v`, `T >= 1`, the cached
     /// dtype). When `T < S` the new row is left-padded by `S - T`; when

@@ -52,15 +52,6 @@ impl BatchKvCache {
     pub fn new() -> Self {
         Self::default()
     }
-
-    /// Row `b`'s real tokens: `(keys, values)`, `1 x H_kv x T x D` with
-    /// `T = S - pad[b]`, or `None` when the row holds no token.
-    ///
-    /// Errors: [`Error::Invalid`] when `b` is not a row.
-    pub fn row(&self, b: usize) -> Result<Option<(Array, Array)>> {
-        let _ = (b,);
-        todo!("day 15: BatchKvCache::row")
-    }
 }
 
 impl KvCache for BatchKvCache {
@@ -94,6 +85,11 @@ impl KvCache for BatchKvCache {
 }
 
 impl BatchCache for BatchKvCache {
+    fn row(&self, b: usize) -> Result<Option<(Array, Array)>> {
+        let _ = (b,);
+        todo!("day 15: BatchKvCache::row")
+    }
+
     fn rows(&self) -> usize {
         todo!("day 15: BatchKvCache::rows")
     }

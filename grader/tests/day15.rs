@@ -713,17 +713,17 @@ impl EngineModel for Logged {
 }
 
 /// An engine over the tiny Qwen2, the learner's scheduler and batch cache.
-fn tiny_engine(budget: usize, running: usize, log: CallLog) -> engine::EngineHandle {
+fn tiny_engine(budget: usize, running: usize, blocks: usize, log: CallLog) -> engine::EngineHandle {
     let sched = SchedulerConfig {
         max_tokens_per_step: budget,
         max_running: running,
         block_size: 4,
-        num_blocks: 1024,
+        num_blocks: blocks,
     };
     let config = EngineConfig {
         eos: vec![],
         block_size: 4,
-        num_blocks: 1024,
+        num_blocks: blocks,
     };
     let spawned = engine::spawn(
         config,
@@ -762,7 +762,7 @@ fn staggered_requests_match_each_request_alone_tiny() {
         .map(|(i, &(p, n))| solo(&model, &prompt(i as u32, p), n))
         .collect();
     let log: CallLog = Arc::default();
-    let h = tiny_engine(16, 3, log.clone());
+    let h = tiny_engine(16, 3, 1024, log.clone());
     let mut got = Vec::new();
     let mut pending = Vec::new();
     for (i, &(p, n)) in work.iter().enumerate() {
@@ -823,7 +823,7 @@ fn staggered_requests_match_each_request_alone_tiny() {
 #[test]
 fn a_finished_request_frees_its_slot_at_once_tiny() {
     let log: CallLog = Arc::default();
-    let h = tiny_engine(32, 2, log.clone());
+    let h = tiny_engine(32, 2, 1024, log.clone());
     let (a, ra) = h.submit(request(&prompt(0, 5), 2));
     let (b, rb) = h.submit(request(&prompt(1, 6), 12));
     let (c, rc) = h.submit(request(&prompt(2, 4), 3));
@@ -858,4 +858,62 @@ fn a_finished_request_frees_its_slot_at_once_tiny() {
         first_c < last_b,
         "[wrong numbers] the waiting request started only after the long one finished"
     );
+}
+
+/// A KV pool too small for every running sequence: the scheduler makes
+/// sequences wait and preempts the newest (recomputed from its prompt and
+/// generated tokens); every request still gets the tokens it gets alone.
+#[test]
+fn tight_kv_pool_waits_and_preempts_yet_matches_alone_tiny() {
+    let model = tiny_model();
+    let work = [(9, 10), (14, 9), (6, 12), (11, 8)];
+    let want: Vec<Vec<u32>> = work
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, n))| solo(&model, &prompt(i as u32 + 10, p), n))
+        .collect();
+    let log: CallLog = Arc::default();
+    // Blocks of 4 tokens; each request may need 5 or 6, three run at once.
+    let h = tiny_engine(16, 3, 12, log);
+    let rxs: Vec<_> = work
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, n))| h.submit(request(&prompt(i as u32 + 10, p), n)).1)
+        .collect();
+    let mut got = Vec::new();
+    for rx in &rxs {
+        match drain(rx) {
+            Some(r) => got.push(r),
+            None => {
+                h.shutdown().ok();
+                panic!("the engine ended a stream without Done");
+            }
+        }
+    }
+    let stats = ok("shutdown", h.shutdown());
+    for (i, ((toks, done), want)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            matches!(
+                done,
+                Event::Done {
+                    reason: StopReason::Length,
+                    ..
+                }
+            ),
+            "[wrong numbers] request {i} ended with {done:?}"
+        );
+        assert_eq!(
+            toks, want,
+            "[wrong numbers] request {i}: tokens with a 12-block pool differ from the request \
+             run alone"
+        );
+    }
+    let prompts: usize = work.iter().map(|w| w.0).sum();
+    assert!(
+        stats.prefill_tokens_computed > prompts as u64,
+        "[wrong numbers] no sequence was recomputed ({} prefill tokens for {prompts} prompt \
+         tokens): the pool should have forced a preemption",
+        stats.prefill_tokens_computed
+    );
+    assert!(stats.kv_blocks_peak <= 12, "{stats:?}");
 }

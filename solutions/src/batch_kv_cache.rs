@@ -45,31 +45,6 @@ impl BatchKvCache {
     pub fn new() -> Self {
         Self::default()
     }
-
-    /// Row `b`'s real tokens: `(keys, values)`, `1 x H_kv x T x D` with
-    /// `T = S - pad[b]`, or `None` when the row holds no token.
-    ///
-    /// Errors: [`Error::Invalid`] when `b` is not a row.
-    pub fn row(&self, b: usize) -> Result<Option<(Array, Array)>> {
-        if b >= self.pad.len() {
-            return Err(Error::Invalid(format!(
-                "BatchKvCache::row: row {b} of a batch of {} rows",
-                self.pad.len()
-            )));
-        }
-        let Some((k, v)) = &self.kv else {
-            return Ok(None);
-        };
-        let (start, end) = (self.pad[b], k.dim(2));
-        if start == end {
-            return Ok(None);
-        }
-        let r = b as i32;
-        Ok(Some((
-            k.try_index((r..r + 1, .., start..end, ..))?,
-            v.try_index((r..r + 1, .., start..end, ..))?,
-        )))
-    }
 }
 
 /// `n` zero columns in front of `a` (`N x H x S x D`), along axis 2.
@@ -143,6 +118,27 @@ impl KvCache for BatchKvCache {
 }
 
 impl BatchCache for BatchKvCache {
+    fn row(&self, b: usize) -> Result<Option<(Array, Array)>> {
+        if b >= self.pad.len() {
+            return Err(Error::Invalid(format!(
+                "BatchKvCache::row: row {b} of a batch of {} rows",
+                self.pad.len()
+            )));
+        }
+        let Some((k, v)) = &self.kv else {
+            return Ok(None);
+        };
+        let (start, end) = (self.pad[b], k.dim(2));
+        if start == end {
+            return Ok(None);
+        }
+        let r = b as i32;
+        Ok(Some((
+            k.try_index((r..r + 1, .., start..end, ..))?,
+            v.try_index((r..r + 1, .., start..end, ..))?,
+        )))
+    }
+
     fn rows(&self) -> usize {
         self.pad.len()
     }

@@ -47,7 +47,8 @@ pub trait EngineModel {
 
     /// Feeds one token per sequence (each sequence's newest token, every one
     /// with a completed prefill) and returns `rows.len() x vocab` logits in
-    /// the order of `rows`.
+    /// the order of `rows`. Sequences with a completed prefill that are not
+    /// in `rows` (the scheduler made them wait) keep their cache unchanged.
     ///
     /// Errors: the model's; `Error::Invalid` for a sequence that is not
     /// decoding.
@@ -122,7 +123,8 @@ pub struct BatchedLm<M, C> {
     /// Sequences still prefilling: their own caches and cached tokens.
     prefilling: HashMap<SeqId, (Vec<Box<dyn KvCache>>, usize)>,
     /// Sequences whose prefill completed: they join the batch at their
-    /// first decode (the step that completed them decodes without them).
+    /// first decode (the step that completed them decodes without them);
+    /// also rows parked while the scheduler made them wait.
     joining: HashMap<SeqId, Vec<Box<dyn KvCache>>>,
     layers: Vec<Rc<RefCell<C>>>,
     shims: Vec<Box<dyn KvCache>>,
@@ -163,6 +165,25 @@ impl<M: BatchLm, C: BatchCache + Default + 'static> BatchedLm<M, C> {
     /// The batch's column count `S` (0 when empty).
     pub fn columns(&self) -> usize {
         self.layers.first().map_or(0, |l| l.borrow().offset())
+    }
+
+    /// Takes `seq`'s row out of the batch into caches of its own, kept
+    /// until its next decode.
+    fn park(&mut self, seq: SeqId) -> Result<()> {
+        let b = self.rows.iter().position(|&r| r == seq).expect("a row");
+        let mut caches = self.model.new_cache();
+        for (layer, c) in self.layers.iter().zip(caches.iter_mut()) {
+            if let Some((k, v)) = layer.borrow().row(b)? {
+                c.update_and_fetch(&k, &v)?;
+            }
+        }
+        let keep: Vec<usize> = (0..self.rows.len()).filter(|&i| i != b).collect();
+        for l in &self.layers {
+            l.borrow_mut().filter_rows(&keep)?;
+        }
+        self.rows.remove(b);
+        self.joining.insert(seq, caches);
+        Ok(())
     }
 
     /// Moves `seq`'s prefilled caches into the batch as its last row.
@@ -229,24 +250,29 @@ impl<M: BatchLm, C: BatchCache + Default + 'static> EngineModel for BatchedLm<M,
                 self.join(seq, caches)?;
             }
         }
+        // Rows the scheduler did not plan a decode for (waiting for KV
+        // blocks) leave the batch with their keys and values, and join it
+        // again at their next decode.
+        let idle: Vec<SeqId> = self
+            .rows
+            .iter()
+            .copied()
+            .filter(|r| !rows.iter().any(|(s, _)| s == r))
+            .collect();
+        for seq in idle {
+            self.park(seq)?;
+        }
         // Row b of the batch feeds the token asked for its sequence.
-        let mut ids = vec![-1i32; self.rows.len()];
+        let mut ids = vec![0i32; self.rows.len()];
         let mut order = Vec::with_capacity(rows.len());
         for &(seq, tok) in rows {
             let Some(b) = self.rows.iter().position(|&r| r == seq) else {
                 return Err(Error::Invalid(format!(
-                    "decode: {seq} is not in the batch (its prefill has not completed)"
+                    "decode: {seq} is not decoding (its prefill has not completed)"
                 )));
             };
             ids[b] = tok as i32;
             order.push(b as i32);
-        }
-        if let Some(b) = ids.iter().position(|&i| i < 0) {
-            return Err(Error::Invalid(format!(
-                "decode: the batch decodes every row each step, but {} (row {b}) was not given \
-                 a token",
-                self.rows[b]
-            )));
         }
         let pads = self.layers[0].borrow().left_padding();
         let offset = self.columns();
