@@ -32,6 +32,8 @@
 //!   prompt in passes (how the long-context run fills 4096 tokens).
 //! - `turns`: the time to first token of a conversation's second turn with
 //!   the prompt cache against its first turn (`turns`).
+//! - `engine`: the week-3 engine under a closed loop of clients on a
+//!   workload file (`engine_run`; `cargo xtask bench week3`).
 //! - `bandwidth`: memory read bandwidth with N threads (no MLX), the
 //!   denominator of week 2's roofline.
 //! - `matvec`: day 10's GPU matvec kernel alone on a model's layer shapes
@@ -42,6 +44,7 @@
 //! code returned gives `{"status": "error", ...}`.
 
 mod bandwidth;
+mod engine_run;
 mod kernels;
 mod matvec;
 mod measure;
@@ -175,6 +178,31 @@ enum Cmd {
         /// The GPU's memory bandwidth in GB/s (H200: 4800).
         #[arg(long, default_value_t = 4800.0)]
         peak_gbs: f64,
+    },
+    /// The week-3 engine under a closed loop of `--concurrency` clients on a
+    /// workload file (`cargo xtask bench week3`); one JSON object.
+    Engine {
+        /// The model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// The workload: `{"seed", "requests": [{"prompt": [ids], "max_tokens"}]}`.
+        #[arg(long)]
+        workload: PathBuf,
+        /// Client threads, each with one request in flight.
+        #[arg(long)]
+        concurrency: usize,
+        /// `on` or `off` (the engine has no prefix cache yet: `on` is an error).
+        #[arg(long, default_value = "off")]
+        prefix_cache: String,
+        /// The scheduler's token budget per step (prefill chunks plus decodes).
+        #[arg(long, default_value_t = 512)]
+        max_batch_tokens: usize,
+        /// The kernels, as for `run --kernels`.
+        #[arg(long, default_value = "none")]
+        kernels: String,
+        /// f32 (the CPU), or bf16 / f16 on a GPU.
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
     },
     /// Where one forward pass spends its time: graph building, the linear
     /// layers' matmuls alone (the floor), and the rest.
@@ -316,6 +344,41 @@ fn main() -> ExitCode {
         } => {
             let report = report::caught(std::path::Path::new(&model), DType::Bf16, || {
                 matvec::run(&model, warmup, calls, reps, peak_gbs)
+            });
+            report::print(report)
+        }
+        Cmd::Engine {
+            model,
+            workload,
+            concurrency,
+            prefix_cache,
+            max_batch_tokens,
+            kernels,
+            dtype,
+        } => {
+            let report = report::caught(&model.clone(), dtype, || {
+                let prefix_cache = match prefix_cache.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => anyhow::bail!("--prefix-cache {other:?}: expected on or off"),
+                };
+                let on_gpu = Device::from_env()? == Some(Device::Gpu);
+                if dtype != DType::F32 && !on_gpu {
+                    anyhow::bail!(
+                        "--dtype {} on the CPU: the week-2 model runs f32 activations there; \
+                         leave --dtype out, or run on a GPU (TINY_LLM_DEVICE=gpu)",
+                        dtype.as_str()
+                    );
+                }
+                engine_run::run(&engine_run::EnginePlan {
+                    model,
+                    workload,
+                    concurrency,
+                    max_batch_tokens,
+                    prefix_cache,
+                    kernels: kernels::parse(&kernels)?,
+                    dtype: device::mlx_dtype(dtype),
+                })
             });
             report::print(report)
         }

@@ -6,11 +6,13 @@
 //! is an exercise.
 
 pub mod attention_mask;
+pub mod batch_cache;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod checkpoint_dir;
 pub mod config;
 pub mod cpu_bridge;
+pub mod engine;
 pub mod generation;
 pub mod gpu;
 pub mod hub;

@@ -122,9 +122,11 @@ pub mod prompt_cache;
 pub use tiny_llm_ref::prompt_cache;
 // Day 15: continuous batching
 #[cfg(not(feature = "ref-day15"))]
+pub mod batch_kv_cache;
+#[cfg(not(feature = "ref-day15"))]
 pub mod scheduler;
 #[cfg(feature = "ref-day15")]
-pub use tiny_llm_ref::scheduler;
+pub use tiny_llm_ref::{batch_kv_cache, scheduler};
 // Day 16: paged KV cache
 #[cfg(not(feature = "ref-day16"))]
 pub mod block_pool;

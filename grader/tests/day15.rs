@@ -9,9 +9,28 @@
 //! budget, never over the KV blocks, every prompt token prefilled exactly
 //! once and in order, admission in arrival order, a finished request's slot
 //! and blocks free the same step, and everything finishes.
+//!
+//! Then the batched KV cache (`BatchKvCache`): rows joining and leaving,
+//! worked on paper on `1 x 1 x T x 1` arrays; and the week-3 engine
+//! (`tiny_llm_common::engine`, given) serving the tiny Qwen2 through the
+//! learner's scheduler, batch cache and day 13 `forward_batch`: staggered
+//! requests must get exactly the greedy tokens each gets alone (day 8's
+//! cached forward pass, one request at a time), and a finished request's
+//! slot must go to a waiting one in the very next step.
 
+use mlx_rs::ops::indexing::argmax_axis;
+use mlx_rs::{Array, Dtype};
 use proptest::prelude::*;
 use std::collections::HashMap;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use tiny_llm_common::engine::{
+    self, BatchedLm, EngineConfig, EngineModel, Event, Request, Sampling, StopReason,
+};
+use tiny_llm_common::{Checkpoint, KvCache, Qwen2Config, Result};
+use tiny_llm_grader::fixture::checked_dir;
+use tiny_llm_grader::imp::batch_kv_cache::{BatchCache, BatchKvCache};
+use tiny_llm_grader::imp::qwen2_week2::Qwen2ModelWeek2;
 use tiny_llm_grader::imp::scheduler::{
     FcfsScheduler, PrefillChunk, Scheduler, SchedulerConfig, SeqId, SeqRequest, StepPlan,
 };
@@ -431,4 +450,470 @@ fn prop_preempted_sequences_are_recomputed_and_finish() {
         preemptions.get() > 0,
         "[wrong numbers] no case preempted: the property did not exercise preemption"
     );
+}
+
+// ---- the batched KV cache (batch_kv_cache.rs) ------------------------------
+
+/// One row's keys, `1 x 1 x T x 1` f32 (H_kv = 1, D = 1).
+fn row(vals: &[f32]) -> Array {
+    Array::from_slice(vals, &[1, 1, vals.len() as i32, 1])
+}
+
+/// A `B x 1 x S x 1` array as rows of numbers.
+fn rows_of(a: &Array) -> Vec<Vec<f32>> {
+    let (b, s) = (a.dim(0) as usize, a.dim(2) as usize);
+    let a = a.as_dtype(Dtype::Float32).unwrap().contiguous().unwrap();
+    a.eval().unwrap();
+    a.as_slice::<f32>()
+        .chunks(s)
+        .take(b)
+        .map(|r| r.to_vec())
+        .collect()
+}
+
+fn times10(v: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    v.iter()
+        .map(|r| r.iter().map(|x| x * 10.0).collect())
+        .collect()
+}
+
+/// Keys and values (values = 10 x keys) of every row, padding included.
+fn check(c: &BatchKvCache, case: &str, pads: &[i32], keys: &[Vec<f32>]) {
+    assert_eq!(
+        c.left_padding(),
+        pads,
+        "[wrong numbers] {case}: left_padding"
+    );
+    assert_eq!(c.rows(), pads.len(), "[wrong numbers] {case}: rows");
+    let s = keys.first().map_or(0, |r| r.len());
+    assert_eq!(c.offset(), s, "[wrong numbers] {case}: offset (columns)");
+    let (k, v) = c.state().expect("state");
+    assert_eq!(rows_of(&k), keys, "[wrong numbers] {case}: keys");
+    assert_eq!(rows_of(&v), times10(keys), "[wrong numbers] {case}: values");
+}
+
+fn add(c: &mut BatchKvCache, vals: &[f32]) {
+    let v: Vec<f32> = vals.iter().map(|x| x * 10.0).collect();
+    ok("BatchKvCache::add_row", c.add_row(&row(vals), &row(&v)));
+}
+
+/// Worked on paper: rows join shorter (left-padded) and longer (the
+/// others padded), a decode step appends a column to every row.
+#[test]
+fn batch_kv_cache_add_rows_hand_worked() {
+    let mut c = BatchKvCache::new();
+    assert_eq!((c.rows(), c.offset()), (0, 0));
+    add(&mut c, &[1.0, 2.0]);
+    check(&c, "one row of 2", &[0], &[vec![1.0, 2.0]]);
+    add(&mut c, &[3.0, 4.0, 5.0]);
+    // the longer row pads the first by one column
+    check(
+        &c,
+        "then a row of 3",
+        &[1, 0],
+        &[vec![0.0, 1.0, 2.0], vec![3.0, 4.0, 5.0]],
+    );
+    let k = Array::from_slice(&[6.0f32, 7.0], &[2, 1, 1, 1]);
+    let v = Array::from_slice(&[60.0f32, 70.0], &[2, 1, 1, 1]);
+    let (fk, _) = ok("update_and_fetch", c.update_and_fetch(&k, &v));
+    assert_eq!(fk.shape(), &[2, 1, 4, 1]);
+    check(
+        &c,
+        "a decode step",
+        &[1, 0],
+        &[vec![0.0, 1.0, 2.0, 6.0], vec![3.0, 4.0, 5.0, 7.0]],
+    );
+    add(&mut c, &[8.0]);
+    // the shorter row is left-padded to the batch's 4 columns
+    check(
+        &c,
+        "then a row of 1",
+        &[1, 0, 3],
+        &[
+            vec![0.0, 1.0, 2.0, 6.0],
+            vec![3.0, 4.0, 5.0, 7.0],
+            vec![0.0, 0.0, 0.0, 8.0],
+        ],
+    );
+    let (rk, rv) = ok("BatchKvCache::row", c.row(2)).expect("row 2 holds a token");
+    assert_eq!(rows_of(&rk), vec![vec![8.0]], "[wrong numbers] row(2) keys");
+    assert_eq!(
+        rows_of(&rv),
+        vec![vec![80.0]],
+        "[wrong numbers] row(2) values"
+    );
+}
+
+/// Worked on paper: rows leave, the others keep their values, and the
+/// columns that are padding in every kept row are dropped.
+#[test]
+fn batch_kv_cache_filter_rows_hand_worked() {
+    let mut c = BatchKvCache::new();
+    add(&mut c, &[1.0, 2.0, 6.0]);
+    add(&mut c, &[3.0, 4.0, 5.0, 7.0]);
+    add(&mut c, &[8.0]);
+    check(
+        &c,
+        "rows of 3, 4 and 1",
+        &[1, 0, 3],
+        &[
+            vec![0.0, 1.0, 2.0, 6.0],
+            vec![3.0, 4.0, 5.0, 7.0],
+            vec![0.0, 0.0, 0.0, 8.0],
+        ],
+    );
+    ok("filter_rows", c.filter_rows(&[0, 2]));
+    // pads 1 and 3: one column is padding in both, dropped
+    check(
+        &c,
+        "keep rows 0 and 2",
+        &[0, 2],
+        &[vec![1.0, 2.0, 6.0], vec![0.0, 0.0, 8.0]],
+    );
+    ok("filter_rows", c.filter_rows(&[1]));
+    check(&c, "keep row 1", &[0], &[vec![8.0]]);
+    // it still decodes: the next column lands after the kept token
+    let one = |x: f32| Array::from_slice(&[x], &[1, 1, 1, 1]);
+    ok(
+        "update_and_fetch",
+        c.update_and_fetch(&one(9.0), &one(90.0)),
+    );
+    check(&c, "then a decode step", &[0], &[vec![8.0, 9.0]]);
+    ok("filter_rows", c.filter_rows(&[]));
+    assert_eq!(
+        (c.rows(), c.offset()),
+        (0, 0),
+        "keeping no row empties the cache"
+    );
+    assert!(c.state().is_none());
+    // an emptied cache takes rows again
+    add(&mut c, &[5.0]);
+    check(&c, "a row after emptying", &[0], &[vec![5.0]]);
+}
+
+#[test]
+fn batch_kv_cache_rejects_bad_input() {
+    let mut c = BatchKvCache::new();
+    add(&mut c, &[1.0, 2.0]);
+    add(&mut c, &[3.0]);
+    let two = Array::from_slice(&[0.0f32; 4], &[2, 1, 2, 1]);
+    should_fail_naming(
+        "add_row",
+        "two rows at once",
+        c.add_row(&two, &two),
+        &["keys"],
+    );
+    let heads = Array::from_slice(&[0.0f32; 4], &[1, 2, 2, 1]);
+    should_fail_naming(
+        "add_row",
+        "2 kv heads, cache has 1",
+        c.add_row(&heads, &heads),
+        &["keys"],
+    );
+    let half = row(&[1.0]).as_dtype(Dtype::Float16).unwrap();
+    should_fail_naming(
+        "add_row",
+        "f16 into an f32 cache",
+        c.add_row(&half, &half),
+        &["Float16"],
+    );
+    should_fail_naming("filter_rows", "row 2 of 2", c.filter_rows(&[0, 2]), &["2"]);
+    should_fail_naming(
+        "filter_rows",
+        "rows out of order",
+        c.filter_rows(&[1, 0]),
+        &["keep[1]"],
+    );
+    check(
+        &c,
+        "after the rejected calls (unchanged)",
+        &[0, 1],
+        &[vec![1.0, 2.0], vec![0.0, 3.0]],
+    );
+}
+
+// ---- the batched engine on the tiny Qwen2 ---------------------------------
+
+fn tiny_model() -> Qwen2ModelWeek2 {
+    let dir = checked_dir("tiny-qwen2");
+    let config = Qwen2Config::from_file(&dir.join("config.json"))
+        .unwrap_or_else(|e| panic!("[fixture] tiny-qwen2 config: {e}"));
+    let checkpoint =
+        Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] tiny-qwen2 weights: {e}"));
+    ok(
+        "Qwen2ModelWeek2::new",
+        Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
+    )
+}
+
+/// Greedy tokens of `prompt` alone: day 8's cached forward pass, one
+/// prefill then one token per step (the independent path).
+fn solo(model: &Qwen2ModelWeek2, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = model.new_cache();
+    let mut feed: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
+    let (mut offset, mut out) = (0, Vec::new());
+    for _ in 0..n {
+        let input = Array::from_slice(&feed, &[1, feed.len() as i32]);
+        let logits = ok(
+            "forward_last",
+            model.forward_last(&input, offset, &mut cache),
+        );
+        let t: u32 = argmax_axis(&logits, -1, false)
+            .unwrap()
+            .try_item_cast()
+            .unwrap();
+        offset += feed.len();
+        feed = vec![t as i32];
+        out.push(t);
+    }
+    out
+}
+
+/// Every event of one request: its tokens and the final event. A stream
+/// that ends without one (the engine thread panicked) re-raises the
+/// engine's panic through `shutdown`.
+fn drain(rx: &Receiver<Event>) -> Option<(Vec<u32>, Event)> {
+    let mut toks = Vec::new();
+    loop {
+        match rx.recv() {
+            Ok(Event::Token { id, .. }) => toks.push(id),
+            Ok(other) => return Some((toks, other)),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The model calls of a run: `(prefill, seq)` or `(decode, seqs)`.
+type CallLog = Arc<Mutex<Vec<(bool, Vec<SeqId>)>>>;
+
+/// [`BatchedLm`] that logs its calls.
+struct Logged(BatchedLm<Qwen2ModelWeek2, BatchKvCache>, CallLog);
+
+impl EngineModel for Logged {
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+    fn context_len(&self) -> usize {
+        self.0.context_len()
+    }
+    fn prefill(&mut self, seq: SeqId, start: usize, ids: &[u32], c: bool) -> Result<Array> {
+        self.1.lock().unwrap().push((true, vec![seq]));
+        self.0.prefill(seq, start, ids, c)
+    }
+    fn decode(&mut self, rows: &[(SeqId, u32)]) -> Result<Array> {
+        self.1
+            .lock()
+            .unwrap()
+            .push((false, rows.iter().map(|r| r.0).collect()));
+        self.0.decode(rows)
+    }
+    fn release(&mut self, seq: SeqId) -> Result<()> {
+        self.0.release(seq)
+    }
+}
+
+/// An engine over the tiny Qwen2, the learner's scheduler and batch cache.
+fn tiny_engine(budget: usize, running: usize, blocks: usize, log: CallLog) -> engine::EngineHandle {
+    let sched = SchedulerConfig {
+        max_tokens_per_step: budget,
+        max_running: running,
+        block_size: 4,
+        num_blocks: blocks,
+    };
+    let config = EngineConfig {
+        eos: vec![],
+        block_size: 4,
+        num_blocks: blocks,
+    };
+    let spawned = engine::spawn(
+        config,
+        move || Ok(Logged(BatchedLm::new(tiny_model()), log)),
+        move || FcfsScheduler::new(sched),
+    );
+    ok("engine::spawn", spawned)
+}
+
+fn request(prompt: &[u32], max_tokens: usize) -> Request {
+    Request {
+        prompt: prompt.to_vec(),
+        max_tokens,
+        sampling: Sampling::GREEDY,
+        ignore_eos: true,
+    }
+}
+
+/// Prompt `i` of `len` ids below the tiny model's vocabulary of 1088.
+fn prompt(i: u32, len: usize) -> Vec<u32> {
+    (0..len as u32)
+        .map(|j| (i * 97 + j * 31 + 5) % 1000)
+        .collect()
+}
+
+/// Staggered requests (submitted while others decode) through the
+/// batched engine give each request the greedy tokens it gets alone;
+/// no step reads more than the budget; several rows decode together.
+#[test]
+fn staggered_requests_match_each_request_alone_tiny() {
+    let model = tiny_model();
+    let work = [(7, 9), (19, 4), (3, 12), (11, 6), (26, 8), (2, 10)];
+    let want: Vec<Vec<u32>> = work
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, n))| solo(&model, &prompt(i as u32, p), n))
+        .collect();
+    let log: CallLog = Arc::default();
+    let h = tiny_engine(16, 3, 1024, log.clone());
+    let mut got = Vec::new();
+    let mut pending = Vec::new();
+    for (i, &(p, n)) in work.iter().enumerate() {
+        pending.push(h.submit(request(&prompt(i as u32, p), n)).1);
+        if i % 2 == 1 {
+            // let the earlier ones start decoding before the next arrive
+            let Some(first) = drain(&pending.remove(0)) else {
+                h.shutdown().ok();
+                panic!("the engine ended a stream without Done");
+            };
+            got.push(first);
+        }
+    }
+    for rx in &pending {
+        match drain(rx) {
+            Some(r) => got.push(r),
+            None => {
+                h.shutdown().ok();
+                panic!("the engine ended a stream without Done");
+            }
+        }
+    }
+    let stats = ok("shutdown", h.shutdown());
+    for (i, ((toks, done), want)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            matches!(
+                done,
+                Event::Done {
+                    reason: StopReason::Length,
+                    ..
+                }
+            ),
+            "[wrong numbers] request {i} ended with {done:?}"
+        );
+        assert_eq!(
+            toks, want,
+            "[wrong numbers] request {i} (prompt {} ids): batched tokens differ from the \
+             request run alone",
+            work[i].0
+        );
+    }
+    assert!(
+        stats.max_step_tokens <= 16,
+        "[wrong numbers] a step read {} tokens, budget 16",
+        stats.max_step_tokens
+    );
+    let log = log.lock().unwrap();
+    assert!(
+        log.iter().any(|(p, rows)| !p && rows.len() >= 2),
+        "[wrong numbers] no step decoded two rows together"
+    );
+    assert_eq!(stats.kv_blocks_in_use_end, 0);
+}
+
+/// With two slots, a request that finishes leaves the batch at once: the
+/// waiting request's prefill comes right after the finished one's last
+/// decode, and the finished sequence is never decoded again.
+#[test]
+fn a_finished_request_frees_its_slot_at_once_tiny() {
+    let log: CallLog = Arc::default();
+    let h = tiny_engine(32, 2, 1024, log.clone());
+    let (a, ra) = h.submit(request(&prompt(0, 5), 2));
+    let (b, rb) = h.submit(request(&prompt(1, 6), 12));
+    let (c, rc) = h.submit(request(&prompt(2, 4), 3));
+    let ends: Vec<_> = [&ra, &rb, &rc].iter().map(|r| drain(r)).collect();
+    if ends.iter().any(Option::is_none) {
+        h.shutdown().ok();
+        panic!("the engine ended a stream without Done");
+    }
+    ok("shutdown", h.shutdown());
+    let log = log.lock().unwrap();
+    let last_a = log
+        .iter()
+        .rposition(|(_, rows)| rows.contains(&a))
+        .expect("a ran");
+    let first_c = log
+        .iter()
+        .position(|(p, rows)| *p && rows.contains(&c))
+        .expect("c ran");
+    // The engine runs a step's prefills before its decode: the step
+    // after the one that finished `a` starts with `c`'s prefill, so no
+    // decode comes between.
+    assert!(
+        first_c > last_a && log[last_a + 1..first_c].iter().all(|(p, _)| *p),
+        "[wrong numbers] the waiting request's first call is {first_c}, the finished \
+         one's last {last_a}: expected no decode step between them (calls: {log:?})"
+    );
+    let last_b = log
+        .iter()
+        .rposition(|(_, rows)| rows.contains(&b))
+        .expect("b ran");
+    assert!(
+        first_c < last_b,
+        "[wrong numbers] the waiting request started only after the long one finished"
+    );
+}
+
+/// A KV pool too small for every running sequence: the scheduler makes
+/// sequences wait and preempts the newest (recomputed from its prompt and
+/// generated tokens); every request still gets the tokens it gets alone.
+#[test]
+fn tight_kv_pool_waits_and_preempts_yet_matches_alone_tiny() {
+    let model = tiny_model();
+    let work = [(9, 10), (14, 9), (6, 12), (11, 8)];
+    let want: Vec<Vec<u32>> = work
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, n))| solo(&model, &prompt(i as u32 + 10, p), n))
+        .collect();
+    let log: CallLog = Arc::default();
+    // Blocks of 4 tokens; each request may need 5 or 6, three run at once.
+    let h = tiny_engine(16, 3, 12, log);
+    let rxs: Vec<_> = work
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, n))| h.submit(request(&prompt(i as u32 + 10, p), n)).1)
+        .collect();
+    let mut got = Vec::new();
+    for rx in &rxs {
+        match drain(rx) {
+            Some(r) => got.push(r),
+            None => {
+                h.shutdown().ok();
+                panic!("the engine ended a stream without Done");
+            }
+        }
+    }
+    let stats = ok("shutdown", h.shutdown());
+    for (i, ((toks, done), want)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            matches!(
+                done,
+                Event::Done {
+                    reason: StopReason::Length,
+                    ..
+                }
+            ),
+            "[wrong numbers] request {i} ended with {done:?}"
+        );
+        assert_eq!(
+            toks, want,
+            "[wrong numbers] request {i}: tokens with a 12-block pool differ from the request \
+             run alone"
+        );
+    }
+    let prompts: usize = work.iter().map(|w| w.0).sum();
+    assert!(
+        stats.prefill_tokens_computed > prompts as u64,
+        "[wrong numbers] no sequence was recomputed ({} prefill tokens for {prompts} prompt \
+         tokens): the pool should have forced a preemption",
+        stats.prefill_tokens_computed
+    );
+    assert!(stats.kv_blocks_peak <= 12, "{stats:?}");
 }

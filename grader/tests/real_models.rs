@@ -427,3 +427,125 @@ fn qwen_chunked_prefill_matches_mlx_lm() {
 fn smollm_chunked_prefill_matches_mlx_lm() {
     check_chunked_prefill("smollm_chunked_prefill_matches_mlx_lm", SMOLLM);
 }
+
+// ---- day 15: the batched engine against each request alone -------------------
+
+/// Staggered requests through the week-3 engine (`tiny_llm_common::engine`,
+/// the learner's `FcfsScheduler` and `BatchKvCache`, day 13's
+/// `forward_batch`) on the 4-bit model get exactly the greedy tokens each
+/// gets alone (day 8's cached forward pass, one request at a time).
+fn check_batched_engine(test: &str, name: &'static str) {
+    use tiny_llm_common::engine::{self, BatchedLm, EngineConfig, Event, Request, Sampling};
+    use tiny_llm_grader::imp::batch_kv_cache::BatchKvCache;
+    use tiny_llm_grader::imp::scheduler::{FcfsScheduler, SchedulerConfig};
+
+    let q = format!("{name}-4bit");
+    let load = {
+        let q = q.clone();
+        move || {
+            let dir = model_dir(&q);
+            let config = Qwen2Config::from_file(&dir.join("config.json"))
+                .unwrap_or_else(|e| panic!("[fixture] {q}: {e}"));
+            let checkpoint =
+                Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] {q}: {e}"));
+            ok(
+                "Qwen2ModelWeek2::new",
+                Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
+            )
+        }
+    };
+    // Prompts of 5 to 40 ids below both models' vocabularies.
+    let work: Vec<(Vec<u32>, usize)> = [(23, 8), (5, 10), (40, 6), (12, 9), (31, 7)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(len, n))| {
+            let p = (0..len as u32).map(|j| 300 + (i as u32 * 977 + j * 131) % 20000);
+            (p.collect(), n)
+        })
+        .collect();
+    let model = load();
+    let want: Vec<Vec<u32>> = work
+        .iter()
+        .map(|(p, n)| {
+            let mut cache = model.new_cache();
+            let mut feed: Vec<i32> = p.iter().map(|&t| t as i32).collect();
+            let (mut offset, mut out) = (0, Vec::new());
+            for _ in 0..*n {
+                let input = Array::from_slice(&feed, &[1, feed.len() as i32]);
+                let logits = ok(
+                    "forward_last",
+                    model.forward_last(&input, offset, &mut cache),
+                );
+                let t = ids_of(&argmax_axis(&logits, -1, false).unwrap())[0];
+                offset += feed.len();
+                feed = vec![t as i32];
+                out.push(t);
+            }
+            out
+        })
+        .collect();
+    drop(model);
+    let sched = SchedulerConfig {
+        max_tokens_per_step: 32,
+        max_running: 3,
+        block_size: 16,
+        num_blocks: 64,
+    };
+    let config = EngineConfig {
+        eos: vec![],
+        block_size: 16,
+        num_blocks: 64,
+    };
+    let h = ok(
+        "engine::spawn",
+        engine::spawn(
+            config,
+            move || Ok(BatchedLm::<_, BatchKvCache>::new(load())),
+            move || FcfsScheduler::new(sched),
+        ),
+    );
+    let rxs: Vec<_> = work
+        .iter()
+        .map(|(p, n)| {
+            h.submit(Request {
+                prompt: p.clone(),
+                max_tokens: *n,
+                sampling: Sampling::GREEDY,
+                ignore_eos: true,
+            })
+            .1
+        })
+        .collect();
+    let mut got = Vec::new();
+    for rx in &rxs {
+        let mut toks = Vec::new();
+        loop {
+            match rx.recv() {
+                Ok(Event::Token { id, .. }) => toks.push(id),
+                Ok(Event::Done { .. }) => break,
+                Ok(Event::Error(e)) => panic!("[error] {test}: the engine failed a request: {e}"),
+                Err(_) => {
+                    h.shutdown().ok();
+                    panic!("[error] {test}: the engine ended a stream without Done");
+                }
+            }
+        }
+        got.push(toks);
+    }
+    let stats = ok("shutdown", h.shutdown());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g,
+            w,
+            "[wrong numbers] {test}: real/{q} request {i} ({} prompt ids): batched greedy tokens \
+             differ from the request alone",
+            work[i].0.len()
+        );
+    }
+    assert!(stats.max_step_tokens <= 32, "{stats:?}");
+}
+
+#[test]
+fn qwen_batched_engine_matches_each_request_alone() {
+    check_batched_engine("qwen_batched_engine_matches_each_request_alone", QWEN);
+}

@@ -66,6 +66,7 @@ pub mod chunked_prefill;
 pub mod prompt_cache;
 
 // Day 15
+pub mod batch_kv_cache;
 pub mod scheduler;
 
 // Day 16

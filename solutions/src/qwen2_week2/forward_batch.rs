@@ -123,3 +123,34 @@ impl Qwen2ModelWeek2 {
         })
     }
 }
+
+/// What the week-3 engine drives (given): day 8's cached forward pass for
+/// prefill chunks, day 13's `forward_batch` for the decode batch.
+impl tiny_llm_common::engine::BatchLm for Qwen2ModelWeek2 {
+    fn new_cache(&self) -> Vec<Box<dyn KvCache>> {
+        Qwen2ModelWeek2::new_cache(self)
+    }
+    fn forward_last(
+        &self,
+        inputs: &Array,
+        offset: usize,
+        cache: &mut [Box<dyn KvCache>],
+    ) -> Result<Array> {
+        Qwen2ModelWeek2::forward_last(self, inputs, offset, cache)
+    }
+    fn forward_batch(
+        &self,
+        inputs: &Array,
+        offset: usize,
+        left_padding: &[i32],
+        cache: &mut [Box<dyn KvCache>],
+    ) -> Result<Array> {
+        Qwen2ModelWeek2::forward_batch(self, inputs, offset, left_padding, cache)
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size as usize
+    }
+    fn context_len(&self) -> usize {
+        self.config.rope_positions() as usize
+    }
+}
