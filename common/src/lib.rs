@@ -43,7 +43,7 @@ pub use kernel_choice::Week2Kernels;
 pub use kv_cache::KvCache;
 pub use linear::{Linear, LinearWeight};
 pub use lm::{check_token_ids, CachedLm, CausalLm};
-pub use paged::{BlockAllocator, BlockId, BlockTable};
+pub use paged::{BlockAllocator, BlockId, BlockTable, PrefixCaching};
 pub use rope_view::RopeView;
 pub use scheduling::{PrefillChunk, Scheduler, SeqId, SeqRequest, StepPlan};
 pub use step::{Cached, Generation, Recompute, StepModel, TokenEvent, TokenSampler};

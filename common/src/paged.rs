@@ -91,3 +91,41 @@ pub trait BlockAllocator {
     /// The block's reference count (0 when free or outside the pool).
     fn ref_count(&self, block: BlockId) -> usize;
 }
+
+/// A prefix cache over its own block pool, as the engine drives it (day
+/// 17's `PrefixCache` and day 16's `BlockPool` behind one value; the
+/// learner's crate implements it). Every table it returns and every block it
+/// allocates is the caller's to release, block by block.
+pub trait PrefixCaching {
+    /// Tokens per block.
+    fn block_size(&self) -> usize;
+
+    /// The longest cached prefix of `prompt` in whole blocks, at most
+    /// `prompt.len() - 1` tokens: a table of those blocks, each retained
+    /// once for the caller.
+    ///
+    /// Errors: `Error::Invalid` for an empty prompt.
+    fn lookup(&mut self, prompt: &[u32]) -> Result<BlockTable>;
+
+    /// A block for the caller (count 1), evicting the least recently used
+    /// unused cached block when the pool has none free.
+    ///
+    /// Errors: `Error::OutOfBlocks` when none is free or evictable.
+    fn allocate(&mut self) -> Result<BlockId>;
+
+    /// Caches the full blocks of `tokens`, stored in `table` (each newly
+    /// cached block retained once, for the cache; a hash already cached
+    /// keeps its old block). Returns how many were newly cached.
+    ///
+    /// Errors: `Error::Invalid` when `table` holds fewer than
+    /// `tokens.len()` tokens.
+    fn insert(&mut self, tokens: &[u32], table: &BlockTable) -> Result<usize>;
+
+    /// One holder less of `block` (`true`: it went back to the pool).
+    ///
+    /// Errors: `Error::Invalid` for a free block or an id outside the pool.
+    fn release(&mut self, block: BlockId) -> Result<bool>;
+
+    /// The block's reference count (0: free, its keys and values may go).
+    fn ref_count(&self, block: BlockId) -> usize;
+}

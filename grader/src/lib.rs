@@ -20,6 +20,7 @@ pub mod fixture;
 pub mod gpu_check;
 pub mod manifest;
 pub mod prop;
+pub mod tiny_engine;
 pub mod tolerance;
 
 pub use compare::{assert_close, Tol};

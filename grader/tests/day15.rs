@@ -18,23 +18,19 @@
 //! cached forward pass, one request at a time), and a finished request's
 //! slot must go to a waiting one in the very next step.
 
-use mlx_rs::ops::indexing::argmax_axis;
 use mlx_rs::{Array, Dtype};
 use proptest::prelude::*;
 use std::collections::HashMap;
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
-use tiny_llm_common::engine::{
-    self, BatchedLm, EngineConfig, EngineModel, Event, Request, Sampling, StopReason,
-};
-use tiny_llm_common::{Checkpoint, KvCache, Qwen2Config, Result};
-use tiny_llm_grader::fixture::checked_dir;
+use tiny_llm_common::engine::{self, BatchedLm, EngineConfig, EngineModel, Event, StopReason};
+use tiny_llm_common::{KvCache, Result};
 use tiny_llm_grader::imp::batch_kv_cache::{BatchCache, BatchKvCache};
 use tiny_llm_grader::imp::qwen2_week2::Qwen2ModelWeek2;
 use tiny_llm_grader::imp::scheduler::{
     FcfsScheduler, PrefillChunk, Scheduler, SchedulerConfig, SeqId, SeqRequest, StepPlan,
 };
 use tiny_llm_grader::prop::check as check_property;
+use tiny_llm_grader::tiny_engine::{drain, prompt, request, solo, tiny_model};
 use tiny_llm_grader::{ok, should_fail_naming};
 
 fn config(budget: usize, running: usize, bs: usize, blocks: usize) -> SchedulerConfig {
@@ -634,55 +630,6 @@ fn batch_kv_cache_rejects_bad_input() {
 
 // ---- the batched engine on the tiny Qwen2 ---------------------------------
 
-fn tiny_model() -> Qwen2ModelWeek2 {
-    let dir = checked_dir("tiny-qwen2");
-    let config = Qwen2Config::from_file(&dir.join("config.json"))
-        .unwrap_or_else(|e| panic!("[fixture] tiny-qwen2 config: {e}"));
-    let checkpoint =
-        Checkpoint::load(&dir).unwrap_or_else(|e| panic!("[fixture] tiny-qwen2 weights: {e}"));
-    ok(
-        "Qwen2ModelWeek2::new",
-        Qwen2ModelWeek2::new(&config, &checkpoint, Dtype::Float32),
-    )
-}
-
-/// Greedy tokens of `prompt` alone: day 8's cached forward pass, one
-/// prefill then one token per step (the independent path).
-fn solo(model: &Qwen2ModelWeek2, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut cache = model.new_cache();
-    let mut feed: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
-    let (mut offset, mut out) = (0, Vec::new());
-    for _ in 0..n {
-        let input = Array::from_slice(&feed, &[1, feed.len() as i32]);
-        let logits = ok(
-            "forward_last",
-            model.forward_last(&input, offset, &mut cache),
-        );
-        let t: u32 = argmax_axis(&logits, -1, false)
-            .unwrap()
-            .try_item_cast()
-            .unwrap();
-        offset += feed.len();
-        feed = vec![t as i32];
-        out.push(t);
-    }
-    out
-}
-
-/// Every event of one request: its tokens and the final event. A stream
-/// that ends without one (the engine thread panicked) re-raises the
-/// engine's panic through `shutdown`.
-fn drain(rx: &Receiver<Event>) -> Option<(Vec<u32>, Event)> {
-    let mut toks = Vec::new();
-    loop {
-        match rx.recv() {
-            Ok(Event::Token { id, .. }) => toks.push(id),
-            Ok(other) => return Some((toks, other)),
-            Err(_) => return None,
-        }
-    }
-}
-
 /// The model calls of a run: `(prefill, seq)` or `(decode, seqs)`.
 type CallLog = Arc<Mutex<Vec<(bool, Vec<SeqId>)>>>;
 
@@ -731,22 +678,6 @@ fn tiny_engine(budget: usize, running: usize, blocks: usize, log: CallLog) -> en
         move || FcfsScheduler::new(sched),
     );
     ok("engine::spawn", spawned)
-}
-
-fn request(prompt: &[u32], max_tokens: usize) -> Request {
-    Request {
-        prompt: prompt.to_vec(),
-        max_tokens,
-        sampling: Sampling::GREEDY,
-        ignore_eos: true,
-    }
-}
-
-/// Prompt `i` of `len` ids below the tiny model's vocabulary of 1088.
-fn prompt(i: u32, len: usize) -> Vec<u32> {
-    (0..len as u32)
-        .map(|j| (i * 97 + j * 31 + 5) % 1000)
-        .collect()
 }
 
 /// Staggered requests (submitted while others decode) through the

@@ -10,13 +10,24 @@
 //! count = the tables holding it + 1 when cached), and a prefix served from
 //! the cache holds exactly the tokens of the prompt it was looked up for
 //! (read back through a simulated KV storage).
+//!
+//! Then the week-3 engine (given) with the learner's prefix cache on the
+//! tiny Qwen2: tokens computed and blocks found worked out by hand, and
+//! every request's greedy tokens equal to the request alone with no cache
+//! (day 8's cached forward pass), also while a small pool evicts.
 
 use proptest::prelude::*;
 use std::collections::HashSet;
+use tiny_llm_common::engine::{self, BatchedLm, EngineConfig, EngineStats, Event, RequestStats};
 use tiny_llm_common::Error;
+use tiny_llm_grader::imp::batch_kv_cache::BatchKvCache;
 use tiny_llm_grader::imp::block_pool::{BlockAllocator, BlockId, BlockPool, BlockTable};
-use tiny_llm_grader::imp::prefix_cache::{block_hashes, chain_hash, PrefixCache};
+use tiny_llm_grader::imp::prefix_cache::{
+    block_hashes, chain_hash, PooledPrefixCache, PrefixCache,
+};
+use tiny_llm_grader::imp::scheduler::{FcfsScheduler, SchedulerConfig};
 use tiny_llm_grader::prop::check as check_property;
+use tiny_llm_grader::tiny_engine::{drain, prompt, request, solo, tiny_model};
 use tiny_llm_grader::{ok, should_fail};
 
 /// 64-bit FNV-1a from its definition.
@@ -376,4 +387,154 @@ fn prop_random_workloads_keep_the_pool_consistent() {
         evicted.get(),
         hits.get()
     );
+}
+
+// ---- the week-3 engine with the prefix cache, on the tiny Qwen2 -----------
+
+/// An engine over the tiny Qwen2 (the learner's scheduler, batch cache and
+/// prefix cache over a pool of `cache_blocks` blocks of 4 tokens).
+fn tiny_engine(running: usize, cache_blocks: usize) -> engine::EngineHandle {
+    let sched = SchedulerConfig {
+        max_tokens_per_step: 16,
+        max_running: running,
+        block_size: 4,
+        num_blocks: 1024,
+    };
+    let config = EngineConfig {
+        eos: vec![],
+        block_size: 4,
+        num_blocks: 1024,
+    };
+    let spawned = engine::spawn_with_prefix_cache(
+        config,
+        move || Ok(BatchedLm::<_, BatchKvCache>::new(tiny_model())),
+        move || FcfsScheduler::new(sched),
+        move || PooledPrefixCache::new(cache_blocks, 4),
+    );
+    ok("engine::spawn_with_prefix_cache", spawned)
+}
+
+/// Runs `prompts` one after the other (each submitted when the one before
+/// is done) and returns each one's tokens and stats, then the engine's.
+fn one_by_one(
+    h: engine::EngineHandle,
+    prompts: &[Vec<u32>],
+    n: usize,
+) -> (Vec<(Vec<u32>, RequestStats)>, EngineStats) {
+    let mut out = Vec::new();
+    for p in prompts {
+        let (_, rx) = h.submit(request(p, n));
+        match drain(&rx) {
+            Some((toks, Event::Done { stats, .. })) => out.push((toks, stats)),
+            Some((_, other)) => {
+                h.shutdown().ok();
+                panic!("[error] a request ended with {other:?}");
+            }
+            None => {
+                h.shutdown().ok();
+                panic!("the engine ended a stream without Done");
+            }
+        }
+    }
+    (out, ok("shutdown", h.shutdown()))
+}
+
+/// Worked by hand, blocks of 4: a 13-token shared prefix plus 3 tokens of
+/// each request's own. The first request finds nothing (3 blocks looked
+/// up: a lookup covers at most 15 of 16 tokens) and computes 16; its 4 full
+/// blocks are cached. The second (another suffix) finds the 3 blocks of
+/// tokens 0..12 (block 3 holds token 12 and the first one's suffix) and
+/// computes 4; the third repeats the first prompt and also finds 3 (one
+/// token is always left to compute), computing 4. Every request's tokens
+/// equal the request alone with no cache.
+#[test]
+fn engine_prefix_cache_computes_a_shared_prefix_once_tiny() {
+    let model = tiny_model();
+    let shared = prompt(1, 13);
+    let with = |s: u32| -> Vec<u32> {
+        let mut p = shared.clone();
+        p.extend((0..3).map(|j| 900 + s * 3 + j));
+        p
+    };
+    let prompts = vec![with(0), with(1), with(0)];
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| solo(&model, p, 5)).collect();
+    let (got, stats) = one_by_one(tiny_engine(2, 64), &prompts, 5);
+    for (i, ((toks, _), want)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            toks, want,
+            "[wrong numbers] request {i}: tokens with the prefix cache differ from the request \
+             alone"
+        );
+    }
+    let computed: Vec<usize> = got.iter().map(|(_, s)| s.prefill_tokens_computed).collect();
+    let cached: Vec<usize> = got.iter().map(|(_, s)| s.cached_tokens).collect();
+    assert_eq!(
+        (computed, cached),
+        (vec![16, 4, 4], vec![0, 12, 12]),
+        "[wrong numbers] (prompt tokens computed, tokens found in the cache) per request"
+    );
+    assert_eq!(
+        (
+            stats.prefix_cache_lookup_blocks,
+            stats.prefix_cache_hit_blocks,
+            stats.prefill_tokens_computed
+        ),
+        (9, 6, 24),
+        "[wrong numbers] (blocks looked up, blocks found, prompt tokens computed)"
+    );
+    assert_eq!(stats.kv_blocks_in_use_end, 0);
+}
+
+/// Requests sharing a prefix, four in flight at once, then again with a
+/// pool of 6 blocks (too small for every prompt's blocks: least recently
+/// used blocks are evicted while others are in use): every request gets the
+/// tokens it gets alone, and later requests reuse blocks.
+#[test]
+fn engine_prefix_cache_concurrent_and_evicting_matches_alone_tiny() {
+    let model = tiny_model();
+    let shared = prompt(2, 10);
+    let prompts: Vec<Vec<u32>> = (0..8u32)
+        .map(|i| {
+            let mut p = shared.clone();
+            p.extend(prompt(10 + i, 3 + (i as usize % 4) * 2));
+            p
+        })
+        .collect();
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| solo(&model, p, 6)).collect();
+    for cache_blocks in [64, 6] {
+        let h = tiny_engine(4, cache_blocks);
+        let rxs: Vec<_> = prompts.iter().map(|p| h.submit(request(p, 6)).1).collect();
+        let mut got = Vec::new();
+        for rx in &rxs {
+            match drain(rx) {
+                Some((toks, Event::Done { .. })) => got.push(toks),
+                Some((_, other)) => {
+                    h.shutdown().ok();
+                    panic!("[error] a request ended with {other:?} (pool of {cache_blocks})");
+                }
+                None => {
+                    h.shutdown().ok();
+                    panic!("the engine ended a stream without Done");
+                }
+            }
+        }
+        let stats = ok("shutdown", h.shutdown());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g, w,
+                "[wrong numbers] request {i}, prefix-cache pool of {cache_blocks} blocks: tokens \
+                 differ from the request alone"
+            );
+        }
+        assert!(
+            stats.prefix_cache_hit_blocks > 0,
+            "[wrong numbers] no request reused a cached block (pool of {cache_blocks})"
+        );
+        assert!(
+            stats.prefix_cache_blocks_stored <= cache_blocks as u64,
+            "[wrong numbers] {} blocks stored, pool of {cache_blocks}",
+            stats.prefix_cache_blocks_stored
+        );
+        assert_eq!(stats.kv_blocks_in_use_end, 0);
+    }
 }

@@ -30,7 +30,7 @@ use fnv::FnvHasher;
 use std::collections::HashMap;
 use std::hash::Hasher;
 // `Error` is named by the doc comments.
-pub use tiny_llm_common::{BlockAllocator, BlockId, BlockTable};
+pub use tiny_llm_common::{BlockAllocator, BlockId, BlockTable, PrefixCaching};
 #[allow(unused_imports)]
 use tiny_llm_common::{Error, Result};
 
@@ -248,5 +248,50 @@ impl PrefixCache {
             return Err(Error::OutOfBlocks { asked: 1, free: 0 });
         }
         pool.allocate()
+    }
+}
+
+/// Day 17's cache over its own day-16 pool, as the week-3 engine drives it
+/// (`tiny_llm_common::engine::spawn_with_prefix_cache`; given code: every
+/// method forwards to [`PrefixCache`] or [`crate::block_pool::BlockPool`]).
+#[derive(Debug, Clone)]
+pub struct PooledPrefixCache {
+    /// The pool the cached blocks come from; its size bounds them.
+    pub pool: crate::block_pool::BlockPool,
+    /// The index.
+    pub cache: PrefixCache,
+}
+
+impl PooledPrefixCache {
+    /// An empty cache over a pool of `num_blocks` blocks of `block_size`
+    /// tokens (given).
+    ///
+    /// Errors: [`crate::block_pool::BlockPool::new`]'s.
+    pub fn new(num_blocks: usize, block_size: usize) -> Result<PooledPrefixCache> {
+        Ok(PooledPrefixCache {
+            pool: crate::block_pool::BlockPool::new(num_blocks, block_size)?,
+            cache: PrefixCache::new(),
+        })
+    }
+}
+
+impl PrefixCaching for PooledPrefixCache {
+    fn block_size(&self) -> usize {
+        self.pool.block_size()
+    }
+    fn lookup(&mut self, prompt: &[u32]) -> Result<BlockTable> {
+        self.cache.lookup(&mut self.pool, prompt)
+    }
+    fn allocate(&mut self) -> Result<BlockId> {
+        self.cache.allocate(&mut self.pool)
+    }
+    fn insert(&mut self, tokens: &[u32], table: &BlockTable) -> Result<usize> {
+        self.cache.insert(&mut self.pool, tokens, table)
+    }
+    fn release(&mut self, block: BlockId) -> Result<bool> {
+        self.pool.release(block)
+    }
+    fn ref_count(&self, block: BlockId) -> usize {
+        self.pool.ref_count(block)
     }
 }

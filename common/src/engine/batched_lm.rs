@@ -63,6 +63,31 @@ pub trait EngineModel {
     fn token_text(&self, _id: u32) -> Option<String> {
         None
     }
+
+    /// Starts `seq`'s cache from keys and values computed earlier (a
+    /// prefix-cache hit): per layer `1 x H_kv x T x D`, its tokens
+    /// `0..T`; its next prefill chunk starts at `T`. The default refuses
+    /// (a model without it serves with the prefix cache off).
+    ///
+    /// Errors: `Error::Invalid` when `seq` already has cached tokens, or
+    /// for arrays the cache refuses.
+    fn seed_prefill(&mut self, seq: SeqId, _kv: &[(Array, Array)]) -> Result<()> {
+        Err(Error::Invalid(format!(
+            "{seq}: this model cannot start a sequence from cached keys and values"
+        )))
+    }
+
+    /// Per layer, the keys and values of `seq`'s tokens `start..end`
+    /// (`1 x H_kv x (end - start) x D`), once its prefill completed (for
+    /// the prefix cache). The default refuses.
+    ///
+    /// Errors: `Error::Invalid` for a sequence without those tokens.
+    fn cached_kv(&self, seq: SeqId, start: usize, end: usize) -> Result<Vec<(Array, Array)>> {
+        let _ = (start, end);
+        Err(Error::Invalid(format!(
+            "{seq}: this model cannot hand out cached keys and values"
+        )))
+    }
 }
 
 /// A week-2 model with day 13's batched forward pass (given impls in the
@@ -286,6 +311,63 @@ impl<M: BatchLm, C: BatchCache + Default + 'static> EngineModel for BatchedLm<M,
         }
         let order = Array::from_slice(&order, &[order.len() as i32]);
         Ok(take_axis(&logits, &order, 0)?)
+    }
+
+    fn seed_prefill(&mut self, seq: SeqId, kv: &[(Array, Array)]) -> Result<()> {
+        if self.prefilling.contains_key(&seq)
+            || self.joining.contains_key(&seq)
+            || self.rows.contains(&seq)
+        {
+            return Err(Error::Invalid(format!(
+                "seed_prefill: {seq} already has cached tokens"
+            )));
+        }
+        let mut caches = self.model.new_cache();
+        if kv.len() != caches.len() {
+            return Err(Error::Invalid(format!(
+                "seed_prefill: {} layers of keys and values, the model has {}",
+                kv.len(),
+                caches.len()
+            )));
+        }
+        let mut tokens = 0;
+        for (c, (k, v)) in caches.iter_mut().zip(kv) {
+            c.update_and_fetch(k, v)?;
+            tokens = c.offset();
+        }
+        self.prefilling.insert(seq, (caches, tokens));
+        Ok(())
+    }
+
+    fn cached_kv(&self, seq: SeqId, start: usize, end: usize) -> Result<Vec<(Array, Array)>> {
+        let caches = self
+            .joining
+            .get(&seq)
+            .or_else(|| self.prefilling.get(&seq).map(|(c, _)| c))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "cached_kv: {seq} has no cache of its own (not prefilling nor joining)"
+                ))
+            })?;
+        caches
+            .iter()
+            .map(|c| {
+                let (k, v) = c
+                    .state()
+                    .filter(|_| start < end && end <= c.offset())
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "cached_kv: {seq}'s tokens {start}..{end}, its cache holds {}",
+                            c.offset()
+                        ))
+                    })?;
+                let (s, e) = (start as i32, end as i32);
+                Ok((
+                    k.try_index((.., .., s..e, ..))?,
+                    v.try_index((.., .., s..e, ..))?,
+                ))
+            })
+            .collect()
     }
 
     fn release(&mut self, seq: SeqId) -> Result<()> {

@@ -16,6 +16,7 @@
 //! `LLMEngine.step`; mistral.rs (a request carries its own response sender).
 
 mod batched_lm;
+mod prefix;
 mod worker;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ mod tests;
 
 pub use batched_lm::{BatchLm, BatchedLm, EngineModel};
 
+use crate::paged::PrefixCaching;
 use crate::scheduling::{Scheduler, SeqId};
 use crate::{Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,8 +96,12 @@ pub struct RequestStats {
     /// Tokens generated.
     pub output_tokens: usize,
     /// Tokens of this request that went through a forward pass as prefill
-    /// (more than the prompt after a preemption).
+    /// (more than the prompt after a preemption; fewer with a prefix-cache
+    /// hit).
     pub prefill_tokens_computed: usize,
+    /// Prompt tokens found in the prefix cache when it arrived (whole
+    /// blocks; OpenAI's `usage.prompt_tokens_details.cached_tokens`).
+    pub cached_tokens: usize,
 }
 
 /// What a request's receiver gets, in order: `Token`s, then exactly one
@@ -151,10 +157,14 @@ pub struct EngineStats {
     pub kv_blocks_peak: u64,
     /// Blocks held when the engine stopped.
     pub kv_blocks_in_use_end: u64,
-    /// Prefix-cache blocks found (0: this engine has no prefix cache yet).
+    /// Prefix-cache blocks found (0 without a prefix cache).
     pub prefix_cache_hit_blocks: u64,
-    /// Prefix-cache blocks looked up (0: no prefix cache yet).
+    /// Full prompt blocks looked up in the prefix cache (each prompt's
+    /// first `(len - 1) / block_size`; 0 without a prefix cache).
     pub prefix_cache_lookup_blocks: u64,
+    /// Blocks whose keys and values the prefix cache stored, after the
+    /// last prefill that cached some.
+    pub prefix_cache_blocks_stored: u64,
 }
 
 /// A message to the engine thread.
@@ -190,13 +200,65 @@ where
     L: FnOnce() -> Result<M> + Send + 'static,
     F: FnOnce() -> Result<S> + Send + 'static,
 {
+    start(config, load, scheduler, None)
+}
+
+/// A boxed constructor of the prefix cache, run on the engine thread.
+type PrefixBuilder = Box<dyn FnOnce() -> Result<Box<dyn PrefixCaching>> + Send>;
+
+/// [`spawn`] with a prefix cache: `prefix` builds it on the engine thread
+/// (day 17's cache over its own day-16 pool, whose size bounds the blocks
+/// cached). Each request's prompt is looked up when the scheduler first
+/// admits it (as vLLM's scheduler does); its cached
+/// blocks are not computed again, and its prompt's full blocks are cached
+/// when its prefill completes (see `prefix.rs`). The model must implement
+/// [`EngineModel::seed_prefill`] and [`EngineModel::cached_kv`]
+/// ([`BatchedLm`] does).
+///
+/// Errors, panics: as [`spawn`], and what `prefix` returned.
+pub fn spawn_with_prefix_cache<M, S, P, L, F, G>(
+    config: EngineConfig,
+    load: L,
+    scheduler: F,
+    prefix: G,
+) -> Result<EngineHandle>
+where
+    M: EngineModel + 'static,
+    S: Scheduler + 'static,
+    P: PrefixCaching + 'static,
+    L: FnOnce() -> Result<M> + Send + 'static,
+    F: FnOnce() -> Result<S> + Send + 'static,
+    G: FnOnce() -> Result<P> + Send + 'static,
+{
+    let build: PrefixBuilder = Box::new(move || Ok(Box::new(prefix()?) as Box<dyn PrefixCaching>));
+    start(config, load, scheduler, Some(build))
+}
+
+fn start<M, S, L, F>(
+    config: EngineConfig,
+    load: L,
+    scheduler: F,
+    prefix: Option<PrefixBuilder>,
+) -> Result<EngineHandle>
+where
+    M: EngineModel + 'static,
+    S: Scheduler + 'static,
+    L: FnOnce() -> Result<M> + Send + 'static,
+    F: FnOnce() -> Result<S> + Send + 'static,
+{
     let (inbox, commands) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
     let thread = std::thread::Builder::new()
         .name("tiny-llm-engine".into())
         .spawn(move || -> Result<EngineStats> {
-            let built = load().and_then(|m| Ok((m, scheduler()?)));
-            let (model, sched) = match built {
+            let built = load().and_then(|m| {
+                let p = match prefix {
+                    Some(build) => Some(prefix::PrefixStore::new(build()?)),
+                    None => None,
+                };
+                Ok((m, scheduler()?, p))
+            });
+            let (model, sched, prefix) = match built {
                 Ok(x) => {
                     let _ = ready_tx.send(Ok(()));
                     x
@@ -207,7 +269,7 @@ where
                     return Err(Error::Invalid(msg));
                 }
             };
-            worker::Worker::new(config, model, sched).run(commands)
+            worker::Worker::new(config, model, sched, prefix).run(commands)
         })
         .map_err(|e| Error::Io(format!("cannot start the engine thread: {e}")))?;
     match ready_rx.recv() {

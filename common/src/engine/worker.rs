@@ -1,11 +1,13 @@
 //! The engine thread's loop: take commands, plan a step, run it, sample,
 //! send events, retire finished sequences (see the parent module).
 
+use super::prefix::PrefixStore;
 use super::{
     Command, EngineConfig, EngineModel, EngineStats, Event, Request, RequestId, RequestStats,
     StopReason,
 };
 use crate::lm::check_token_ids;
+use crate::paged::BlockTable;
 use crate::scheduling::{Scheduler, SeqRequest};
 use crate::Result;
 use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
@@ -19,8 +21,16 @@ struct Live {
     events: Sender<Event>,
     /// The prompt, then every generated token (the newest not yet fed).
     tokens: Vec<u32>,
-    /// Tokens in the model's cache for it.
+    /// Tokens in the model's cache for it, as the scheduler counts them.
     cached: usize,
+    /// Prefix-cache blocks it holds: those found when it arrived, then
+    /// its prompt's full blocks once cached (empty without a prefix cache).
+    held: BlockTable,
+    /// Its prompt was looked up in the prefix cache (once, when its
+    /// prefill first ran).
+    looked_up: bool,
+    /// Tokens its current admission took from the prefix cache.
+    seeded: usize,
     stats: RequestStats,
 }
 
@@ -29,11 +39,17 @@ pub(super) struct Worker<M, S> {
     model: M,
     sched: S,
     live: HashMap<RequestId, Live>,
+    prefix: Option<PrefixStore>,
     stats: EngineStats,
 }
 
 impl<M: EngineModel, S: Scheduler> Worker<M, S> {
-    pub(super) fn new(config: EngineConfig, model: M, sched: S) -> Self {
+    pub(super) fn new(
+        config: EngineConfig,
+        model: M,
+        sched: S,
+        prefix: Option<PrefixStore>,
+    ) -> Self {
         let stats = EngineStats {
             kv_blocks_total: config.num_blocks as u64,
             ..EngineStats::default()
@@ -43,6 +59,7 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
             model,
             sched,
             live: HashMap::new(),
+            prefix,
             stats,
         }
     }
@@ -116,6 +133,9 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
                         events,
                         tokens,
                         cached: 0,
+                        held: BlockTable::new(),
+                        looked_up: false,
+                        seeded: 0,
                         stats,
                     },
                 );
@@ -165,6 +185,26 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
             .map_err(|e| e.to_string())
     }
 
+    /// The prefix cache's blocks for `prompt` (an empty table without a
+    /// prefix cache).
+    fn lookup(&mut self, prompt: &[u32]) -> Result<BlockTable> {
+        let Some(store) = self.prefix.as_mut() else {
+            return Ok(BlockTable::new());
+        };
+        let table = store.lookup(prompt)?;
+        self.stats.prefix_cache_lookup_blocks = store.counts.lookup_blocks;
+        self.stats.prefix_cache_hit_blocks = store.counts.hit_blocks;
+        Ok(table)
+    }
+
+    /// Lets go of the prefix-cache blocks `live` held.
+    fn unhold(&mut self, live: &Live) -> Result<()> {
+        match self.prefix.as_mut() {
+            Some(store) => store.release(&live.held),
+            None => Ok(()),
+        }
+    }
+
     /// Sends `Done` (or nothing for a dropped receiver) and frees the
     /// sequence's slot and cache at once.
     fn retire(&mut self, id: RequestId, reason: StopReason) {
@@ -172,7 +212,7 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
             return;
         };
         let _ = self.sched.finish(id);
-        let released = self.model.release(id);
+        let released = self.model.release(id).and(self.unhold(&live));
         let event = match released {
             Ok(()) => Event::Done {
                 reason,
@@ -188,6 +228,7 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
         if let Some(live) = self.live.remove(&id) {
             let _ = self.sched.finish(id);
             let _ = self.model.release(id);
+            let _ = self.unhold(&live);
             let _ = live.events.send(Event::Error(msg));
         }
     }
@@ -207,6 +248,7 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
         for &p in &plan.preempted {
             if let Some(l) = self.live.get_mut(&p) {
                 l.cached = 0;
+                l.seeded = 0;
             }
             self.model.release(p)?;
         }
@@ -221,15 +263,33 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
             let Some(live) = self.live.get(&c.seq) else {
                 continue;
             };
-            let ids = live.tokens[c.start..c.start + c.len].to_vec();
-            match self.model.prefill(c.seq, c.start, &ids, c.completes) {
+            let end = c.start + c.len;
+            if c.start == 0 && self.prefix.is_some() {
+                if let Err(e) = self.seed(c.seq) {
+                    self.fail(c.seq, format!("prefill from the prefix cache: {e}"));
+                    continue;
+                }
+            }
+            let live = &self.live[&c.seq];
+            // Tokens the prefix cache supplied are not computed again.
+            let from = c.start.max(live.seeded);
+            if from >= end {
+                self.live.get_mut(&c.seq).expect("live").cached += c.len;
+                continue;
+            }
+            let ids = live.tokens[from..end].to_vec();
+            match self.model.prefill(c.seq, from, &ids, c.completes) {
                 Ok(logits) => {
                     let live = self.live.get_mut(&c.seq).expect("live");
                     live.cached += c.len;
-                    live.stats.prefill_tokens_computed += c.len;
-                    self.stats.prefill_tokens_computed += c.len as u64;
+                    live.stats.prefill_tokens_computed += end - from;
+                    self.stats.prefill_tokens_computed += (end - from) as u64;
                     if c.completes {
                         sampled.push((c.seq, logits));
+                        if let Err(e) = self.cache_prompt(c.seq) {
+                            sampled.pop();
+                            self.fail(c.seq, format!("caching the prompt's blocks: {e}"));
+                        }
                     }
                 }
                 Err(e) => self.fail(c.seq, format!("prefill: {e}")),
@@ -265,6 +325,52 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
             self.emit(*seq, tok);
         }
         self.stats.kv_blocks_peak = self.stats.kv_blocks_peak.max(self.blocks_in_use());
+        Ok(())
+    }
+
+    /// Starts `seq`'s cache from the prefix-cache blocks it holds, at most
+    /// all but one of its tokens (one is always computed, for the logits).
+    /// Its prompt is looked up the first time (when the scheduler first
+    /// admits it, so that it finds the blocks of every request whose
+    /// prefill completed while it waited).
+    fn seed(&mut self, seq: RequestId) -> Result<()> {
+        let Some(live) = self.live.get(&seq) else {
+            return Ok(());
+        };
+        if !live.looked_up {
+            let prompt = live.request.prompt.clone();
+            let held = self.lookup(&prompt)?;
+            let live = self.live.get_mut(&seq).expect("live");
+            live.looked_up = true;
+            live.stats.cached_tokens = held.num_tokens;
+            live.held = held;
+        }
+        let (Some(store), Some(live)) = (self.prefix.as_ref(), self.live.get_mut(&seq)) else {
+            return Ok(());
+        };
+        let bs = store.block_size().max(1);
+        let blocks = live
+            .held
+            .blocks
+            .len()
+            .min(live.tokens.len().saturating_sub(1) / bs);
+        if blocks == 0 {
+            return Ok(());
+        }
+        let kv = store.gather(&live.held, blocks)?;
+        self.model.seed_prefill(seq, &kv)?;
+        live.seeded = blocks * bs;
+        Ok(())
+    }
+
+    /// Caches the full blocks of `seq`'s prompt, right after its prefill
+    /// completed.
+    fn cache_prompt(&mut self, seq: RequestId) -> Result<()> {
+        let (Some(store), Some(live)) = (self.prefix.as_mut(), self.live.get_mut(&seq)) else {
+            return Ok(());
+        };
+        store.insert(&self.model, seq, &live.request.prompt, &mut live.held)?;
+        self.stats.prefix_cache_blocks_stored = store.stored_blocks() as u64;
         Ok(())
     }
 
