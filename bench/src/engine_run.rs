@@ -18,6 +18,7 @@
 //! sequences) and peak RSS.
 
 use crate::imp::batch_kv_cache::BatchKvCache;
+use crate::imp::prefix_cache::PooledPrefixCache;
 use crate::imp::qwen2_week2::Qwen2ModelWeek2;
 use crate::imp::scheduler::{blocks_for, FcfsScheduler, SchedulerConfig};
 use crate::kernels::KernelRequest;
@@ -143,12 +144,6 @@ fn serve_one(h: &EngineHandle, w: &Work) -> Result<Seen> {
 
 /// Runs `plan` and returns the contract's JSON object.
 pub fn run(plan: &EnginePlan) -> Result<Value> {
-    if plan.prefix_cache {
-        bail!(
-            "--prefix-cache on: this engine has no prefix cache yet (day 17 is not wired into \
-             it); run with --prefix-cache off"
-        );
-    }
     if plan.concurrency == 0 {
         bail!("--concurrency 0: expected at least 1 client");
     }
@@ -200,16 +195,28 @@ pub fn run(plan: &EnginePlan) -> Result<Value> {
         num_blocks,
     };
     let started = Instant::now();
-    let h = engine::spawn(config, load, move || FcfsScheduler::new(sched))?;
+    let h = if plan.prefix_cache {
+        // The prefix cache gets a pool as large as the running sequences'.
+        engine::spawn_with_prefix_cache(
+            config,
+            load,
+            move || FcfsScheduler::new(sched),
+            move || PooledPrefixCache::new(num_blocks, BLOCK_SIZE),
+        )?
+    } else {
+        engine::spawn(config, load, move || FcfsScheduler::new(sched))?
+    };
     eprintln!(
         "  engine loaded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    // Warm-up: one short request (compiles the batched shapes' kernels).
+    // Warm-up: one short request (compiles the batched shapes' kernels),
+    // its prompt the first request's reversed, so that it leaves nothing in
+    // the prefix cache that the workload could reuse.
     serve_one(
         &h,
         &Work {
-            prompt: work[0].prompt.clone(),
+            prompt: work[0].prompt.iter().rev().copied().collect(),
             max_tokens: 4,
         },
     )?;
@@ -276,6 +283,7 @@ pub fn run(plan: &EnginePlan) -> Result<Value> {
         "kv_blocks_in_use_end": stats.kv_blocks_in_use_end,
         "prefix_cache_hit_blocks": stats.prefix_cache_hit_blocks,
         "prefix_cache_lookup_blocks": stats.prefix_cache_lookup_blocks,
+        "prefix_cache_blocks_stored": stats.prefix_cache_blocks_stored,
         "peak_rss_gb": max_rss_bytes().map_or(0.0, |b| b as f64 / 1e9),
         "max_batch_tokens": plan.max_batch_tokens,
         "max_step_tokens": stats.max_step_tokens,

@@ -260,9 +260,9 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
         // (sequence, 1 x vocab or B x vocab logits, row)
         let mut sampled: Vec<(RequestId, Array)> = Vec::new();
         for c in &plan.prefill {
-            let Some(live) = self.live.get(&c.seq) else {
+            if !self.live.contains_key(&c.seq) {
                 continue;
-            };
+            }
             let end = c.start + c.len;
             if c.start == 0 && self.prefix.is_some() {
                 if let Err(e) = self.seed(c.seq) {
