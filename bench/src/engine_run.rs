@@ -288,6 +288,7 @@ pub fn run(plan: &EnginePlan) -> Result<Value> {
         "max_batch_tokens": plan.max_batch_tokens,
         "max_step_tokens": stats.max_step_tokens,
         "steps": stats.steps,
+        "preemptions": stats.preemptions,
         "kernels": fields["kernels"],
         "kernel_fallback": fields["kernel_fallback"],
     }))

@@ -391,19 +391,20 @@ fn prop_random_workloads_keep_the_pool_consistent() {
 
 // ---- the week-3 engine with the prefix cache, on the tiny Qwen2 -----------
 
-/// An engine over the tiny Qwen2 (the learner's scheduler, batch cache and
-/// prefix cache over a pool of `cache_blocks` blocks of 4 tokens).
-fn tiny_engine(running: usize, cache_blocks: usize) -> engine::EngineHandle {
+/// An engine over the tiny Qwen2 (the learner's scheduler with
+/// `sched_blocks` KV blocks, batch cache, and prefix cache over a pool of
+/// `cache_blocks` blocks; blocks of 4 tokens).
+fn tiny_engine(running: usize, cache_blocks: usize, sched_blocks: usize) -> engine::EngineHandle {
     let sched = SchedulerConfig {
         max_tokens_per_step: 16,
         max_running: running,
         block_size: 4,
-        num_blocks: 1024,
+        num_blocks: sched_blocks,
     };
     let config = EngineConfig {
         eos: vec![],
         block_size: 4,
-        num_blocks: 1024,
+        num_blocks: sched_blocks,
     };
     let spawned = engine::spawn_with_prefix_cache(
         config,
@@ -458,7 +459,7 @@ fn engine_prefix_cache_computes_a_shared_prefix_once_tiny() {
     };
     let prompts = vec![with(0), with(1), with(0)];
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| solo(&model, p, 5)).collect();
-    let (got, stats) = one_by_one(tiny_engine(2, 64), &prompts, 5);
+    let (got, stats) = one_by_one(tiny_engine(2, 64, 1024), &prompts, 5);
     for (i, ((toks, _), want)) in got.iter().zip(&want).enumerate() {
         assert_eq!(
             toks, want,
@@ -485,10 +486,12 @@ fn engine_prefix_cache_computes_a_shared_prefix_once_tiny() {
     assert_eq!(stats.kv_blocks_in_use_end, 0);
 }
 
-/// Requests sharing a prefix, four in flight at once, then again with a
-/// pool of 6 blocks (too small for every prompt's blocks: least recently
-/// used blocks are evicted while others are in use): every request gets the
-/// tokens it gets alone, and later requests reuse blocks.
+/// Requests sharing a prefix, four in flight at once; then with a
+/// prefix-cache pool of 6 blocks (too small for every prompt's blocks:
+/// least recently used blocks are evicted while others are in use); then
+/// with 14 KV blocks for the running sequences (the scheduler preempts, and
+/// a preempted sequence starts again from its cached blocks): every request
+/// gets the tokens it gets alone, and later requests reuse blocks.
 #[test]
 fn engine_prefix_cache_concurrent_and_evicting_matches_alone_tiny() {
     let model = tiny_model();
@@ -501,8 +504,8 @@ fn engine_prefix_cache_concurrent_and_evicting_matches_alone_tiny() {
         })
         .collect();
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| solo(&model, p, 6)).collect();
-    for cache_blocks in [64, 6] {
-        let h = tiny_engine(4, cache_blocks);
+    for (cache_blocks, sched_blocks) in [(64, 1024), (6, 1024), (64, 14)] {
+        let h = tiny_engine(4, cache_blocks, sched_blocks);
         let rxs: Vec<_> = prompts.iter().map(|p| h.submit(request(p, 6)).1).collect();
         let mut got = Vec::new();
         for rx in &rxs {
@@ -536,5 +539,12 @@ fn engine_prefix_cache_concurrent_and_evicting_matches_alone_tiny() {
             stats.prefix_cache_blocks_stored
         );
         assert_eq!(stats.kv_blocks_in_use_end, 0);
+        if sched_blocks < 1024 {
+            assert!(
+                stats.preemptions > 0,
+                "[wrong numbers] {sched_blocks} KV blocks for 4 running sequences of up to 7 \
+                 blocks, yet no sequence was preempted"
+            );
+        }
     }
 }

@@ -146,6 +146,8 @@ pub struct EngineStats {
     pub steps: u64,
     /// The most tokens one step read (prefill plus decode).
     pub max_step_tokens: usize,
+    /// Sequences preempted (their KV dropped, to be recomputed).
+    pub preemptions: u64,
     /// Prompt (and recomputed) tokens that went through a forward pass.
     pub prefill_tokens_computed: u64,
     /// Tokens generated.

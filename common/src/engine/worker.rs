@@ -245,6 +245,7 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
     /// send, retire.
     fn step(&mut self) -> Result<()> {
         let plan = self.sched.schedule();
+        self.stats.preemptions += plan.preempted.len() as u64;
         for &p in &plan.preempted {
             if let Some(l) = self.live.get_mut(&p) {
                 l.cached = 0;
