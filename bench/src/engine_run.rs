@@ -289,6 +289,9 @@ pub fn run(plan: &EnginePlan) -> Result<Value> {
         "max_step_tokens": stats.max_step_tokens,
         "steps": stats.steps,
         "preemptions": stats.preemptions,
+        "decode_tokens": stats.decode_tokens,
+        "decode_s": stats.decode_us as f64 / 1e6,
+        "prefill_s": stats.prefill_us as f64 / 1e6,
         "kernels": fields["kernels"],
         "kernel_fallback": fields["kernel_fallback"],
     }))

@@ -148,6 +148,14 @@ pub struct EngineStats {
     pub max_step_tokens: usize,
     /// Sequences preempted (their KV dropped, to be recomputed).
     pub preemptions: u64,
+    /// Tokens fed by decode passes (one per running sequence per step).
+    pub decode_tokens: u64,
+    /// Microseconds in decode passes (the batched forward pass and the
+    /// sampling that evaluates it): `decode_tokens / decode_us` is the
+    /// aggregate decode throughput, prefill left out.
+    pub decode_us: u64,
+    /// Microseconds in prefill chunks (their forward passes, evaluated).
+    pub prefill_us: u64,
     /// Prompt (and recomputed) tokens that went through a forward pass.
     pub prefill_tokens_computed: u64,
     /// Tokens generated.

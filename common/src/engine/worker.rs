@@ -14,6 +14,7 @@ use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
 use mlx_rs::Array;
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::Instant;
 
 /// A request the engine holds.
 struct Live {
@@ -260,6 +261,7 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
         self.stats.max_step_tokens = self.stats.max_step_tokens.max(plan.num_tokens());
         // (sequence, 1 x vocab or B x vocab logits, row)
         let mut sampled: Vec<(RequestId, Array)> = Vec::new();
+        let t_prefill = Instant::now();
         for c in &plan.prefill {
             if !self.live.contains_key(&c.seq) {
                 continue;
@@ -296,6 +298,8 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
                 Err(e) => self.fail(c.seq, format!("prefill: {e}")),
             }
         }
+        self.stats.prefill_us += t_prefill.elapsed().as_micros() as u64;
+        let t_decode = Instant::now();
         let rows: Vec<(RequestId, u32)> = plan
             .decode
             .iter()
@@ -322,6 +326,12 @@ impl<M: EngineModel, S: Scheduler> Worker<M, S> {
             }
         }
         let tokens = self.sample(&sampled)?;
+        if !rows.is_empty() {
+            // Sampling evaluates the decode pass (the prefill logits are
+            // already evaluated).
+            self.stats.decode_us += t_decode.elapsed().as_micros() as u64;
+            self.stats.decode_tokens += rows.len() as u64;
+        }
         for ((seq, _), tok) in sampled.iter().zip(tokens) {
             self.emit(*seq, tok);
         }

@@ -128,7 +128,8 @@ fn sample(engine: &str, n: usize, wall: f64, out: u64, prefill: u64) -> Value {
         "prompt_tokens": 512, "output_tokens": out, "prefill_tokens_computed": prefill,
         "ttft_s": [0.5, 0.25, 1.0, 2.0], "itl_s": [0.1, 0.2, 0.3],
         "kv_blocks_total": 256, "kv_blocks_peak": 40, "kv_blocks_in_use_end": 0,
-        "prefix_cache_hit_blocks": 3, "prefix_cache_lookup_blocks": 12, "peak_rss_gb": 0.75
+        "prefix_cache_hit_blocks": 3, "prefix_cache_lookup_blocks": 12, "peak_rss_gb": 0.75,
+        "decode_tokens": out, "decode_s": wall / 2.0
     })
 }
 
@@ -223,10 +224,10 @@ fn results() -> Week3Results {
     r.by_concurrency.insert(1, one);
     let mut eight = BTreeMap::new();
     // 45 tok/s vs 10 at one stream: 4.5x; llama.cpp 50 tok/s: 0.9x.
-    eight.insert(
-        "reference".to_string(),
-        run(sample("reference", 8, 10.0, 450, 512)),
-    );
+    // Decode passes: 450 tokens in 3 s (150 tok/s) vs 100 in 5 s: 7.5x.
+    let mut v = sample("reference", 8, 10.0, 450, 512);
+    v["decode_s"] = json!(3.0);
+    eight.insert("reference".to_string(), run(v));
     eight.insert(
         "llama.cpp".to_string(),
         run(sample("llama.cpp", 8, 10.0, 500, 512)),
@@ -250,15 +251,18 @@ fn targets_are_judged_from_the_runs() {
     assert_eq!(r.scaling(8, "llama.cpp"), Some(2.5));
     assert_eq!(r.prefill_reduction("reference"), Some(10.0));
     assert_eq!(r.prefill_reduction("llama.cpp"), None);
+    assert_eq!(r.decode_scaling(8, "reference"), Some(7.5));
     let t = week3_targets(&r);
     assert_eq!(t[0].2, Some(true));
-    assert_eq!(t[1].2, Some(false));
-    assert_eq!(t[2].2, Some(true));
+    assert_eq!(t[1].2, Some(true));
+    assert_eq!(t[2].2, Some(false));
+    assert_eq!(t[3].2, Some(true));
     assert!(week3_targets(&Week3Results::default())
         .iter()
         .all(|t| t.2.is_none()));
     let lines = target_lines(&r);
-    assert!(lines[1].contains("0.90x (miss)"), "{lines:?}");
+    assert!(lines[2].contains("0.90x (miss)"), "{lines:?}");
+    assert!(lines[1].contains("7.50x (pass)"), "{lines:?}");
 }
 
 #[test]
@@ -272,11 +276,13 @@ fn tables_show_numbers_ratios_and_why_a_cell_is_empty() {
     assert_eq!(t[1][3], "not available (tiny-llm-bench engine missing)");
     assert_eq!(t[1][4], "0.50");
     assert_eq!(t[2][6], "4.50 / 2.50");
+    assert_eq!(t[1][7], "20.0 (1.00x)");
+    assert_eq!(t[2][7], "150.0 (7.50x)");
     // TTFT 0.25, 0.5, 1, 2: p50 0.5, p95 and p99 2.
-    assert_eq!(t[2][7], "0.50 / 2.00 / 2.00");
-    assert_eq!(t[2][8], "200 / 300 / 300");
-    assert_eq!(t[2][9], "40 / 256");
-    assert_eq!(t[2][10], "25.0%");
+    assert_eq!(t[2][8], "0.50 / 2.00 / 2.00");
+    assert_eq!(t[2][9], "200 / 300 / 300");
+    assert_eq!(t[2][10], "40 / 256");
+    assert_eq!(t[2][11], "25.0%");
     let p = prefix_cells(&r);
     assert_eq!(p[2][2], "800");
     assert_eq!(p[2][3], "10.0x");

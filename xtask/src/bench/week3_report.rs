@@ -39,6 +39,10 @@ pub(super) struct EngineRun {
     pub(super) prefix_cache_hit_blocks: Option<u64>,
     pub(super) prefix_cache_lookup_blocks: Option<u64>,
     pub(super) peak_rss_gb: Option<f64>,
+    /// Tokens fed by decode passes and the seconds spent in them (the
+    /// reference's engine counters; `None` for the others).
+    pub(super) decode_tokens: Option<u64>,
+    pub(super) decode_s: Option<f64>,
 }
 
 impl EngineRun {
@@ -82,12 +86,20 @@ impl EngineRun {
             prefix_cache_hit_blocks: v["prefix_cache_hit_blocks"].as_u64(),
             prefix_cache_lookup_blocks: v["prefix_cache_lookup_blocks"].as_u64(),
             peak_rss_gb: v["peak_rss_gb"].as_f64(),
+            decode_tokens: v["decode_tokens"].as_u64(),
+            decode_s: v["decode_s"].as_f64().filter(|s| *s > 0.0),
         })
     }
 
     /// Aggregate output tokens per second: `output_tokens / wall_s`.
     pub(super) fn tok_s(&self) -> f64 {
         self.output_tokens as f64 / self.wall_s
+    }
+
+    /// Aggregate decode throughput, prefill left out: tokens fed by decode
+    /// passes over the seconds spent in them (`None` when not reported).
+    pub(super) fn decode_tok_s(&self) -> Option<f64> {
+        Some(self.decode_tokens? as f64 / self.decode_s?)
     }
 
     /// Prefix-cache hits over lookups, in blocks (`None` without lookups).
@@ -156,6 +168,11 @@ impl Week3Results {
         Some(self.get(n, engine)?.tok_s() / self.get(1, engine)?.tok_s())
     }
 
+    /// Decode-pass throughput at `n` streams over at 1 stream.
+    pub(super) fn decode_scaling(&self, n: usize, engine: &str) -> Option<f64> {
+        Some(self.get(n, engine)?.decode_tok_s()? / self.get(1, engine)?.decode_tok_s()?)
+    }
+
     fn prefix_run(&self, label: &str) -> Option<&EngineRun> {
         self.prefix.iter().find(|(l, _)| l == label)?.1.run()
     }
@@ -206,6 +223,7 @@ pub(super) fn throughput_cells(r: &Week3Results) -> Vec<Vec<String>> {
         "ref/llama.cpp".into(),
         "ref/mlx-lm".into(),
         "scaling vs 1 (ref / llama.cpp)".into(),
+        "ref decode passes tok/s (scaling)".into(),
         "ref TTFT p50/p95/p99 s".into(),
         "ref ITL p50/p95/p99 ms".into(),
         "ref KV blocks peak / total".into(),
@@ -237,6 +255,13 @@ pub(super) fn throughput_cells(r: &Week3Results) -> Vec<Vec<String>> {
                 f(r.scaling(n, "reference"), 2),
                 f(r.scaling(n, "llama.cpp"), 2)
             ),
+            refr.map_or("-".into(), |x| {
+                format!(
+                    "{} ({})",
+                    f(x.decode_tok_s(), 1),
+                    fu(r.decode_scaling(n, "reference"), 2, "x")
+                )
+            }),
             refr.map_or("-".into(), |x| pcts(&x.ttft_s, 1.0, 2)),
             refr.map_or("-".into(), |x| pcts(&x.itl_s, 1e3, 0)),
             refr.map_or("-".into(), |x| {
@@ -329,6 +354,7 @@ pub(super) fn prefix_cells(r: &Week3Results) -> Vec<Vec<String>> {
 /// Issue 13's targets: (what, measured, pass) with `None` = not measured.
 pub(super) fn week3_targets(r: &Week3Results) -> Vec<(String, String, Option<bool>)> {
     let scaling = r.scaling(8, "reference");
+    let decode_scaling = r.decode_scaling(8, "reference");
     let vs_llama = (|| Some(r.get(8, "reference")?.tok_s() / r.get(8, "llama.cpp")?.tok_s()))();
     let prefix = r.prefill_reduction("reference");
     vec![
@@ -336,6 +362,11 @@ pub(super) fn week3_targets(r: &Week3Results) -> Vec<(String, String, Option<boo
             "reference: 8 streams >= 4x one stream (aggregate tok/s)".into(),
             fu(scaling, 2, "x"),
             scaling.map(|s| s >= 4.0),
+        ),
+        (
+            "reference: 8 streams >= 4x one stream (decode passes alone: decode tokens / seconds in decode passes)".into(),
+            fu(decode_scaling, 2, "x"),
+            decode_scaling.map(|s| s >= 4.0),
         ),
         (
             "reference >= 1.0x llama.cpp's server at 8 slots".into(),
@@ -377,6 +408,7 @@ fn run_json(o: &Outcome) -> Value {
             "kv_blocks_in_use_end": x.kv_blocks_in_use_end,
             "prefix_cache_hit_blocks": x.prefix_cache_hit_blocks,
             "prefix_cache_lookup_blocks": x.prefix_cache_lookup_blocks, "peak_rss_gb": x.peak_rss_gb,
+            "decode_tokens": x.decode_tokens, "decode_s": x.decode_s, "decode_tok_s": x.decode_tok_s(),
         }),
         Outcome::Missing(why) => json!({ "missing": why }),
     }
