@@ -289,7 +289,13 @@ fn compute<S: Scale>(
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, _) => Layout::Pairs32,
     };
-    prep.quantize(x, w.cols, w.group_size, layout);
+    match layout {
+        // SAFETY: Chunks128 only with Isa::Avx512 (detected); `x` is
+        // `m x w.cols` (checked), `cols` a multiple of the group size.
+        #[cfg(target_arch = "x86_64")]
+        Layout::Chunks128 => unsafe { avx512::quantize_chunks(prep, x, w.cols, w.group_size) },
+        _ => prep.quantize(x, w.cols, w.group_size, layout),
+    }
     let prep = &*prep;
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let tiles = w.rows.div_ceil(4);
@@ -451,15 +457,24 @@ fn available() -> Vec<Isa> {
 fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
-        let all = available();
-        let best = *all.last().expect("portable is always there");
-        match std::env::var("TINY_LLM_QMATMUL").as_deref() {
-            Ok("scalar") => Isa::Portable,
-            #[cfg(target_arch = "x86_64")]
-            Ok("avx2") if all.contains(&Isa::Avx2) => Isa::Avx2,
-            _ => best,
-        }
+        choose(
+            std::env::var("TINY_LLM_QMATMUL").ok().as_deref(),
+            &available(),
+        )
     })
+}
+
+/// The instruction set `TINY_LLM_QMATMUL=env` picks among `all` (best
+/// last): `scalar` the portable loops, `avx2` AVX2 where available,
+/// anything else (or nothing) the best.
+fn choose(env: Option<&str>, all: &[Isa]) -> Isa {
+    let best = *all.last().expect("portable is always there");
+    match env {
+        Some("scalar") => Isa::Portable,
+        #[cfg(target_arch = "x86_64")]
+        Some("avx2") if all.contains(&Isa::Avx2) => Isa::Avx2,
+        _ => best,
+    }
 }
 
 /// `out[j]` = row `r + j` of `W` times row `i` of `x`, `j < out.len() <= 4`.

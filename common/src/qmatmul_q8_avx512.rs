@@ -87,7 +87,9 @@ pub(super) unsafe fn tile<S: Scale, const R: usize, const X: usize>(
     let nib = _mm512_set1_epi8(0x0F);
     // lane l -> its group within the chunk: 8 l / gs
     let lane_group = _mm512_srlv_epi32(
-        _mm512_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120),
+        _mm512_setr_epi32(
+            0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120,
+        ),
         _mm512_set1_epi32(gs.trailing_zeros() as i32),
     );
     // the same as 16-bit indices, in the upper half of each 32-bit lane
@@ -95,7 +97,11 @@ pub(super) unsafe fn tile<S: Scale, const R: usize, const X: usize>(
     let mut acc = [[_mm512_setzero_ps(); R]; X];
     for c in 0..chunks {
         let bytes = ((k - c * CHUNK) / 2).min(64);
-        let bmask = if bytes == 64 { !0u64 } else { (1u64 << bytes) - 1 };
+        let bmask = if bytes == 64 {
+            !0u64
+        } else {
+            (1u64 << bytes) - 1
+        };
         let g0 = c * gpc;
         let smask = (1u16 << gpc.min(gpr - g0)) - 1;
         let mut lo = [_mm512_setzero_si512(); R];
@@ -154,4 +160,75 @@ pub(super) unsafe fn tile<S: Scale, const R: usize, const X: usize>(
         }
     }
     out
+}
+
+/// [`Q8Activations::quantize`] with [`Layout::Chunks128`], 16 inputs at a
+/// time: the same codes and steps (`amax` is exact in any order; rounding
+/// by `vrndscaleps` is round-half-even, as [`quantize_one`]), the group
+/// sums in another f32 addition order.
+///
+/// Safety: AVX-512 F/BW/VL present; `x.len()` a multiple of `cols`, `cols`
+/// a multiple of `group_size`, itself 32, 64 or 128.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn quantize_chunks(
+    p: &mut Q8Activations,
+    x: &[f32],
+    cols: usize,
+    group_size: usize,
+) {
+    let m = x.len() / cols;
+    let chunks = cols.div_ceil(CHUNK);
+    p.layout = Layout::Chunks128;
+    p.row_len = chunks * CHUNK;
+    p.q.clear();
+    p.q.resize(m * p.row_len, 0);
+    p.scale.clear();
+    p.sum.clear();
+    p.lane_dx.clear();
+    let gpr = cols / group_size;
+    // 32 inputs (two vectors of 16) -> their 16 even, their 16 odd
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    let (lo, hi) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
+    for (row, xr) in x.chunks_exact(cols).enumerate() {
+        let q = p.q.as_mut_ptr().add(row * p.row_len);
+        for (gi, g) in xr.chunks_exact(group_size).enumerate() {
+            let mut amax = _mm512_setzero_ps();
+            let mut sum = _mm512_setzero_ps();
+            for v in g.chunks_exact(16) {
+                let v = _mm512_loadu_ps(v.as_ptr());
+                amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+                sum = _mm512_add_ps(sum, v);
+            }
+            let (dx, inv) = group_step(_mm512_reduce_max_ps(amax));
+            p.scale.push(dx);
+            p.sum.push(_mm512_reduce_add_ps(sum));
+            let inv = _mm512_set1_ps(inv);
+            for (bi, b) in g.chunks_exact(32).enumerate() {
+                let code = |v: *const f32| {
+                    let y = _mm512_min_ps(
+                        _mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(v), inv), lo),
+                        hi,
+                    );
+                    _mm512_cvtps_epi32(_mm512_roundscale_ps::<
+                        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                    >(y))
+                };
+                let (a, c) = (code(b.as_ptr()), code(b.as_ptr().add(16)));
+                let e = _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(a, even, c));
+                let o = _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(a, odd, c));
+                // input k = 128 ch + t sits at 128 ch + (t % 2) * 64 + t / 2
+                let k0 = gi * group_size + bi * 32;
+                let at = q.add(k0 / CHUNK * CHUNK + k0 % CHUNK / 2);
+                _mm_storeu_si128(at as *mut __m128i, e);
+                _mm_storeu_si128(at.add(64) as *mut __m128i, o);
+            }
+        }
+        let dx = &p.scale[row * gpr..];
+        for lane in 0..chunks * 16 {
+            let k = lane * 8;
+            p.lane_dx
+                .push(if k < cols { dx[k / group_size] } else { 0.0 });
+        }
+    }
 }
