@@ -95,9 +95,8 @@ pub fn run(model: &str, ms: &[usize], reps: usize) -> Result<Value> {
     let mut step = |m: usize| -> Result<f64> {
         let t = Instant::now();
         for l in &layers {
-            let w = QuantizedMatrix::new(
-                &l.packed, &l.scales, &l.biases, l.rows, l.cols, GROUP, 4,
-            )?;
+            let w =
+                QuantizedMatrix::new(&l.packed, &l.scales, &l.biases, l.rows, l.cols, GROUP, 4)?;
             qmatmul_q8(&x[..m * l.cols], m, &w, &mut out[..m * l.rows])?;
         }
         Ok(t.elapsed().as_secs_f64())
