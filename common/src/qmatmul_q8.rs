@@ -39,6 +39,28 @@
 //! and one int-to-float conversion per group. Four rows share each
 //! activation load. 8 bits: codes and activations widened to 16 bits and
 //! `vpmaddwd` (`vpmaddubsw` would saturate at 255 * 127 * 2).
+//!
+//! 4 bits with AVX-512 VNNI (F, BW, VL, VNNI detected at run time; AVX2
+//! stays the fallback; `TINY_LLM_QMATMUL=avx2` forces it): `vpdpbusd` on
+//! chunks of 128 inputs, one 64-byte load of codes per weight row, 4 weight
+//! rows by up to 4 activation rows per tile, the activations laid out per
+//! chunk ([`Layout::Chunks128`]) by a vectorised quantizer; see
+//! `qmatmul_q8_avx512.rs` for the layout and the operation count. Needs
+//! Rust 1.89 (AVX-512 intrinsics and target features).
+//!
+//! Where the time goes (the kit's 2-core Zen 4 EPYC under KVM, shared;
+//! `tiny-llm-bench qmatmul`, Qwen2.5-0.5B's 169 linear layers, 2026-12-03):
+//! a decode step reads 278 MB of codes, scales and biases and does
+//! `M * 494 M` multiply-adds. Roofs: memory 30-31 GB/s (`tiny-llm-bench
+//! bandwidth`, quiet machine), so 9 ms a step; `vpdpbusd zmm` 3.6 G a
+//! second per core (a loop of independent ones: 230 G int8 multiply-adds
+//! a second), so 1.1 ms per activation row on 2 cores. M = 1 takes 14-26
+//! ms (memory-bound within 1.5-3x; the spread is the other load), M = 8
+//! 37-64 ms, four times both roofs: bound by the instructions around the
+//! multiplies. The tile's inner pattern alone (2 `vpdpbusd`, convert,
+//! multiply, FMA per chunk, row and activation row, all in L1) runs at
+//! 1.1 G a second per core against 1.8 G for the two `vpdpbusd` alone; the
+//! unpack, the scale gathers and the loads take about as long again.
 
 use crate::qmatrix::{check_matmul, KernelError, QuantizedMatrix, Scale};
 use rayon::prelude::*;
