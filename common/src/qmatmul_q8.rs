@@ -56,7 +56,7 @@
 //! second per core (a loop of independent ones: 230 G int8 multiply-adds
 //! a second), so 1.1 ms per activation row on 2 cores. M = 1 takes 14-26
 //! ms (memory-bound within 1.5-3x; the spread is the other load), M = 8
-//! 37-64 ms, four times both roofs: bound by the instructions around the
+//! 36-64 ms, four times both roofs: bound by the instructions around the
 //! multiplies. The tile's inner pattern alone (2 `vpdpbusd`, convert,
 //! multiply, FMA per chunk, row and activation row, all in L1) runs at
 //! 1.1 G a second per core against 1.8 G for the two `vpdpbusd` alone; the
