@@ -3,6 +3,8 @@
 //! each 4 adjacent products into one of 16 i32 lanes, so one instruction
 //! does what `vpmaddubsw` + `vpmaddwd` + `vpaddd` do on AVX2, with no 16-bit
 //! intermediate (no saturation: 4 * 15 * 127 per lane and step).
+//! Reference: Intel's intrinsics guide and SDM (`VPDPBUSD`: u8 x i8, four
+//! adjacent products summed into each i32 lane, no saturation).
 //!
 //! Layout, per chunk of 128 inputs (64 packed bytes of a weight row; MLX
 //! packs input `2b` in the low nibble of byte `b`, `2b + 1` in the high):
