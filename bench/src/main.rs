@@ -51,6 +51,7 @@ mod measure;
 mod measure2;
 mod profile;
 mod prompt;
+mod qmatmul_cpu;
 mod report;
 mod turns;
 
@@ -157,6 +158,19 @@ enum Cmd {
         mib: usize,
         /// Timed passes (after one warm-up pass).
         #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
+    /// The int8-activation CPU kernel alone: one decode step's layers of a
+    /// Qwen2 model (random 4-bit weights) at M activation rows each.
+    Qmatmul {
+        /// qwen2.5-0.5b or qwen2.5-1.5b (their layer shapes).
+        #[arg(long, default_value = "qwen2.5-0.5b")]
+        model: String,
+        /// Activation rows per step (comma-separated; put 1 first for the ratios).
+        #[arg(long, default_value = "1,2,4,8,16")]
+        m: String,
+        /// Timed steps per M (the median is reported).
+        #[arg(long, default_value_t = 7)]
         reps: usize,
     },
     /// The decode matvec kernel's bandwidth on a GPU: day 10's
@@ -331,6 +345,19 @@ fn main() -> ExitCode {
         }
         Cmd::Bandwidth { threads, mib, reps } => {
             report::print(match bandwidth::run(threads, mib, reps) {
+                Ok(v) => v,
+                Err(e) => serde_json::json!({ "status": "error", "message": format!("{e:#}") }),
+            })
+        }
+        Cmd::Qmatmul { model, m, reps } => {
+            let run = || -> anyhow::Result<serde_json::Value> {
+                let ms = m
+                    .split(',')
+                    .map(|v| v.trim().parse::<usize>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                qmatmul_cpu::run(&model, &ms, reps)
+            };
+            report::print(match run() {
                 Ok(v) => v,
                 Err(e) => serde_json::json!({ "status": "error", "message": format!("{e:#}") }),
             })

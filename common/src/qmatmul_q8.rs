@@ -39,49 +39,126 @@
 //! and one int-to-float conversion per group. Four rows share each
 //! activation load. 8 bits: codes and activations widened to 16 bits and
 //! `vpmaddwd` (`vpmaddubsw` would saturate at 255 * 127 * 2).
+//!
+//! 4 bits with AVX-512 VNNI (F, BW, VL, VNNI detected at run time; AVX2
+//! stays the fallback; `TINY_LLM_QMATMUL=avx2` forces it): `vpdpbusd` on
+//! chunks of 128 inputs, one 64-byte load of codes per weight row, 4 weight
+//! rows by up to 4 activation rows per tile, the activations laid out per
+//! chunk ([`Layout::Chunks128`]) by a vectorised quantizer; see
+//! `qmatmul_q8_avx512.rs` for the layout and the operation count. Needs
+//! Rust 1.89 (AVX-512 intrinsics and target features).
+//!
+//! Where the time goes (the kit's 2-core Zen 4 EPYC under KVM, shared;
+//! `tiny-llm-bench qmatmul`, Qwen2.5-0.5B's 169 linear layers, 2026-12-03):
+//! a decode step reads 278 MB of codes, scales and biases and does
+//! `M * 494 M` multiply-adds. Roofs: memory 30-31 GB/s (`tiny-llm-bench
+//! bandwidth`, quiet machine), so 9 ms a step; `vpdpbusd zmm` 3.6 G a
+//! second per core (a loop of independent ones: 230 G int8 multiply-adds
+//! a second), so 1.1 ms per activation row on 2 cores. M = 1 takes 14-26
+//! ms (memory-bound within 1.5-3x; the spread is the other load), M = 8
+//! 36-64 ms, four times both roofs: bound by the instructions around the
+//! multiplies. The tile's inner pattern alone (2 `vpdpbusd`, convert,
+//! multiply, FMA per chunk, row and activation row, all in L1) runs at
+//! 1.1 G a second per core against 1.8 G for the two `vpdpbusd` alone; the
+//! unpack, the scale gathers and the loads take about as long again.
 
 use crate::qmatrix::{check_matmul, KernelError, QuantizedMatrix, Scale};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
+/// How [`Q8Activations::quantize`] orders each row's int8 codes (each
+/// kernel reads them in the order its unpacked weight codes come in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// Input order (the portable loops, 8 bits).
+    #[default]
+    Natural,
+    /// Each block of 32 inputs as its 16 even inputs, then its 16 odd ones
+    /// (the 4-bit AVX2 kernel).
+    Pairs32,
+    /// Each chunk of 128 inputs as its 64 even inputs, then its 64 odd
+    /// ones, every row zero-padded to whole chunks, with the per-lane steps
+    /// [`Q8Activations::lane_dx`] (the 4-bit AVX-512 VNNI kernel).
+    Chunks128,
+}
+
 /// `x` quantized to int8 per group, with what the kernels need per group.
 #[derive(Debug, Default, Clone)]
 pub struct Q8Activations {
-    /// `m x I` int8 codes; for the 4-bit SIMD layout each block of 32 holds
-    /// its 16 even inputs, then its 16 odd inputs.
+    /// `m x row_len` int8 codes in the order of [`Self::layout`].
     pub q: Vec<i8>,
+    /// Codes per row: `cols`, or `cols` rounded up to a multiple of 128
+    /// for [`Layout::Chunks128`] (the padding is zeros).
+    pub row_len: usize,
     /// `m x groups`: `dx = max |x| / 127` of each group.
     pub scale: Vec<f32>,
     /// `m x groups`: the exact f32 sum of each group of `x`.
     pub sum: Vec<f32>,
+    /// [`Layout::Chunks128`] only: `m x (row_len / 128) x 16`, the `dx` of
+    /// the group each 32-bit lane of a chunk covers (lane `l` of chunk `c`:
+    /// inputs `128 c + 8 l ..+ 8`, group `(128 c + 8 l) / group_size`; 0
+    /// past `cols`); empty otherwise.
+    pub lane_dx: Vec<f32>,
+    /// The order of `q`.
+    pub layout: Layout,
 }
 
 impl Q8Activations {
     /// Quantizes `x` (`m x cols`, `cols` a multiple of `group_size`, itself a
-    /// multiple of 32) per group into `self`; `interleave` stores each block
-    /// of 32 as its even then its odd inputs.
-    pub fn quantize(&mut self, x: &[f32], cols: usize, group_size: usize, interleave: bool) {
+    /// multiple of 32) per group into `self`, its codes in `layout`'s order.
+    pub fn quantize(&mut self, x: &[f32], cols: usize, group_size: usize, layout: Layout) {
+        const CHUNK: usize = 128;
         self.q.clear();
         self.scale.clear();
         self.sum.clear();
+        self.lane_dx.clear();
+        self.layout = layout;
+        self.row_len = match layout {
+            Layout::Chunks128 => cols.div_ceil(CHUNK) * CHUNK,
+            _ => cols,
+        };
         let mut tmp = [0i8; 32];
         for row in x.chunks_exact(cols) {
-            for group in row.chunks_exact(group_size) {
+            let start = self.q.len();
+            for (gi, group) in row.chunks_exact(group_size).enumerate() {
                 let amax = group.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let (dx, inv) = group_step(amax);
                 self.scale.push(dx);
                 self.sum.push(group.iter().sum());
-                for block in group.chunks_exact(32) {
+                for (bi, block) in group.chunks_exact(32).enumerate() {
                     for (t, v) in tmp.iter_mut().zip(block) {
                         *t = quantize_one(*v, inv);
                     }
-                    if interleave {
-                        self.q.extend(tmp.iter().step_by(2));
-                        self.q.extend(tmp.iter().skip(1).step_by(2));
-                    } else {
-                        self.q.extend_from_slice(&tmp);
+                    match layout {
+                        Layout::Natural => self.q.extend_from_slice(&tmp),
+                        Layout::Pairs32 => {
+                            self.q.extend(tmp.iter().step_by(2));
+                            self.q.extend(tmp.iter().skip(1).step_by(2));
+                        }
+                        Layout::Chunks128 => {
+                            if self.q.len() == start {
+                                self.q.resize(start + self.row_len, 0);
+                            }
+                            // input c = 128 ch + o sits at 128 ch + (o % 2) * 64 + o / 2
+                            let c0 = gi * group_size + bi * 32;
+                            let (ch, o0) = (c0 / CHUNK, c0 % CHUNK);
+                            let at = start + ch * CHUNK + o0 / 2;
+                            for (e, pair) in tmp.chunks_exact(2).enumerate() {
+                                self.q[at + e] = pair[0];
+                                self.q[at + 64 + e] = pair[1];
+                            }
+                        }
                     }
+                }
+            }
+            if layout == Layout::Chunks128 {
+                let gpr = cols / group_size;
+                let dx = &self.scale[self.scale.len() - gpr..];
+                for lane in 0..self.row_len / 8 {
+                    let c = lane * 8;
+                    self.lane_dx
+                        .push(if c < cols { dx[c / group_size] } else { 0.0 });
                 }
             }
         }
@@ -227,8 +304,20 @@ fn compute<S: Scale>(
     w: &QuantizedMatrix<'_, S>,
     out: &mut [f32],
 ) {
-    let interleave = w.bits == 4 && isa != Isa::Portable;
-    prep.quantize(x, w.cols, w.group_size, interleave);
+    let layout = match (isa, w.bits) {
+        (Isa::Portable, _) | (_, 8) => Layout::Natural,
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, _) => Layout::Chunks128,
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, _) => Layout::Pairs32,
+    };
+    match layout {
+        // SAFETY: Chunks128 only with Isa::Avx512 (detected); `x` is
+        // `m x w.cols` (checked), `cols` a multiple of the group size.
+        #[cfg(target_arch = "x86_64")]
+        Layout::Chunks128 => unsafe { avx512::quantize_chunks(prep, x, w.cols, w.group_size) },
+        _ => prep.quantize(x, w.cols, w.group_size, layout),
+    }
     let prep = &*prep;
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let tiles = w.rows.div_ceil(4);
@@ -237,6 +326,13 @@ fn compute<S: Scale>(
     let run = |c: usize| {
         let out = out_ptr; // the whole (Sync) wrapper, not its raw field
         let (r0, r1) = (c * per_chunk, ((c + 1) * per_chunk).min(w.rows));
+        #[cfg(target_arch = "x86_64")]
+        if layout == Layout::Chunks128 {
+            // SAFETY: AVX-512 VNNI was detected (Isa::Avx512), 4 bits, `prep`
+            // in Chunks128 from `w`; chunks own disjoint output columns.
+            unsafe { avx512_rows(prep, w, r0, r1, m, out) };
+            return;
+        }
         for r in (r0..r1).step_by(4) {
             let nr = (r1 - r).min(4);
             let mut i = 0;
@@ -267,6 +363,66 @@ fn compute<S: Scale>(
     }
 }
 
+/// Rows `r0..r1` of `W` times every row of `x` into `out` (`m x w.rows`)
+/// by [`avx512::tile`]: 4 weight rows (then single rows) by 4 activation
+/// rows (then 3, 2 or 1).
+///
+/// Safety: as [`avx512::tile`], `prep` quantized with
+/// [`Layout::Chunks128`] from `m` rows; `out` has `m * w.rows` elements and
+/// no other thread writes columns `r0..r1`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn avx512_rows<S: Scale>(
+    prep: &Q8Activations,
+    w: &QuantizedMatrix<'_, S>,
+    r0: usize,
+    r1: usize,
+    m: usize,
+    out: SyncPtr,
+) {
+    /// Writes a tile's `[x row][w row]` results at rows `i..`, columns `r..`.
+    unsafe fn put<const R: usize, const X: usize>(
+        t: [[f32; R]; X],
+        out: SyncPtr,
+        rows: usize,
+        i: usize,
+        r: usize,
+    ) {
+        for (a, row) in t.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                *out.0.add((i + a) * rows + r + j) = *v;
+            }
+        }
+    }
+    unsafe fn rows_by<S: Scale, const R: usize>(
+        p: &Q8Activations,
+        w: &QuantizedMatrix<'_, S>,
+        r: usize,
+        m: usize,
+        out: SyncPtr,
+    ) {
+        let mut i = 0;
+        while i + 4 <= m {
+            put(avx512::tile::<S, R, 4>(p, i, w, r), out, w.rows, i, r);
+            i += 4;
+        }
+        match m - i {
+            3 => put(avx512::tile::<S, R, 3>(p, i, w, r), out, w.rows, i, r),
+            2 => put(avx512::tile::<S, R, 2>(p, i, w, r), out, w.rows, i, r),
+            1 => put(avx512::tile::<S, R, 1>(p, i, w, r), out, w.rows, i, r),
+            _ => {}
+        }
+    }
+    let mut r = r0;
+    while r + 4 <= r1 {
+        rows_by::<S, 4>(prep, w, r, m, out);
+        r += 4;
+    }
+    while r < r1 {
+        rows_by::<S, 1>(prep, w, r, m, out);
+        r += 1;
+    }
+}
+
 /// Below this many weight bytes (times `min(m, 8)`) a call stays on the
 /// calling thread (a rayon call costs a few microseconds).
 const MIN_PARALLEL_BYTES: usize = 96 * 1024;
@@ -292,22 +448,55 @@ enum Isa {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX-512 F/BW/VL/VNNI for 4 bits (8 bits take the AVX2 kernel, which
+    /// these CPUs also have).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
-/// AVX2 when the CPU has it (checked once); `TINY_LLM_QMATMUL=scalar`
-/// forces the portable loops, as for day 10's kernel.
+/// The instruction sets this CPU runs, best last: the portable loops, then
+/// AVX2 + FMA, then AVX-512 VNNI (each implies the one before here).
+fn available() -> Vec<Isa> {
+    #[allow(unused_mut)]
+    let mut v = vec![Isa::Portable];
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        v.push(Isa::Avx2);
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+        {
+            v.push(Isa::Avx512);
+        }
+    }
+    v
+}
+
+/// The best available instruction set (checked once);
+/// `TINY_LLM_QMATMUL=scalar` forces the portable loops, as for day 10's
+/// kernel, and `=avx2` the AVX2 kernels (to compare with AVX-512).
 fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
-        if std::env::var("TINY_LLM_QMATMUL").is_ok_and(|v| v == "scalar") {
-            return Isa::Portable;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
-        }
-        Isa::Portable
+        choose(
+            std::env::var("TINY_LLM_QMATMUL").ok().as_deref(),
+            &available(),
+        )
     })
+}
+
+/// The instruction set `TINY_LLM_QMATMUL=env` picks among `all` (best
+/// last): `scalar` the portable loops, `avx2` AVX2 where available,
+/// anything else (or nothing) the best.
+fn choose(env: Option<&str>, all: &[Isa]) -> Isa {
+    let best = *all.last().expect("portable is always there");
+    match env {
+        Some("scalar") => Isa::Portable,
+        #[cfg(target_arch = "x86_64")]
+        Some("avx2") if all.contains(&Isa::Avx2) => Isa::Avx2,
+        _ => best,
+    }
 }
 
 /// `out[j]` = row `r + j` of `W` times row `i` of `x`, `j < out.len() <= 4`.
@@ -331,9 +520,10 @@ fn dot_rows<S: Scale>(
                 *o = portable_row(xq, dx, sx, w, r + j);
             }
         }
-        // SAFETY: AVX2 and FMA were detected; `r + out.len() <= w.rows`.
+        // SAFETY: AVX2 and FMA were detected (AVX-512 implies them here);
+        // `r + out.len() <= w.rows`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe {
+        Isa::Avx2 | Isa::Avx512 => unsafe {
             match (out.len(), w.bits) {
                 (4, 4) => avx2::rows4::<S, 4>(xq, dx, sx, w, r, out),
                 (n, 4) => {
@@ -371,7 +561,7 @@ fn dot_pair<S: Scale>(
             true
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => false,
+        Isa::Avx2 | Isa::Avx512 => false,
     }
 }
 
@@ -419,6 +609,11 @@ fn to_f32<S: Scale>(s: S) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[path = "qmatmul_q8_avx2.rs"]
 mod avx2;
+
+#[allow(clippy::needless_range_loop)]
+#[cfg(target_arch = "x86_64")]
+#[path = "qmatmul_q8_avx512.rs"]
+mod avx512;
 
 #[cfg(test)]
 #[path = "qmatmul_q8_tests.rs"]

@@ -7,13 +7,9 @@ use half::bf16;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
-/// The instruction sets this machine can run.
+/// The instruction sets this machine can run (each is tested).
 fn isas() -> Vec<Isa> {
-    let mut v = vec![Isa::Portable];
-    if isa() != Isa::Portable {
-        v.push(isa());
-    }
-    v
+    available()
 }
 
 /// `sum_k (s q + b) x_k` in f64 from the packed codes: the exact product,
@@ -95,10 +91,25 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
+    case_of(1..=5, 1..=3)
+}
+
+/// Batched decode's shapes: 1 to 16 activation rows, rows of up to 12
+/// groups (1536 inputs at 128: several AVX-512 chunks, ragged ends).
+fn batch_case() -> impl Strategy<Value = Case> {
+    case_of(1..=16, 1..=12)
+}
+
+/// `m` activation rows, 1 to 9 weight rows (ragged against the kernels'
+/// tiles of 4), `groups` groups of 32, 64 or 128 per row.
+fn case_of(
+    m: std::ops::RangeInclusive<usize>,
+    groups: std::ops::RangeInclusive<usize>,
+) -> impl Strategy<Value = Case> {
     (
-        1usize..=5,
+        m,
         1usize..=9,
-        1usize..=3,
+        groups,
         prop_oneof![Just(32usize), Just(64), Just(128)],
         prop_oneof![Just(4u32), Just(8)],
         any::<u64>(),
@@ -185,6 +196,105 @@ fn prop_q8_fast_equals_its_oracle() {
 }
 
 #[test]
+fn prop_q8_fast_equals_its_oracle_for_batches_of_1_to_16() {
+    runner()
+        .run(&batch_case(), |c| {
+            fast_equals_oracle(&c, |v| v)?;
+            fast_equals_oracle(&c, bf16::from_f32)?;
+            fast_equals_oracle(&c, half::f16::from_f32)
+        })
+        .unwrap();
+}
+
+#[test]
+fn every_layout_holds_the_same_codes() {
+    // 2 rows of 5 groups of 32 (160 inputs: one whole chunk of 128, one
+    // ragged), a zero group included; each layout's codes are a permutation
+    // of the natural ones, as documented
+    let (cols, g) = (160usize, 32usize);
+    let mut x: Vec<f32> = (0..2 * cols)
+        .map(|k| ((k * 53) % 97) as f32 / 24.0 - 2.0)
+        .collect();
+    x[cols + 32..cols + 64].fill(0.0);
+    let quantized = |layout| {
+        let mut p = Q8Activations::default();
+        p.quantize(&x, cols, g, layout);
+        p
+    };
+    let nat = quantized(Layout::Natural);
+    let pairs = quantized(Layout::Pairs32);
+    let chunks = quantized(Layout::Chunks128);
+    assert_eq!((nat.row_len, chunks.row_len), (160, 256));
+    for i in 0..2 {
+        for c in 0..cols {
+            let want = nat.q[i * cols + c];
+            let pair = i * cols + c / 32 * 32 + (c % 32) / 2 + (c % 2) * 16;
+            assert_eq!(pairs.q[pair], want, "Pairs32 [{i}][{c}]");
+            let (ch, o) = (c / 128, c % 128);
+            let at = i * 256 + ch * 128 + (o % 2) * 64 + o / 2;
+            assert_eq!(chunks.q[at], want, "Chunks128 [{i}][{c}]");
+            // lane l of chunk ch covers inputs 128 ch + 8 l ..+ 8
+            assert_eq!(
+                chunks.lane_dx[i * 32 + c / 8],
+                nat.scale[i * 5 + c / g],
+                "lane_dx [{i}][{c}]"
+            );
+        }
+        // the padding (chunk 1 holds inputs 128..160: 16 even at 128..144,
+        // 16 odd at 192..208): zero codes, zero steps
+        assert!(chunks.q[i * 256 + 144..i * 256 + 192]
+            .iter()
+            .all(|&q| q == 0));
+        assert!(chunks.q[i * 256 + 208..i * 256 + 256]
+            .iter()
+            .all(|&q| q == 0));
+        assert!(chunks.lane_dx[i * 32 + 20..i * 32 + 32]
+            .iter()
+            .all(|&d| d == 0.0));
+    }
+    assert_eq!(nat.scale[5 + 1], 0.0);
+    // the AVX-512 quantizer: the same codes and steps, sums up to order
+    #[cfg(target_arch = "x86_64")]
+    if available().contains(&Isa::Avx512) {
+        for g in [32usize, 64, 128] {
+            let cols = 384;
+            let x: Vec<f32> = (0..3 * cols)
+                .map(|k| ((k * 31) % 89) as f32 / 13.0 - 3.3)
+                .collect();
+            let mut want = Q8Activations::default();
+            want.quantize(&x, cols, g, Layout::Chunks128);
+            let mut got = Q8Activations::default();
+            // SAFETY: AVX-512 detected; 3 rows of 384, a multiple of g.
+            unsafe { avx512::quantize_chunks(&mut got, &x, cols, g) };
+            assert_eq!(got.q, want.q, "group {g}");
+            assert_eq!(got.scale, want.scale, "group {g}");
+            assert_eq!(got.lane_dx, want.lane_dx, "group {g}");
+            assert_eq!(got.row_len, want.row_len);
+            for (a, b) in got.sum.iter().zip(&want.sum) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * g as f32,
+                    "group {g}: sum {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_environment_picks_the_instruction_set() {
+    let all = available();
+    let best = *all.last().unwrap();
+    assert_eq!(choose(Some("scalar"), &all), Isa::Portable);
+    assert_eq!(choose(None, &all), best);
+    assert_eq!(choose(Some("fast"), &all), best);
+    assert_eq!(choose(Some("avx2"), &[Isa::Portable]), Isa::Portable);
+    #[cfg(target_arch = "x86_64")]
+    if all.contains(&Isa::Avx2) {
+        assert_eq!(choose(Some("avx2"), &all), Isa::Avx2);
+    }
+}
+
+#[test]
 fn prop_q8_within_the_rounding_bound_of_the_exact_product() {
     runner()
         .run(&case(), |c| {
@@ -239,13 +349,16 @@ fn threaded_matrix_equals_the_oracle() {
     let w = QuantizedMatrix::new(&packed, &scales, &biases, rows, cols, g, 4).unwrap();
     let mut want = vec![0f32; 2 * rows];
     qmatmul_q8_scalar(&x, 2, &w, &mut want).unwrap();
-    for m in [1usize, 2] {
+    for (isa, m) in isas().into_iter().flat_map(|i| [(i, 1usize), (i, 2)]) {
         let mut got = vec![f32::NAN; m * rows];
-        qmatmul_q8(&x[..m * cols], m, &w, &mut got).unwrap();
+        qmatmul_q8_on(isa, &x[..m * cols], m, &w, &mut got).unwrap();
         for (k, (a, b)) in got.iter().zip(&want).enumerate() {
             let (i, r) = (k / rows, k % rows);
             let tol = 1e-6 * magnitude(&x[i * cols..(i + 1) * cols], &w, r) + 1e-6;
-            assert!((a - b).abs() <= tol, "m {m}, out[{i}][{r}]: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= tol,
+                "{isa:?} m {m}, out[{i}][{r}]: {a} vs {b}"
+            );
         }
     }
 }
