@@ -6,7 +6,7 @@
 //! - the target alone: one prefill pass (`forward_last`), then one token
 //!   per step (`measure2::step`);
 //! - speculative: `speculative_generate(target, draft, prompt, k, n)` for
-//!   each `--k` (its first round's passes read the prompt too).
+//!   each `--k` (its prompt prefill included).
 //!
 //! Each speculative run's tokens are compared with the target's alone
 //! (`identical`: they must be); the report gives tokens/s end to end and

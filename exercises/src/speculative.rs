@@ -26,9 +26,12 @@
 //! before it, so the output equals the target decoding greedily alone; the
 //! draft only changes how many target passes it takes (`n` tokens with
 //! every proposal accepted: `ceil(n / (k + 1))`). A cache is fed whatever
-//! of the context it lacks: the first round's passes also read the prompt
-//! (the prefill), and after a round that accepted everything the draft is
-//! one token behind (it never ran `d_k'`) and feeds two tokens next time.
+//! of the context it lacks: before the first round the target reads the
+//! prompt but its last token in a pass of its own (the prefill, through
+//! `forward_last`: no logits for every prompt position), the draft's first
+//! pass reads the whole prompt, and after a round that accepted everything
+//! the draft is one token behind (it never ran `d_k'`) and feeds two tokens
+//! next time.
 //!
 //! Reference: Leviathan, Kalman and Matias 2023, "Fast Inference from
 //! Transformers via Speculative Decoding"; Chen et al. 2023, "Accelerating
@@ -58,8 +61,8 @@ pub struct SpecStats {
     pub proposed: usize,
     /// Draft tokens the target accepted (at most `proposed`).
     pub accepted: usize,
-    /// Forward passes of the target, one per round (the first one also
-    /// reads the prompt).
+    /// Verification passes of the target, one per round (the prompt's
+    /// prefill, a pass of its own before the first round, is not counted).
     pub target_passes: usize,
     /// Forward passes of the draft, one per proposed token (the first one
     /// also reads the prompt).
@@ -178,9 +181,10 @@ impl<'a> SpecDecoder<'a> {
     ///
     /// Hints: draft: k passes of `forward_last`, the first feeding
     /// `tokens[draft_offset()..]`, the others the previous guess; argmax
-    /// each (`argmax_axis`, as uint32). Target: one `forward` of
-    /// `tokens[target_offset()..]` followed by the drafts; argmax of its last
-    /// k + 1 rows. j = the drafts equal to the target's pick before them;
+    /// each (`argmax_axis`, as uint32). Target: `forward_last` of
+    /// `tokens[target_offset()..len - 1]` when that is not empty (the
+    /// prompt's prefill), then one `forward` of the newest token followed by
+    /// the drafts; argmax of its k + 1 rows. j = the drafts equal to the target's pick before them;
     /// emit drafts[..j] and picks[j]; keep = tokens.len() + j (before the
     /// push); trim each model's caches down to keep (the draft may already
     /// hold fewer). On an error, trim back to the offsets you started from.

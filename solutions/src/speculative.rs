@@ -26,9 +26,12 @@
 //! before it, so the output equals the target decoding greedily alone; the
 //! draft only changes how many target passes it takes (`n` tokens with
 //! every proposal accepted: `ceil(n / (k + 1))`). A cache is fed whatever
-//! of the context it lacks: the first round's passes also read the prompt
-//! (the prefill), and after a round that accepted everything the draft is
-//! one token behind (it never ran `d_k'`) and feeds two tokens next time.
+//! of the context it lacks: before the first round the target reads the
+//! prompt but its last token in a pass of its own (the prefill, through
+//! `forward_last`: no logits for every prompt position), the draft's first
+//! pass reads the whole prompt, and after a round that accepted everything
+//! the draft is one token behind (it never ran `d_k'`) and feeds two tokens
+//! next time.
 //!
 //! Reference: Leviathan, Kalman and Matias 2023, "Fast Inference from
 //! Transformers via Speculative Decoding"; Chen et al. 2023, "Accelerating
@@ -48,8 +51,8 @@ pub struct SpecStats {
     pub proposed: usize,
     /// Draft tokens the target accepted (at most `proposed`).
     pub accepted: usize,
-    /// Forward passes of the target, one per round (the first one also
-    /// reads the prompt).
+    /// Verification passes of the target, one per round (the prompt's
+    /// prefill, a pass of its own before the first round, is not counted).
     pub target_passes: usize,
     /// Forward passes of the draft, one per proposed token (the first one
     /// also reads the prompt).
@@ -241,17 +244,26 @@ impl<'a> SpecDecoder<'a> {
                 .forward_last(&row(&feed), off, &mut self.draft_cache)?;
             drafts.push(argmax_rows(&logits)?[0]);
         }
-        // The target: what it lacks of the context, then the drafts, in one
-        // pass; its picks at the last k + 1 positions.
+        // The target: first what it lacks of the context but the newest
+        // token (the prompt, in the first round), with no logits kept; then
+        // the newest token and the drafts in one pass: its picks at those
+        // k + 1 positions.
+        let last = self.tokens.len() - 1;
         let t_off = self.target_offset();
-        let mut feed = self.tokens[t_off..].to_vec();
+        if t_off < last {
+            let h = self.target.forward_last(
+                &row(&self.tokens[t_off..last]),
+                t_off,
+                &mut self.target_cache,
+            )?;
+            h.eval()?;
+        }
+        let mut feed = vec![self.tokens[last]];
         feed.extend_from_slice(&drafts);
         let logits = self
             .target
-            .forward(&row(&feed), t_off, &mut self.target_cache)?;
-        let l = feed.len() as i32;
-        let tail = logits.try_index((0, (l - k as i32 - 1)..l, ..))?; // (k + 1) x vocab
-        let picks = argmax_rows(&tail)?;
+            .forward(&row(&feed), last, &mut self.target_cache)?;
+        let picks = argmax_rows(&logits.try_index((0, .., ..))?)?; // (k + 1) x vocab
         let j = drafts
             .iter()
             .zip(&picks)
