@@ -34,6 +34,8 @@
 //!   the prompt cache against its first turn (`turns`).
 //! - `engine`: the week-3 engine under a closed loop of clients on a
 //!   workload file (`engine_run`; `cargo xtask bench week3`).
+//! - `spec`: speculative decoding (day 20) with a draft model against the
+//!   target alone: speed, acceptance rate, identical tokens (`spec`).
 //! - `bandwidth`: memory read bandwidth with N threads (no MLX), the
 //!   denominator of week 2's roofline.
 //! - `matvec`: day 10's GPU matvec kernel alone on a model's layer shapes
@@ -53,6 +55,7 @@ mod profile;
 mod prompt;
 mod qmatmul_cpu;
 mod report;
+mod spec;
 mod turns;
 
 use anyhow::Result;
@@ -145,6 +148,31 @@ enum Cmd {
         #[arg(long, default_value_t = 24)]
         turn: usize,
         /// The kernels, as for `run --kernels`.
+        #[arg(long, default_value = "best")]
+        kernels: String,
+    },
+    /// Speculative decoding (day 20): a draft model proposes, the target
+    /// verifies; tokens/s with and without it, and the acceptance rate.
+    Spec {
+        /// The target model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// The draft model directory (the target's tokenizer).
+        #[arg(long)]
+        draft: PathBuf,
+        /// The ids file written by `prompt`.
+        #[arg(long)]
+        prompt: PathBuf,
+        /// Prompt length.
+        #[arg(long, default_value_t = 32)]
+        prompt_tokens: usize,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
+        /// Draft tokens per round (comma-separated: one run each).
+        #[arg(long, default_value = "2,4")]
+        k: String,
+        /// The kernels both models run (as `run --week 2`).
         #[arg(long, default_value = "best")]
         kernels: String,
     },
@@ -339,6 +367,33 @@ fn main() -> ExitCode {
                     history,
                     answer,
                     turn,
+                })
+            });
+            report::print(report)
+        }
+        Cmd::Spec {
+            model,
+            draft,
+            prompt,
+            prompt_tokens,
+            new_tokens,
+            k,
+            kernels,
+        } => {
+            let report = report::caught(&model, DType::F32, || {
+                let ks = k
+                    .split(',')
+                    .map(|x| x.trim().parse::<usize>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| anyhow::anyhow!("--k {k:?}: {e}"))?;
+                spec::run(&spec::SpecPlan {
+                    model: &model,
+                    draft: &draft,
+                    prompt: &prompt,
+                    prompt_tokens,
+                    new_tokens,
+                    ks,
+                    kernels: kernels::parse(&kernels)?,
                 })
             });
             report::print(report)

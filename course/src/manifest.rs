@@ -19,7 +19,7 @@ pub const KIT_COURSE_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../cours
 #[derive(Debug, Clone, Deserialize)]
 pub struct Course {
     pub format_version: u32,
-    /// The days, numbered 1, 2, 3, ... in order (`[[day]]`).
+    /// The days, numbered from 1 in rising order, gaps allowed (`[[day]]`).
     #[serde(rename = "day", default)]
     pub days: Vec<Day>,
     /// Whole-model checks against mlx-lm on the real models (not a day).
@@ -131,7 +131,8 @@ impl Course {
     }
 
     /// Parses and checks course.toml's text: the format version, days
-    /// numbered 1, 2, 3, ... in order, no negative or non-finite tolerance.
+    /// numbered from 1 in rising order (gaps allowed), no negative or
+    /// non-finite tolerance.
     pub fn parse(text: &str) -> Result<Course, CourseError> {
         let course: Course = toml::from_str(text)?;
         if course.format_version != FORMAT_VERSION {
@@ -140,14 +141,19 @@ impl Course {
                 course.format_version
             )));
         }
+        let mut previous = 0;
         for (i, d) in course.days.iter().enumerate() {
-            if d.number as usize != i + 1 {
+            // Day numbers rise; a gap is allowed (a day written later, while
+            // the days after it already exist), a repeat or a step back is
+            // not. The first day is day 1.
+            if d.number <= previous || (i == 0 && d.number != 1) {
                 return Err(CourseError::invalid(format!(
-                    "days must be numbered 1, 2, 3, ... in order; entry {} is day {}",
+                    "days must be numbered 1, then in rising order; entry {} is day {}",
                     i + 1,
                     d.number
                 )));
             }
+            previous = d.number;
             for (table, map) in [
                 ("tolerance", &d.tolerance),
                 ("tolerance_gpu", &d.tolerance_gpu),
@@ -194,7 +200,7 @@ impl Course {
             got: spec.to_string(),
             expected: format!(
                 "{why}use dayN (1..{n}), wWdD, weekW or all",
-                n = self.days.len()
+                n = self.days.last().map_or(0, |d| d.number)
             ),
         };
         if s == "all" {
@@ -289,6 +295,24 @@ mod tests {
         let gap = format!("format_version = 1\n{DEFAULTS}[[day]]\nnumber = 2\nweek = 1\ntitle = \"x\"\nmodules = []\ntests = []\nhint = \"\"\n");
         let e = Course::parse(&gap).unwrap_err();
         assert!(e.to_string().contains("entry 1 is day 2"), "{e}");
+        let day = |n: u32| {
+            format!("[[day]]\nnumber = {n}\nweek = 1\ntitle = \"x\"\nmodules = []\ntests = []\nhint = \"\"\n")
+        };
+        let head = format!("format_version = 1\n{DEFAULTS}");
+        let c = Course::parse(&format!("{head}{}{}", day(1), day(3))).unwrap();
+        assert!(c.day(3).is_some() && c.day(2).is_none(), "a gap is allowed");
+        let e = c.select("day2").unwrap_err().to_string();
+        assert!(
+            e.contains("day 2 is not in the course yet") && e.contains("(1..3)"),
+            "{e}"
+        );
+        for (a, b) in [(2, 2), (3, 2)] {
+            let e = Course::parse(&format!("{head}{}{}{}", day(1), day(a), day(b))).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("entry 3 is day {b}")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -139,3 +139,8 @@ pub use tiny_llm_ref::{block_pool, paged_attention_cpu};
 pub mod prefix_cache;
 #[cfg(feature = "ref-day17")]
 pub use tiny_llm_ref::prefix_cache;
+// Day 20: speculative decoding (days 18-19 are written apart)
+#[cfg(not(feature = "ref-day20"))]
+pub mod speculative;
+#[cfg(feature = "ref-day20")]
+pub use tiny_llm_ref::speculative;

@@ -75,3 +75,6 @@ pub mod paged_attention_cpu;
 
 // Day 17
 pub mod prefix_cache;
+
+// Day 20 (days 18-19 are written apart)
+pub mod speculative;
