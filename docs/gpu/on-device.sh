@@ -4,10 +4,13 @@
 # together, sets up the libraries and the Python packages, and runs one step.
 #
 #   docs/gpu/on-device.sh receive          # after each call that carried a part
-#   docs/gpu/on-device.sh check            # check day8..day14 --solution --device gpu
+#   docs/gpu/on-device.sh check            # check week2 --solution --device gpu
 #   docs/gpu/on-device.sh check-stubs      # the same against the stubs
+#   docs/gpu/on-device.sh check day16      # check and check-stubs take a target first
+#                                          # (dayN, weekN, wNdM, all; default week2)
 #   docs/gpu/on-device.sh bench            # bench week2 --device gpu --synthetic
 #   docs/gpu/on-device.sh mutants          # the mutants of docs/gpu/mutants/*.patch (caught or not)
+#   docs/gpu/on-device.sh exec NAME CMD..  # CMD with this environment, logged to NAME.txt
 #
 # Every step first moves any carried `.gpu/part*/` into target/gpu-parts/
 # (ignored, so kept between calls on a warm machine), and unpacks once all
@@ -25,7 +28,7 @@
 # directory (for trying the unpack and install steps elsewhere).
 set -euo pipefail
 
-step=${1:?usage: on-device.sh receive|check|check-stubs|bench|mutants [extra args]}
+step=${1:?usage: on-device.sh receive|check|check-stubs|bench|mutants|exec [extra args]}
 shift || true
 root=${TINY_LLM_GPU_ROOT:-$PWD}
 site=${SITE:-/tmp/site}
@@ -103,7 +106,10 @@ fi
 export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 # 5. Python: mlx (cp312) + mlx-lm into $site, the CUDA libmlx beside mlx's core.
-if [ ! -f "$site/.tiny-llm-installed" ]; then
+# (A pack made with `gpu-pack --tests ...` has no wheels: nothing to install.)
+if [ ! -f "$site/.tiny-llm-installed" ] && ! compgen -G "$root/target/gpu-wheels/*.whl" > /dev/null; then
+    echo "no wheels packed (gpu-pack --tests): no Python packages installed" >&2
+elif [ ! -f "$site/.tiny-llm-installed" ]; then
     # The mlx wheel is cp312 (the machine's Python 3.12); naming the version
     # lets this step be tried with another Python too.
     "$python" -m pip install --quiet --no-deps --no-index --only-binary :all: \
@@ -136,10 +142,21 @@ run() {
     return "$rc"
 }
 
+# check / check-stubs: an optional target first (default week2); its log
+# is check-solution[-TARGET].txt / check-stubs[-TARGET].txt.
+target=week2
+if [ "$step" = check ] || [ "$step" = check-stubs ]; then
+    case "${1:-}" in
+        day[0-9]* | week[0-9]* | w[0-9]* | all) target=$1; shift ;;
+    esac
+fi
+suffix=
+[ "$target" = week2 ] || suffix=-$target
+
 case "$step" in
     receive) echo "parts received and unpacked; LD_LIBRARY_PATH and $site ready" ;;
-    check) run check-solution "$xtask" check week2 --solution --device gpu --no-build "$@" ;;
-    check-stubs) run check-stubs "$xtask" check week2 --device gpu --no-build "$@" ;;
+    check) run "check-solution$suffix" "$xtask" check "$target" --solution --device gpu --no-build "$@" ;;
+    check-stubs) run "check-stubs$suffix" "$xtask" check "$target" --device gpu --no-build "$@" ;;
     bench)
         run bench-week2-gpu "$xtask" bench week2 --device gpu --no-build --synthetic "$@"
         cp -f "$root"/target/bench/week2-gpu.md "$logs"/ 2>/dev/null || true
@@ -166,5 +183,10 @@ case "$step" in
             fi
         done
         ;;
-    *) echo "unknown step $step (receive, check, check-stubs, bench, mutants)" >&2; exit 2 ;;
+    exec)
+        name=${1:?usage: on-device.sh exec NAME CMD [ARGS..]}
+        shift
+        run "$name" "$@"
+        ;;
+    *) echo "unknown step $step (receive, check, check-stubs, bench, mutants, exec)" >&2; exit 2 ;;
 esac

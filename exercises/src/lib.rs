@@ -132,8 +132,10 @@ pub use tiny_llm_ref::{batch_kv_cache, scheduler};
 pub mod block_pool;
 #[cfg(not(feature = "ref-day16"))]
 pub mod paged_attention_cpu;
+#[cfg(not(feature = "ref-day16"))]
+pub mod paged_attention_gpu;
 #[cfg(feature = "ref-day16")]
-pub use tiny_llm_ref::{block_pool, paged_attention_cpu};
+pub use tiny_llm_ref::{block_pool, paged_attention_cpu, paged_attention_gpu};
 // Day 17: prefix caching
 #[cfg(not(feature = "ref-day17"))]
 pub mod prefix_cache;

@@ -1,5 +1,5 @@
 //! Day 16: the KV block pool and paged attention (plain data and f32
-//! slices, no MLX).
+//! slices; MLX arrays only for the GPU kernel).
 //!
 //! The pool: a hand-worked run (allocation order, copy-on-write of a shared
 //! partial block, out of blocks), and random alloc/append/fork/free
@@ -10,13 +10,22 @@
 //! is an `Error::OutOfBlocks` naming the numbers, never a panic. Paged
 //! attention: against dense attention (a scalar f64 oracle written here)
 //! over shuffled blocks with GQA (property), and a hand-worked case.
+//! On a GPU (`gpu_*`): the CUDA kernel of `paged_attention_gpu` against the
+//! same oracle and against the CPU kernel, a batch of sequences over
+//! shuffled and shared blocks (f32, bf16, f16; block sizes 1 to 32; GQA), at
+//! the day's `[day.tolerance_gpu]`; skipped without a usable GPU. Its
+//! argument checks run everywhere.
 
+use mlx_rs::{Array, Dtype};
 use proptest::prelude::*;
-use tiny_llm_common::Error;
+use tiny_llm_common::{cpu_bridge, Error};
+use tiny_llm_grader::device::{require_gpu, skip};
+use tiny_llm_grader::gpu_check::{cast_to, check_gpu, seeded};
 use tiny_llm_grader::imp::block_pool::{
     BlockAllocator, BlockCopy, BlockId, BlockPool, BlockTable, Slot,
 };
 use tiny_llm_grader::imp::paged_attention_cpu::{paged_attention, PagedKv};
+use tiny_llm_grader::imp::paged_attention_gpu;
 use tiny_llm_grader::prop::check as check_property;
 use tiny_llm_grader::{ok, should_fail, should_fail_naming};
 
@@ -489,4 +498,357 @@ fn paged_attention_rejects_bad_shapes() {
         let r = paged_attention(&q[..q_len], heads, kv, table, ctx, 1.0);
         should_fail_naming("paged_attention", case, r, needles);
     }
+}
+
+// ---- on a GPU: the CUDA kernel of `paged_attention_gpu` ----------------------------
+//
+// A batch of sequences of different lengths, their blocks drawn from a seeded
+// shuffle of the pool (never in order, some sequences sharing their first
+// block as a forked prefix does), unused table entries -1 (never read),
+// against `dense_attention` (f64, above) over the keys and values gathered
+// through the tables, and against the CPU kernel of this day. At the day's
+// GPU tolerance (`[day.tolerance_gpu]`). Without a usable GPU they are
+// skipped; the argument checks run everywhere.
+
+/// One GPU case: heads, kv heads, head width, block size, the sequences'
+/// context lengths, whether sequences 1.. share sequence 0's first block,
+/// and the query's and the pools' dtypes.
+struct GpuCase {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    block_size: usize,
+    lens: Vec<usize>,
+    shared_prefix: bool,
+    q_dtype: Dtype,
+    kv_dtype: Dtype,
+}
+
+impl GpuCase {
+    fn name(&self) -> String {
+        format!(
+            "H={} H_kv={} D={} block_size={} lens={:?} shared_prefix={} q={:?} kv={:?}",
+            self.heads,
+            self.kv_heads,
+            self.head_dim,
+            self.block_size,
+            self.lens,
+            self.shared_prefix,
+            self.q_dtype,
+            self.kv_dtype
+        )
+    }
+}
+
+/// The arrays of one case, and the same values on the host (f32, after the
+/// cast to the case's dtypes) with each sequence's block table.
+struct GpuInputs {
+    q: Array,
+    k: Array,
+    v: Array,
+    tables: Array,
+    lens: Array,
+    host_q: Vec<f32>,
+    host_k: Vec<f32>,
+    host_v: Vec<f32>,
+    host_tables: Vec<Vec<BlockId>>,
+    num_blocks: usize,
+}
+
+/// `0..n` shuffled by an xorshift64 stream seeded by `seed` (Fisher-Yates).
+fn seeded_permutation(n: usize, seed: u64) -> Vec<u32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut p: Vec<u32> = (0..n as u32).collect();
+    for i in (1..n).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        p.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    p
+}
+
+fn host_values(a: &Array, what: &str) -> Vec<f32> {
+    let h = ok(what, cpu_bridge::host_f32(a, what));
+    ok(what, h.slice::<f32>()).to_vec()
+}
+
+fn gpu_inputs(c: &GpuCase, seed: u64) -> GpuInputs {
+    let (bs, hkv, d) = (c.block_size, c.kv_heads, c.head_dim);
+    let needed: Vec<usize> = c.lens.iter().map(|l| l.div_ceil(bs)).collect();
+    let num_blocks = needed.iter().sum::<usize>() + 3;
+    let perm = seeded_permutation(num_blocks, seed);
+    let mut next = 0;
+    let mut host_tables: Vec<Vec<BlockId>> = Vec::new();
+    for (i, &n) in needed.iter().enumerate() {
+        let mut t: Vec<BlockId> = perm[next..next + n].iter().map(|&x| b(x)).collect();
+        next += n;
+        if c.shared_prefix && i > 0 {
+            t[0] = host_tables[0][0];
+        }
+        host_tables.push(t);
+    }
+    let max_blocks = needed.iter().max().copied().unwrap_or(1) + 1;
+    let mut flat = vec![-1i32; c.lens.len() * max_blocks];
+    for (i, t) in host_tables.iter().enumerate() {
+        for (j, blk) in t.iter().enumerate() {
+            flat[i * max_blocks + j] = blk.index() as i32;
+        }
+    }
+    let batch = c.lens.len() as i32;
+    let pool = [num_blocks as i32, bs as i32, hkv as i32, d as i32];
+    let q = cast_to(
+        &seeded(&[batch, c.heads as i32, d as i32], seed + 1, 2.0),
+        c.q_dtype,
+    );
+    let k = cast_to(&seeded(&pool, seed + 2, 2.0), c.kv_dtype);
+    let v = cast_to(&seeded(&pool, seed + 3, 2.0), c.kv_dtype);
+    let lens: Vec<i32> = c.lens.iter().map(|&l| l as i32).collect();
+    GpuInputs {
+        host_q: host_values(&q, "query"),
+        host_k: host_values(&k, "key_pool"),
+        host_v: host_values(&v, "value_pool"),
+        q,
+        k,
+        v,
+        tables: Array::from_slice(&flat, &[batch, max_blocks as i32]),
+        lens: Array::from_slice(&lens, &[batch]),
+        host_tables,
+        num_blocks,
+    }
+}
+
+/// `dense_attention` of each sequence over its gathered keys and values:
+/// `[B, H, D]`, f32.
+fn dense_oracle(c: &GpuCase, x: &GpuInputs) -> Array {
+    let (bs, hkv, d, h) = (c.block_size, c.kv_heads, c.head_dim, c.heads);
+    let row = hkv * d;
+    let mut out = Vec::new();
+    for (i, &ctx) in c.lens.iter().enumerate() {
+        let table = &x.host_tables[i];
+        let (mut gk, mut gv) = (Vec::new(), Vec::new());
+        for t in 0..ctx {
+            let o = (table[t / bs].index() * bs + t % bs) * row;
+            gk.extend_from_slice(&x.host_k[o..o + row]);
+            gv.extend_from_slice(&x.host_v[o..o + row]);
+        }
+        let q = &x.host_q[i * h * d..(i + 1) * h * d];
+        out.extend(dense_attention(q, h, (&gk, &gv), hkv, d));
+    }
+    Array::from_slice(&out, &[c.lens.len() as i32, h as i32, d as i32])
+}
+
+fn run_gpu(x: &GpuInputs, d: usize) -> Array {
+    let scale = 1.0 / (d as f32).sqrt();
+    ok(
+        "paged_attention (GPU)",
+        paged_attention_gpu::paged_attention(&x.q, &x.k, &x.v, &x.tables, &x.lens, scale),
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // one case, field by field
+fn case(
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    block_size: usize,
+    lens: &[usize],
+    shared_prefix: bool,
+    q_dtype: Dtype,
+    kv_dtype: Dtype,
+) -> GpuCase {
+    GpuCase {
+        heads,
+        kv_heads,
+        head_dim,
+        block_size,
+        lens: lens.to_vec(),
+        shared_prefix,
+        q_dtype,
+        kv_dtype,
+    }
+}
+
+#[test]
+fn gpu_paged_attention_matches_dense_over_shuffled_blocks() {
+    let test = "gpu_paged_attention_matches_dense_over_shuffled_blocks";
+    if !require_gpu(test) {
+        return;
+    }
+    let (f32_, bf16_, f16_) = (Dtype::Float32, Dtype::Bfloat16, Dtype::Float16);
+    // Block sizes 1, 3, 5, 8, 16, 32; GQA groups 1, 2, 7, 8; contexts that
+    // end inside a block, on its last slot, inside a tile of 32 tokens or
+    // past several (the kernel's 4 warps take every 4th tile).
+    let cases = [
+        case(
+            14,
+            2,
+            64,
+            16,
+            &[1, 31, 32, 33, 129, 1000],
+            false,
+            f32_,
+            f32_,
+        ),
+        case(4, 4, 128, 1, &[5, 200], false, f32_, f32_),
+        case(8, 1, 32, 3, &[7, 64, 300], true, f32_, f32_),
+        case(14, 2, 64, 32, &[17, 513, 2048], true, bf16_, bf16_),
+        case(4, 2, 128, 5, &[1, 100], false, bf16_, bf16_),
+        case(2, 1, 16, 16, &[48, 4096], false, f16_, f16_),
+        case(4, 1, 64, 8, &[77, 8], true, f32_, bf16_),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let x = gpu_inputs(c, 160 + 10 * i as u64);
+        let got = run_gpu(&x, c.head_dim);
+        let want = dense_oracle(c, &x);
+        check_gpu(test, "day16", &c.name(), &got, &want, c.q_dtype);
+    }
+}
+
+#[test]
+fn gpu_paged_attention_matches_the_cpu_kernel() {
+    let test = "gpu_paged_attention_matches_the_cpu_kernel";
+    if !require_gpu(test) {
+        return;
+    }
+    let f32_ = Dtype::Float32;
+    let cases = [
+        case(4, 2, 64, 16, &[40, 3, 257], true, f32_, f32_),
+        case(6, 3, 16, 7, &[50, 1], false, f32_, f32_),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let x = gpu_inputs(c, 260 + 10 * i as u64);
+        let got = run_gpu(&x, c.head_dim);
+        let kv = PagedKv {
+            keys: &x.host_k,
+            values: &x.host_v,
+            num_blocks: x.num_blocks,
+            block_size: c.block_size,
+            num_kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+        };
+        let (h, d) = (c.heads, c.head_dim);
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut want = Vec::new();
+        for (s, &ctx) in c.lens.iter().enumerate() {
+            let q = &x.host_q[s * h * d..(s + 1) * h * d];
+            let table = &x.host_tables[s];
+            want.extend(ok(
+                "paged_attention (CPU)",
+                paged_attention(q, h, &kv, table, ctx, scale),
+            ));
+        }
+        let want = Array::from_slice(&want, &[c.lens.len() as i32, h as i32, d as i32]);
+        check_gpu(test, "day16", &c.name(), &got, &want, c.q_dtype);
+    }
+}
+
+#[test]
+fn gpu_paged_attention_rejects_bad_input() {
+    let call = "paged_attention (GPU)";
+    let q = seeded(&[2, 4, 16], 1, 1.0);
+    let pool = seeded(&[4, 4, 2, 16], 2, 1.0);
+    let tables = Array::from_slice(&[0i32, 1, 2, 3], &[2, 2]);
+    let lens = Array::from_slice(&[5i32, 8], &[2]);
+    let f = |q: &Array, k: &Array, v: &Array, t: &Array, l: &Array| {
+        paged_attention_gpu::paged_attention(q, k, v, t, l, 0.25)
+    };
+    let r = f(&seeded(&[4, 16], 1, 1.0), &pool, &pool, &tables, &lens);
+    should_fail_naming(call, "query of rank 2", r, &["query", "[B, H, D]"]);
+    let r = f(&q, &seeded(&[4, 4, 2, 8], 2, 1.0), &pool, &tables, &lens);
+    should_fail_naming(
+        call,
+        "key_pool with D = 8 for D = 16",
+        r,
+        &["key_pool", "16"],
+    );
+    let r = f(&q, &pool, &seeded(&[3, 4, 2, 16], 2, 1.0), &tables, &lens);
+    should_fail_naming(call, "value_pool of 3 blocks", r, &["value_pool"]);
+    let r = f(
+        &q,
+        &pool,
+        &pool,
+        &Array::from_slice(&[0i32, 1], &[1, 2]),
+        &lens,
+    );
+    should_fail_naming(
+        call,
+        "block_tables of 1 row for B = 2",
+        r,
+        &["block_tables"],
+    );
+    let r = f(&q, &pool, &pool, &tables, &Array::from_slice(&[5i32], &[1]));
+    should_fail_naming(call, "context_lens of 1 for B = 2", r, &["context_lens"]);
+    let r = f(&q, &pool, &pool, &cast_to(&tables, Dtype::Float32), &lens);
+    should_fail_naming(call, "float block_tables", r, &["block_tables", "int32"]);
+    let r = f(&cast_to(&q, Dtype::Int32), &pool, &pool, &tables, &lens);
+    should_fail_naming(call, "int32 query", r, &["query", "float"]);
+    let r = f(&seeded(&[2, 3, 16], 1, 1.0), &pool, &pool, &tables, &lens);
+    should_fail_naming(call, "H = 3 over H_kv = 2", r, &["key_pool", "H = 3"]);
+    let r = f(
+        &q,
+        &pool,
+        &pool,
+        &tables,
+        &Array::from_slice(&[5i32, 0], &[2]),
+    );
+    should_fail_naming(call, "context 0", r, &["context_lens[1]", "0"]);
+    let r = f(
+        &q,
+        &pool,
+        &pool,
+        &tables,
+        &Array::from_slice(&[9i32, 8], &[2]),
+    );
+    should_fail_naming(
+        call,
+        "9 tokens in 2 blocks of 4",
+        r,
+        &["context_lens[0]", "9", "8"],
+    );
+    let bad = Array::from_slice(&[0i32, 1, 2, 7], &[2, 2]);
+    let r = f(&q, &pool, &pool, &bad, &lens);
+    should_fail_naming(
+        call,
+        "block 7 of a pool of 4",
+        r,
+        &["block_tables[1][1]", "7", "4"],
+    );
+    // Entries past a context are not read: -1 there is fine (checked on a
+    // GPU by the tests above), so only a CPU machine's error remains here.
+    let wide = seeded(&[1, 1, 512], 3, 1.0);
+    let wide_pool = seeded(&[1, 1, 1, 512], 4, 1.0);
+    let r = f(
+        &wide,
+        &wide_pool,
+        &wide_pool,
+        &Array::from_slice(&[0i32], &[1, 1]),
+        &Array::from_slice(&[1i32], &[1]),
+    );
+    should_fail_naming(call, "D = 512", r, &["256"]);
+}
+
+/// Without a GPU a valid call is an error that says so (no crash, no MLX
+/// abort); on a machine with a GPU the numeric tests above cover it.
+#[test]
+fn gpu_paged_attention_without_a_gpu_says_so() {
+    if tiny_llm_common::gpu::gpu_available() {
+        skip("a GPU is usable here: this test checks the error of a machine without one");
+        return;
+    }
+    let q = seeded(&[1, 2, 16], 3, 1.0);
+    let pool = seeded(&[2, 4, 1, 16], 4, 1.0);
+    should_fail_naming(
+        "paged_attention (GPU, no GPU)",
+        "a valid call on a machine without a CUDA GPU",
+        paged_attention_gpu::paged_attention(
+            &q,
+            &pool,
+            &pool,
+            &Array::from_slice(&[1i32, 0], &[1, 2]),
+            &Array::from_slice(&[6i32], &[1]),
+            0.25,
+        ),
+        &["GPU"],
+    );
 }

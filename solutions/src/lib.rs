@@ -72,6 +72,7 @@ pub mod scheduler;
 // Day 16
 pub mod block_pool;
 pub mod paged_attention_cpu;
+pub mod paged_attention_gpu;
 
 // Day 17
 pub mod prefix_cache;

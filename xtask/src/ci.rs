@@ -90,9 +90,10 @@ pub fn run() -> Result<bool> {
                 "--nocapture",
             ])
             .status()?;
-        // Week 2's GPU tests (days 10-12, `gpu_*`): the CUDA kernels against
-        // the week-1 ops and the model on the GPU against mlx-lm; their
-        // argument checks run everywhere.
+        // The GPU tests (days 10-12 and 16, `gpu_*`): week 2's CUDA kernels
+        // against the week-1 ops, the model on the GPU against mlx-lm, day
+        // 16's paged attention against dense attention; their argument checks
+        // run everywhere.
         let mut g = cargo();
         g.args([
             "test",
@@ -102,7 +103,7 @@ pub fn run() -> Result<bool> {
             "--features",
             "solutions",
         ]);
-        for day in ["day10", "day11", "day12"] {
+        for day in ["day10", "day11", "day12", "day16"] {
             g.args(["--test", day]);
         }
         let g = g.args(["--", "gpu_", "--nocapture"]).status()?;

@@ -15,7 +15,9 @@
 //! Python) and `mlx-lm` 0.32.2 (`fixtures/requirements.txt`'s pins; what
 //! mlx-lm needs besides, the machine has); the mutants of
 //! `docs/gpu/mutants/*.patch` (module `gpu_mutants`). Executables are
-//! stripped.
+//! stripped. `--tests day12,day16` packs only those test targets, `xtask`,
+//! `gpu_probe` and the CUDA libraries (no bench, mutants, wheels or CUTLASS
+//! headers): `check dayN` there, in two parts instead of three.
 //!
 //! All of it is one `tar` stream compressed with `xz`, cut into pieces of
 //! at most `--part-mib` MiB, one per folder `part1/`, `part2/`, ..., each
@@ -48,6 +50,13 @@ pub struct GpuPackArgs {
     /// into parts again (for another --part-mib).
     #[arg(long)]
     pub split_only: bool,
+    /// Pack only these grader test targets (comma-separated, e.g.
+    /// `day12,day16`; both feature sets), with `xtask`, `gpu_probe` and the
+    /// CUDA libraries: enough for `on-device.sh check dayN` and
+    /// `check-stubs dayN`, in fewer parts. No bench binary, mutants,
+    /// Python wheels or CUTLASS headers (so no `bench` or `mutants` there).
+    #[arg(long, value_delimiter = ',', value_name = "TARGETS")]
+    pub tests: Vec<String>,
 }
 
 /// What one `run` call may carry in all (the device README's limit).
@@ -79,9 +88,9 @@ fn cargo() -> Command {
 }
 
 /// The builds: grader tests with the reference and with the stubs (the
-/// `Build`s `check --solution` and `check` make), the probe, the reference
-/// bench binary.
-fn build_all() -> Result<()> {
+/// `Build`s `check --solution` and `check` make), the probe, and (unless
+/// `tests_only`) the reference bench binary.
+fn build_all(tests_only: bool) -> Result<()> {
     let root = util::project_root();
     for (features, no_default) in [(vec!["solutions".to_string()], true), (vec![], false)] {
         let b = crate::grade::Build {
@@ -97,6 +106,15 @@ fn build_all() -> Result<()> {
         }
     }
     let logs = util::target_dir().join("gpu-pack-logs");
+    if tests_only {
+        let step = Step::start("build gpu_probe");
+        util::run_logged(
+            cargo().args(["build", "-p", "tiny-llm-common", "--example", "gpu_probe"]),
+            &logs.join("gpu_probe.log"),
+        )?;
+        step.done();
+        return Ok(());
+    }
     let step = Step::start("build gpu_probe and tiny-llm-bench (reference, release)");
     util::run_logged(
         cargo().args(["build", "-p", "tiny-llm-common", "--example", "gpu_probe"]),
@@ -125,13 +143,24 @@ fn build_all() -> Result<()> {
 }
 
 /// Paths (relative to the repository root) of the test binaries a
-/// `built-*.json` names, and that file.
-fn test_binaries(json: &Path) -> Result<Vec<PathBuf>> {
+/// `built-*.json` names (only the targets in `only`, when it is not empty),
+/// and that file.
+fn test_binaries(json: &Path, only: &[String]) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(json)
         .with_context(|| format!("{} is missing (build first)", json.display()))?;
     let exes: std::collections::BTreeMap<String, PathBuf> = serde_json::from_str(&text)?;
+    if let Some(t) = only.iter().find(|t| !exes.contains_key(*t)) {
+        bail!(
+            "--tests {t}: no such grader test target in {} (targets: {})",
+            json.display(),
+            exes.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     let mut out = vec![PathBuf::from("target/xtask-check").join(json.file_name().expect("a file"))];
-    for exe in exes.values() {
+    for (target, exe) in &exes {
+        if !only.is_empty() && !only.contains(target) {
+            continue;
+        }
         let s = exe.to_string_lossy();
         let rel = s
             .rsplit_once("/target/")
@@ -283,15 +312,18 @@ pub fn run(args: &GpuPackArgs) -> Result<()> {
     let archive = util::target_dir().join("gpu-pack.tar.xz");
     if !args.split_only {
         if !args.no_build {
-            build_all()?;
+            build_all(!args.tests.is_empty())?;
         }
-        gather_and_compress(&archive)?;
+        gather_and_compress(&archive, &args.tests)?;
     }
     write_parts(&archive, &out, piece, &root)
 }
 
-/// Stages every file (see the module's doc) and writes `archive`.
-fn gather_and_compress(archive: &Path) -> Result<()> {
+/// Stages every file (see the module's doc) and writes `archive`; with
+/// `tests` not empty, only those test targets and what runs them (see
+/// [`GpuPackArgs::tests`]).
+fn gather_and_compress(archive: &Path, tests: &[String]) -> Result<()> {
+    let tests_only = !tests.is_empty();
     let step = Step::start("gather the files");
     let stage = util::target_dir().join("gpu-pack-stage");
     if stage.exists() {
@@ -302,6 +334,7 @@ fn gather_and_compress(archive: &Path) -> Result<()> {
     for tag in ["solutions-nodefault", "default"] {
         files.extend(test_binaries(
             &check.join(format!("built-tiny-llm-grader-{tag}.json")),
+            tests,
         )?);
     }
     for (i, rel) in files.iter().enumerate() {
@@ -309,22 +342,28 @@ fn gather_and_compress(archive: &Path) -> Result<()> {
         let is_json = rel.extension().is_some_and(|e| e == "json");
         stage_file(&stage, rel, !is_json && i > 0)?;
     }
-    for exe in [
+    let exes = [
         "target/debug/xtask",
         "target/debug/examples/gpu_probe",
         "target/bench/bin/tiny-llm-bench-reference",
-    ] {
+    ];
+    for exe in &exes[..if tests_only { 2 } else { 3 }] {
         stage_file(&stage, Path::new(exe), true)?;
     }
-    for d in [
+    let dirs = [
         "target/mlx/cuda-dist/mlx/lib",
         "target/mlx/cuda-dist/mlx/include/cccl",
+        "target/mlx/cuda-dist/mlx_cuda_13.libs",
         // mlx-lm's quantized matmuls (MLX's own qmm kernels) include CUTLASS/CuTe headers
         "target/mlx/cuda-dist/mlx/include/cute",
         "target/mlx/cuda-dist/mlx/include/cutlass",
-        "target/mlx/cuda-dist/mlx_cuda_13.libs",
-    ] {
+    ];
+    for d in &dirs[..if tests_only { 3 } else { 5 }] {
         stage_dir(&stage, d)?;
+    }
+    if tests_only {
+        step.done();
+        return compress(&stage, archive);
     }
     let mutants = crate::gpu_mutants::stage(&stage)?;
     if mutants > 0 {
@@ -338,11 +377,15 @@ fn gather_and_compress(archive: &Path) -> Result<()> {
         std::fs::copy(e.path(), wdest.join(e.file_name()))?;
     }
     step.done();
+    compress(&stage, archive)
+}
 
+/// `tar` of `stage`'s `target/` through `xz` into `archive`.
+fn compress(stage: &Path, archive: &Path) -> Result<()> {
     let step = Step::start("tar | xz -T0 (a few minutes)");
     let ok = Command::new("tar")
         .arg("-C")
-        .arg(&stage)
+        .arg(stage)
         .args(["-cf", "-", "target"])
         .stdout(std::process::Stdio::piped())
         .spawn()
