@@ -75,3 +75,8 @@ pub mod paged_attention_cpu;
 
 // Day 17
 pub mod prefix_cache;
+
+// Day 18: the OpenAI-compatible server's mapping
+pub mod openai_api;
+pub mod stop_strings;
+pub mod stream_detokenizer;
