@@ -69,6 +69,8 @@ enum Cmd {
     Chat(chat::ChatArgs),
     /// The OpenAI-compatible server (day 18) on 127.0.0.1 (--solution: the reference).
     Serve(serve::ServeArgs),
+    /// The reference server checked by the official openai Python client and curl (127.0.0.1).
+    ServeTest(serve::ServeTestArgs),
     /// Check that the grader's tests compile with each day alone, and each day
     /// but one, taken from the reference (the per-day swap).
     SwapCheck,
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run::run(&args).map(|_| true),
         Cmd::Chat(args) => chat::run(&args).map(|_| true),
         Cmd::Serve(args) => serve::run(&args).map(|_| true),
+        Cmd::ServeTest(args) => serve::test(&args),
         Cmd::Bench(args) => bench::run(&args).map(|_| true),
         Cmd::GpuPack(args) => gpu_pack::run(&args).map(|_| true),
         Cmd::Tidy(args) => tidy::run(&args),
