@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import openai
 
@@ -112,6 +113,23 @@ expect("n = 2: 400", openai.BadRequestError, "n", n=2)
 expect("temperature 5: 400", openai.BadRequestError, "temperature", temperature=5)
 expect("top_p 0.5: 400", openai.BadRequestError, "top_p", top_p=0.5)
 expect("5 stop strings: 400", openai.BadRequestError, "stop", stop=["a", "b", "c", "d", "e"])
+
+# A client that disconnects cancels its request: the server runs one
+# sequence at a time (serve-test passes --max-running 1), so a short request
+# after an abandoned 1500-token stream is answered at once only if the
+# stream's request was cancelled (1500 tokens take minutes on this CPU).
+stream = client.chat.completions.create(
+    model=MODEL, messages=[{"role": "user", "content": "Write a long essay about the sea."}],
+    max_tokens=1500, temperature=0, stream=True,
+)
+for i, _ in enumerate(stream):
+    if i == 2:
+        break
+stream.close()
+t = time.time()
+client.completions.create(model=MODEL, prompt="Hello", max_tokens=2, temperature=0)
+took = time.time() - t
+check(f"disconnect cancels: the next request took {took:.1f} s", took < 60, took)
 
 # SSE framing, byte for byte, through curl -N
 raw = subprocess.run(

@@ -173,7 +173,8 @@ pub fn test(args: &ServeTestArgs) -> Result<bool> {
     let mut child = Command::new(&exe)
         .arg("--model")
         .arg(&dir)
-        .args(["--host", "127.0.0.1", "--port", "0"])
+        // One sequence at a time: the disconnect check relies on it.
+        .args(["--host", "127.0.0.1", "--port", "0", "--max-running", "1"])
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
