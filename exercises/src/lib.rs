@@ -141,6 +141,15 @@ pub use tiny_llm_ref::{block_pool, paged_attention_cpu, paged_attention_gpu};
 pub mod prefix_cache;
 #[cfg(feature = "ref-day17")]
 pub use tiny_llm_ref::prefix_cache;
+// Day 18: the OpenAI-compatible server's mapping
+#[cfg(not(feature = "ref-day18"))]
+pub mod openai_api;
+#[cfg(not(feature = "ref-day18"))]
+pub mod stop_strings;
+#[cfg(not(feature = "ref-day18"))]
+pub mod stream_detokenizer;
+#[cfg(feature = "ref-day18")]
+pub use tiny_llm_ref::{openai_api, stop_strings, stream_detokenizer};
 // Day 20: speculative decoding (days 18-19 are written apart)
 #[cfg(not(feature = "ref-day20"))]
 pub mod speculative;

@@ -77,5 +77,9 @@ pub mod paged_attention_gpu;
 // Day 17
 pub mod prefix_cache;
 
+// Day 18: the OpenAI-compatible server's mapping
+pub mod openai_api;
+pub mod stop_strings;
+pub mod stream_detokenizer;
 // Day 20 (days 18-19 are written apart)
 pub mod speculative;

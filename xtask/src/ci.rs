@@ -58,6 +58,10 @@ pub fn run() -> Result<bool> {
         check::run(&check_args("models", true, false))
     });
     stage(
+        "day 18: the server against the openai client and curl",
+        &mut || crate::serve::test(&crate::serve::ServeTestArgs { model: None }),
+    );
+    stage(
         "unit tests (xtask, common, cli, grader internals)",
         &mut || {
             let a = cargo()

@@ -16,6 +16,7 @@ mod models;
 mod progress;
 mod report;
 mod run;
+mod serve;
 mod setup;
 mod swap_check;
 mod tidy;
@@ -66,6 +67,10 @@ enum Cmd {
     Run(run::RunArgs),
     /// Chat with a real model, one line a turn, keeping the history (stdin may be a pipe).
     Chat(chat::ChatArgs),
+    /// The OpenAI-compatible server (day 18) on 127.0.0.1 (--solution: the reference).
+    Serve(serve::ServeArgs),
+    /// The reference server checked by the official openai Python client and curl (127.0.0.1).
+    ServeTest(serve::ServeTestArgs),
     /// Check that the grader's tests compile with each day alone, and each day
     /// but one, taken from the reference (the per-day swap).
     SwapCheck,
@@ -107,6 +112,8 @@ fn main() -> ExitCode {
         Cmd::Models(args) => models::run(&args).map(|_| true),
         Cmd::Run(args) => run::run(&args).map(|_| true),
         Cmd::Chat(args) => chat::run(&args).map(|_| true),
+        Cmd::Serve(args) => serve::run(&args).map(|_| true),
+        Cmd::ServeTest(args) => serve::test(&args),
         Cmd::Bench(args) => bench::run(&args).map(|_| true),
         Cmd::GpuPack(args) => gpu_pack::run(&args).map(|_| true),
         Cmd::Tidy(args) => tidy::run(&args),
