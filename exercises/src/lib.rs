@@ -150,7 +150,7 @@ pub mod stop_strings;
 pub mod stream_detokenizer;
 #[cfg(feature = "ref-day18")]
 pub use tiny_llm_ref::{openai_api, stop_strings, stream_detokenizer};
-// Day 20: speculative decoding (days 18-19 are written apart)
+// Day 20: speculative decoding (day 19 comes later)
 #[cfg(not(feature = "ref-day20"))]
 pub mod speculative;
 #[cfg(feature = "ref-day20")]

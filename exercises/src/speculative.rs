@@ -39,18 +39,20 @@
 //! decoding their acceptance test is an exact match); mlx-lm
 //! `generate.py` (`speculative_generate_step`).
 //!
-//! Hints: Check your work with `cargo xtask check day20`. Day 8's
-//! `Qwen2ModelWeek2::forward` gives the logits of every new position (the
-//! target's check) and `forward_last` the last one (the draft's guess);
+//! Hints: Check your work with `cargo xtask check day20`. The models come
+//! as `BatchLm` (the week-2 model's given impl): day 13's `forward_batch`
+//! with one row and no padding (`&[0]`) gives the logits of every new
+//! position (the target's check) and `forward_last` the last one (the
+//! draft's guess);
 //! `KvCache::trim` rewinds a cache. Write `step` first; the generation
 //! loop is a few lines around it.
 
 #[allow(unused_imports)]
-use crate::qwen2_week2::Qwen2ModelWeek2;
-#[allow(unused_imports)]
 use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
 #[allow(unused_imports)]
 use mlx_rs::{Array, Dtype};
+#[allow(unused_imports)]
+use tiny_llm_common::engine::BatchLm;
 #[allow(unused_imports)]
 use tiny_llm_common::{check_token_ids, Error, KvCache, Result};
 
@@ -91,9 +93,9 @@ fn cache_offset(caches: &[Box<dyn KvCache>]) -> usize {
 /// fewer); a pass feeds a model whatever of the context it lacks.
 pub struct SpecDecoder<'a> {
     #[allow(dead_code)] // until your new() and step() use them
-    target: &'a Qwen2ModelWeek2,
+    target: &'a dyn BatchLm,
     #[allow(dead_code)]
-    draft: &'a Qwen2ModelWeek2,
+    draft: &'a dyn BatchLm,
     target_cache: Vec<Box<dyn KvCache>>,
     draft_cache: Vec<Box<dyn KvCache>>,
     tokens: Vec<u32>,
@@ -119,14 +121,10 @@ impl<'a> SpecDecoder<'a> {
     /// outside the vocabulary (naming it), or when the prompt fills the
     /// context of either model (no room for a token).
     ///
-    /// Hints: compare `config().vocab_size`; `check_token_ids` names a bad
-    /// id; the context is the smaller `config().rope_positions()`; the
+    /// Hints: compare `vocab_size()`; `check_token_ids` names a bad
+    /// id; the context is the smaller `context_len()`; the
     /// caches come from `new_cache()`.
-    pub fn new(
-        target: &'a Qwen2ModelWeek2,
-        draft: &'a Qwen2ModelWeek2,
-        prompt: &[u32],
-    ) -> Result<Self> {
+    pub fn new(target: &'a dyn BatchLm, draft: &'a dyn BatchLm, prompt: &[u32]) -> Result<Self> {
         let _ = (target, draft, prompt);
         todo!("day 20: SpecDecoder::new")
     }
@@ -212,8 +210,8 @@ impl<'a> SpecDecoder<'a> {
 /// than `max_tokens` were generated, `step(k.min(left - 1))` and stop at
 /// the first eos among the emitted tokens.
 pub fn speculative_generate(
-    target: &Qwen2ModelWeek2,
-    draft: &Qwen2ModelWeek2,
+    target: &dyn BatchLm,
+    draft: &dyn BatchLm,
     prompt: &[u32],
     k: usize,
     max_tokens: usize,

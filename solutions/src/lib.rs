@@ -81,5 +81,5 @@ pub mod prefix_cache;
 pub mod openai_api;
 pub mod stop_strings;
 pub mod stream_detokenizer;
-// Day 20 (days 18-19 are written apart)
+// Day 20 (day 19 comes later)
 pub mod speculative;

@@ -39,9 +39,9 @@
 //! decoding their acceptance test is an exact match); mlx-lm
 //! `generate.py` (`speculative_generate_step`).
 
-use crate::qwen2_week2::Qwen2ModelWeek2;
 use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
 use mlx_rs::{Array, Dtype};
+use tiny_llm_common::engine::BatchLm;
 use tiny_llm_common::{check_token_ids, Error, KvCache, Result};
 
 /// Counts of one speculative decoding run.
@@ -99,8 +99,8 @@ fn trim_all(caches: &mut [Box<dyn KvCache>], n: usize) {
 /// round the target's hold all but the newest, the draft's as many or one
 /// fewer); a pass feeds a model whatever of the context it lacks.
 pub struct SpecDecoder<'a> {
-    target: &'a Qwen2ModelWeek2,
-    draft: &'a Qwen2ModelWeek2,
+    target: &'a dyn BatchLm,
+    draft: &'a dyn BatchLm,
     target_cache: Vec<Box<dyn KvCache>>,
     draft_cache: Vec<Box<dyn KvCache>>,
     tokens: Vec<u32>,
@@ -125,24 +125,20 @@ impl<'a> SpecDecoder<'a> {
     /// models' vocabularies differ (naming both sizes), when a prompt id is
     /// outside the vocabulary (naming it), or when the prompt fills the
     /// context of either model (no room for a token).
-    pub fn new(
-        target: &'a Qwen2ModelWeek2,
-        draft: &'a Qwen2ModelWeek2,
-        prompt: &[u32],
-    ) -> Result<Self> {
+    pub fn new(target: &'a dyn BatchLm, draft: &'a dyn BatchLm, prompt: &[u32]) -> Result<Self> {
         if prompt.is_empty() {
             return Err(Error::Invalid(
                 "speculative decoding: the prompt is empty (give at least one token)".into(),
             ));
         }
-        let (vt, vd) = (target.config().vocab_size, draft.config().vocab_size);
+        let (vt, vd) = (target.vocab_size(), draft.vocab_size());
         if vt != vd {
             return Err(Error::Invalid(format!(
                 "speculative decoding: the target's vocabulary has {vt} tokens and the draft's \
                  {vd}: the draft must share the target's tokenizer"
             )));
         }
-        check_token_ids("prompt", prompt, vt as usize)?;
+        check_token_ids("prompt", prompt, vt)?;
         let context = context_len(target, draft);
         if prompt.len() >= context {
             return Err(Error::Invalid(format!(
@@ -262,7 +258,7 @@ impl<'a> SpecDecoder<'a> {
         feed.extend_from_slice(&drafts);
         let logits = self
             .target
-            .forward(&row(&feed), last, &mut self.target_cache)?;
+            .forward_batch(&row(&feed), last, &[0], &mut self.target_cache)?;
         let picks = argmax_rows(&logits.try_index((0, .., ..))?)?; // (k + 1) x vocab
         let j = drafts
             .iter()
@@ -288,9 +284,8 @@ impl<'a> SpecDecoder<'a> {
 }
 
 /// The smaller of the two models' contexts.
-fn context_len(target: &Qwen2ModelWeek2, draft: &Qwen2ModelWeek2) -> usize {
-    let c = |m: &Qwen2ModelWeek2| m.config().rope_positions().max(0) as usize;
-    c(target).min(c(draft))
+fn context_len(target: &dyn BatchLm, draft: &dyn BatchLm) -> usize {
+    target.context_len().min(draft.context_len())
 }
 
 /// Greedy speculative decoding: up to `max_tokens` tokens after `prompt`,
@@ -307,8 +302,8 @@ fn context_len(target: &Qwen2ModelWeek2, draft: &Qwen2ModelWeek2) -> usize {
 /// (naming it), or when `prompt.len() + max_tokens` passes either model's
 /// context; a model's errors.
 pub fn speculative_generate(
-    target: &Qwen2ModelWeek2,
-    draft: &Qwen2ModelWeek2,
+    target: &dyn BatchLm,
+    draft: &dyn BatchLm,
     prompt: &[u32],
     k: usize,
     max_tokens: usize,
