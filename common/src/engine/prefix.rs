@@ -124,7 +124,6 @@ impl PrefixStore {
                 Err(Error::OutOfBlocks { .. }) => break,
                 Err(e) => return Err(e),
             };
-            self.sweep();
             let (s, e) = ((i * bs - start) as i32, ((i + 1) * bs - start) as i32);
             let block: LayerKv = kv
                 .iter()
@@ -142,6 +141,9 @@ impl PrefixStore {
             held.blocks.push(b);
             held.num_tokens = (i + 1) * bs;
         }
+        // Blocks evicted by the allocations above lose their keys and
+        // values (a block evicted and handed out again was overwritten).
+        self.sweep();
         self.index.insert(&prompt[..held.num_tokens], held)?;
         Ok(())
     }
